@@ -1,0 +1,88 @@
+"""async_store: async SQLite storage for asyncio applications.
+
+Dependencies point one way (nothing lower imports anything higher):
+
+    errors, config
+      → _connection, _shield, statistics
+        → _readers, _writer, _queries → database
+          → migrations, events, backup, health
+            → state
+              → service
+                → cli
+"""
+
+from ._connection import Row
+from ._queries import Parameters
+from .config import DatabaseConfig, SqlConfig
+from .database import Database, ReadSnapshot, Transaction
+from .errors import (
+    BackupError,
+    CannotOpen,
+    CheckViolation,
+    ConcurrencyError,
+    ConfigError,
+    DatabaseBusy,
+    DatabaseCorrupt,
+    DatabaseError,
+    DatabaseFull,
+    DatabaseIOError,
+    DatabaseReadOnly,
+    ForeignKeyViolation,
+    IntegrityViolation,
+    Interrupted,
+    InvalidDelta,
+    MigrationError,
+    NotADatabase,
+    NotNullViolation,
+    PoolClosed,
+    PoolTimeout,
+    PragmaMismatch,
+    QueryError,
+    ReadOnlyQuery,
+    StateManagerClosed,
+    StoreError,
+    UniqueViolation,
+)
+from .service import SqlService
+from .statistics import PoolStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackupError",
+    "CannotOpen",
+    "CheckViolation",
+    "ConcurrencyError",
+    "ConfigError",
+    "Database",
+    "DatabaseBusy",
+    "DatabaseConfig",
+    "DatabaseCorrupt",
+    "DatabaseError",
+    "DatabaseFull",
+    "DatabaseIOError",
+    "DatabaseReadOnly",
+    "ForeignKeyViolation",
+    "IntegrityViolation",
+    "Interrupted",
+    "InvalidDelta",
+    "MigrationError",
+    "NotADatabase",
+    "NotNullViolation",
+    "Parameters",
+    "PoolClosed",
+    "PoolStatistics",
+    "PoolTimeout",
+    "PragmaMismatch",
+    "QueryError",
+    "ReadOnlyQuery",
+    "ReadSnapshot",
+    "Row",
+    "SqlConfig",
+    "SqlService",
+    "StateManagerClosed",
+    "StoreError",
+    "Transaction",
+    "UniqueViolation",
+    "__version__",
+]

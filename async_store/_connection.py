@@ -1,0 +1,139 @@
+"""One SQLite connection on its own aiosqlite thread, opened with every PRAGMA set and read back.
+
+aiosqlite is the library's only thread bridge. Each call here is one hop to the connection's
+thread: a plain function of the ``sqlite3.Connection`` runs there, so a batch of statements costs
+one hop, not one per statement.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from .config import DatabaseConfig
+from .errors import PragmaMismatch, translate
+
+__all__ = ["Connection", "Row", "open_connection"]
+
+T = TypeVar("T")
+
+Row = sqlite3.Row
+"""A result row: ``row["column"]``, ``row[0]``, ``row.keys()``, ``dict(row)`` via ``keys()``."""
+
+_SYNCHRONOUS_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+_TEMP_STORE_MEMORY = 2
+
+
+class Connection:
+    """A ``sqlite3.Connection`` owned by one aiosqlite worker thread."""
+
+    __slots__ = ("_aio", "_raw", "database", "reader")
+
+    def __init__(
+        self, aio: aiosqlite.Connection, raw: sqlite3.Connection, *, database: str, reader: bool
+    ) -> None:
+        self._aio = aio
+        self._raw = raw
+        self.database = database
+        self.reader = reader
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the connection's thread (one hop) and return its result.
+
+        Exceptions come back untranslated. If the caller is cancelled, ``fn`` still runs to its
+        end on the thread; work submitted later runs after it (the thread is FIFO).
+        """
+        # aiosqlite exposes no public "run this function on the connection's thread"; `_execute`
+        # is that primitive (every public aiosqlite method is built on it).
+        return await self._aio._execute(fn, self._raw)  # type: ignore[no-untyped-call,no-any-return]
+
+    def interrupt(self) -> None:
+        """Abort the statement running on the thread, if any (``sqlite3_interrupt``; safe from
+        any thread, a no-op when nothing runs)."""
+        self._raw.interrupt()
+
+    async def close(self) -> None:
+        """Finish queued work, close the connection and stop its thread."""
+        await self._aio.close()
+
+
+async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection:
+    """Open a connection to ``config.path`` with the PRAGMAs of DESIGN.md, read each one back,
+    and return it. Raises :class:`PragmaMismatch` when SQLite does not keep a setting, and the
+    translated error when the file cannot be opened or is not a database."""
+    path = Path(config.path)
+
+    opened: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        # Runs on the connection's own thread, like every later call.
+        _create_owner_only(path)
+        raw = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None)
+        raw.row_factory = sqlite3.Row
+        opened.append(raw)
+        return raw
+
+    aio = aiosqlite.Connection(connect, 64)
+    # A daemon thread: a service that is never closed must not hang the interpreter at exit.
+    # Committed data is safe either way; SQLite recovers from the WAL on the next open.
+    aio._thread.daemon = True
+    try:
+        await aio
+    except Exception as exc:
+        raise translate(exc, database=f"{config.name} ({path})") from exc
+    raw = opened[0]
+    connection = Connection(aio, raw, database=config.name, reader=reader)
+    try:
+        await connection.run(lambda conn: _configure(conn, config, reader=reader))
+    except BaseException as exc:
+        await aio.close()
+        if isinstance(exc, Exception):
+            raise translate(exc, database=f"{config.name} ({path})") from exc
+        raise
+    return connection
+
+
+def _configure(conn: sqlite3.Connection, config: DatabaseConfig, *, reader: bool) -> None:
+    """Set every PRAGMA, then read each back; runs on the connection's thread."""
+    wanted: dict[str, Any] = {
+        "busy_timeout": round(config.busy_timeout * 1000),
+        "journal_mode": "wal",
+        "synchronous": _SYNCHRONOUS_CODES[config.synchronous],
+        "foreign_keys": 1,
+        "cache_size": -config.cache_size_kib,
+        "temp_store": _TEMP_STORE_MEMORY,
+        "mmap_size": config.mmap_size,
+        "wal_autocheckpoint": config.wal_autocheckpoint,
+        "journal_size_limit": config.journal_size_limit,
+        "trusted_schema": 0,
+        "query_only": 1 if reader else 0,
+    }
+    # journal_mode first: WAL is a property of the file, and readers should find it set.
+    for name, value in wanted.items():
+        conn.execute(f"PRAGMA {name} = {value}").fetchall()
+    for name, value in wanted.items():
+        row = conn.execute(f"PRAGMA {name}").fetchone()
+        actual = row[0] if row is not None else None
+        if isinstance(actual, str):
+            actual = actual.lower()
+        if actual != value:
+            raise PragmaMismatch(
+                f"{config.name} ({config.path}): PRAGMA {name} was set to {value!r} "
+                f"but reads back {actual!r}"
+            )
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create missing parent directories (0700) and the database file itself (0600), so the
+    WAL and shared-memory files SQLite creates beside it inherit owner-only permissions."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

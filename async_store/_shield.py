@@ -1,0 +1,41 @@
+"""Finishing clean-up whatever cancellation arrives: asyncio's ``task.cancel()`` (once or
+repeatedly) and anyio cancel scopes alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import anyio
+
+__all__ = ["finish"]
+
+T = TypeVar("T")
+
+
+async def finish(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile, then re-raise the
+    cancellation (so ``asyncio.timeout`` and cancel scopes still see it).
+
+    Used for the steps that must never be cut short: a rollback, returning a connection to its
+    pool, telling the writer a transaction is over.
+    """
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    # The shielded scope stops anyio from re-delivering its cancellation on every await; the
+    # loop below absorbs plain asyncio cancellation, which anyio's shield does not cover.
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    cancelled = True
+            except BaseException:  # the task's own error is re-raised below
+                pass
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the cancellation takes precedence
+        raise asyncio.CancelledError
+    return task.result()

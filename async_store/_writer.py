@@ -1,0 +1,478 @@
+"""The writer: one connection, one task, a FIFO queue of write jobs, and group commit.
+
+Jobs queued behind the writer run back to back inside one outer ``BEGIN IMMEDIATE`` transaction,
+each in its own SAVEPOINT, and commit once. A job that fails rolls back to its savepoint and
+raises to its own caller; a COMMIT that fails fails every job of its batch. Every caller's await
+returns only after the COMMIT that holds its work. With nothing queued a job commits alone.
+
+Three kinds of job:
+
+* a *statement job* (``execute``, ``execute_many``): a plain function of the connection. All the
+  statement jobs of a batch run in one hop to the writer's thread, BEGIN and COMMIT included.
+* a *transaction job* (``transaction()``): the writer opens a savepoint, lends the connection to
+  the caller's ``async with`` block, and waits for the block to end before it goes on.
+* an *exclusive job* (migrations, checkpoints): a function that runs alone, outside any
+  transaction, between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from ._connection import Connection
+from ._shield import finish
+from .config import DatabaseConfig
+from .errors import DatabaseBusy, PoolClosed, PoolTimeout, StoreError, translate
+from .statistics import Counters
+
+__all__ = ["TransactionLease", "Writer"]
+
+T = TypeVar("T")
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+class _StatementJob:
+    __slots__ = ("fn", "future", "sql")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], sql: str, future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.sql = sql
+        self.future = future
+
+
+class TransactionLease:
+    """The writer's connection, lent to one ``transaction()`` block inside a savepoint."""
+
+    __slots__ = ("committed", "finished", "granted", "savepoint")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.granted: asyncio.Future[None] = loop.create_future()
+        """Resolved by the writer once the savepoint is open."""
+        self.finished: asyncio.Future[bool] = loop.create_future()
+        """Resolved by the block: True to keep its work, False to roll it back."""
+        self.committed: asyncio.Future[None] = loop.create_future()
+        """Resolved by the writer once the batch holding the block has ended."""
+        self.savepoint = ""
+
+
+class _ExclusiveJob:
+    __slots__ = ("fn", "future")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.future = future
+
+
+_Job = _StatementJob | TransactionLease | _ExclusiveJob
+_J = TypeVar("_J", _StatementJob, TransactionLease)
+
+
+class _Outcome(Generic[T]):
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: T | None = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+class _BatchFailed(Exception):
+    """The whole batch is lost: its COMMIT failed, or SQLite rolled the transaction back."""
+
+    def __init__(
+        self, cause: BaseException, sql: str | None = None, *, rolled_back: bool = True
+    ) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.sql = sql
+        self.rolled_back = rolled_back
+
+
+class Writer:
+    """Serves one database's write jobs in FIFO order on a single connection."""
+
+    def __init__(self, connection: Connection, config: DatabaseConfig, counters: Counters) -> None:
+        self._connection = connection
+        self._config = config
+        self._name = config.name
+        self._counters = counters
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(config.max_queued)
+        self._backlog: deque[_Job | None] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._savepoints = 0
+
+    @property
+    def connection(self) -> Connection:
+        return self._connection
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() + len(self._backlog)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._serve(), name=f"async_store.{self._name}.writer"
+        )
+
+    # -- submitting work -------------------------------------------------------------------
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        """Run ``fn`` as one transaction of a group commit; return once it is committed.
+
+        Cancelling the caller after the job reached the writer's thread does not undo it."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._enqueue(_StatementJob(fn, sql, future))
+        return await future
+
+    async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
+        transactions."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._enqueue(_ExclusiveJob(fn, future))
+        return await future
+
+    async def lease(self) -> TransactionLease:
+        """Wait for the writer to open a savepoint for a ``transaction()`` block."""
+        lease = TransactionLease(asyncio.get_running_loop())
+        try:
+            await self._enqueue(lease)
+            await asyncio.shield(lease.granted)
+        except BaseException:
+            if not lease.granted.done():
+                lease.granted.cancel()  # still queued: the writer will skip it
+            elif lease.granted.exception() is None:
+                # Granted just as the caller gave up: hand it back, rolled back.
+                lease.finished.set_result(False)
+                with contextlib.suppress(StoreError):
+                    await finish(lease.committed)
+            raise
+        return lease
+
+    async def _enqueue(self, job: _Job) -> None:
+        if self._failure is not None:
+            raise PoolClosed(f"{self._name}: the writer stopped") from self._failure
+        if self._closing or self._task is None:
+            raise PoolClosed(f"{self._name}: the database is closed")
+        try:
+            self._queue.put_nowait(job)
+            return
+        except asyncio.QueueFull:
+            pass
+        try:
+            async with asyncio.timeout(self._config.acquire_timeout):
+                await self._queue.put(job)
+        except TimeoutError:
+            self._counters.acquire_timeouts += 1
+            raise PoolTimeout(
+                f"{self._name}: the writer queue stayed full ({self._config.max_queued} jobs) "
+                f"for {self._config.acquire_timeout} s"
+            ) from None
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                job = self._backlog.popleft() if self._backlog else await self._queue.get()
+                if job is None:
+                    return
+                if isinstance(job, _ExclusiveJob):
+                    await self._serve_exclusive(job)
+                elif isinstance(job, _StatementJob):
+                    await self._serve_statements(job)
+                elif not job.granted.cancelled():
+                    await self._serve_transactions(job)
+        except BaseException as exc:
+            self._failure = exc
+            self._fail_queued(exc)
+            raise
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        error = PoolClosed(f"{self._name}: the writer stopped: {exc!r}")
+        while self._backlog or not self._queue.empty():
+            job = self._backlog.popleft() if self._backlog else self._queue.get_nowait()
+            if isinstance(job, _StatementJob | _ExclusiveJob):
+                _set_error(job.future, error)
+            elif job is not None:
+                _set_error(job.granted, error)
+
+    def _take(self, kind: type[_J]) -> _J | None:
+        """Pop the next queued job if it is a ``kind``; otherwise leave it at the head."""
+        while not self._backlog and not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not _abandoned(job):
+                self._backlog.append(job)
+        if self._backlog and isinstance(self._backlog[0], kind):
+            return self._backlog.popleft()  # type: ignore[return-value]
+        return None
+
+    def _take_statements(self, first: _StatementJob, room: int) -> list[_StatementJob]:
+        jobs = [first]
+        while len(jobs) < room and (job := self._take(_StatementJob)) is not None:
+            jobs.append(job)
+        return [job for job in jobs if not job.future.cancelled()]
+
+    async def _serve_exclusive(self, job: _ExclusiveJob) -> None:
+        if job.future.cancelled():
+            return
+        try:
+            result = await self._connection.run(job.fn)
+        except Exception as exc:
+            _set_error(job.future, translate(exc, database=self._name), cause=exc)
+        else:
+            _set_result(job.future, result)
+
+    async def _serve_statements(self, first: _StatementJob) -> None:
+        """A batch of statement jobs only: BEGIN, every job, COMMIT in one hop."""
+        jobs = self._take_statements(first, self._config.max_batch_size)
+        if not jobs:
+            return
+        retries, backoff, counters = (
+            self._config.busy_retries,
+            self._config.busy_backoff,
+            self._counters,
+        )
+        try:
+            outcomes = await self._connection.run(
+                lambda conn: _run_batch(conn, jobs, retries, backoff, counters)
+            )
+        except Exception as exc:
+            await self._abort([job.future for job in jobs], exc)
+            return
+        committed = 0
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome.error is None:
+                committed += 1
+                _set_result(job.future, outcome.value)
+            else:
+                error = translate(outcome.error, database=self._name, sql=job.sql)
+                _set_error(job.future, error, cause=outcome.error)
+        self._counters.record_batch(committed, len(jobs) - committed)
+
+    async def _serve_transactions(self, first: TransactionLease) -> None:
+        """A batch led by a ``transaction()`` block: it takes the statement jobs and blocks
+        queued behind it, until the batch is full or has stayed open too long."""
+        retries, backoff, counters = (
+            self._config.busy_retries,
+            self._config.busy_backoff,
+            self._counters,
+        )
+        try:
+            await self._connection.run(lambda conn: _begin(conn, retries, backoff, counters))
+        except Exception as exc:
+            _set_error(first.granted, translate(exc, database=self._name), cause=exc)
+            return
+        deadline = time.monotonic() + self._config.max_batch_duration
+        room = self._config.max_batch_size
+        kept: list[tuple[asyncio.Future[Any], Any]] = []
+        leases: list[TransactionLease] = []
+        failed = 0
+        job: _Job | None = first
+        try:
+            while job is not None:
+                if isinstance(job, TransactionLease):
+                    leases.append(job)
+                    if await self._serve_lease(job):
+                        kept.append((job.committed, None))
+                    else:
+                        failed += 1
+                elif isinstance(job, _StatementJob):
+                    jobs = self._take_statements(job, room - len(kept) - failed)
+                    outcomes = await self._connection.run(partial(_run_jobs, jobs=jobs))
+                    for statement, outcome in zip(jobs, outcomes, strict=True):
+                        if outcome.error is None:
+                            kept.append((statement.future, outcome.value))
+                        else:
+                            failed += 1
+                            error = translate(outcome.error, database=self._name, sql=statement.sql)
+                            _set_error(statement.future, error, cause=outcome.error)
+                if len(kept) + failed >= room or time.monotonic() >= deadline:
+                    break
+                job = self._take(TransactionLease) or self._take(_StatementJob)
+            await self._connection.run(_commit)
+        except BaseException as exc:
+            await self._abort([future for future, _ in kept], exc)
+            for lease in leases:
+                _set_result(lease.committed, None)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, value in kept:
+            _set_result(future, value)
+        for lease in leases:
+            _set_result(lease.committed, None)
+        self._counters.record_batch(len(kept), failed)
+
+    async def _serve_lease(self, lease: TransactionLease) -> bool:
+        """Open a savepoint, lend the connection, and close the savepoint when the block ends.
+        Returns whether the block's work was kept."""
+        self._savepoints += 1
+        name = f"async_store_tx_{self._savepoints}"
+        await self._connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}"))
+        lease.savepoint = name
+        keep = False
+        if not lease.granted.cancelled():
+            lease.granted.set_result(None)
+            keep = await asyncio.shield(lease.finished)
+        await self._connection.run(lambda conn: _close_savepoint(conn, name, keep=keep))
+        return keep
+
+    async def _abort(self, futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
+        """The batch is lost: roll back whatever is left of it and fail everyone in it."""
+        cause = exc.cause if isinstance(exc, _BatchFailed) else exc
+        with contextlib.suppress(Exception):
+            await finish(self._connection.run(_rollback_if_open))
+        error = translate(cause, database=self._name, sql=getattr(exc, "sql", None))
+        if isinstance(exc, _BatchFailed) and exc.rolled_back and futures:
+            error = type(error)(
+                f"{error} (the group commit of {len(futures)} transaction(s) was rolled back)"
+            )
+        for future in futures:
+            _set_error(future, error, cause=cause)
+        self._counters.record_batch(0, len(futures))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Serve everything already queued, then stop the writer task."""
+        self._closing = True
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            await self._queue.put(None)
+        with contextlib.suppress(Exception):
+            await finish(task)
+
+
+def _abandoned(job: _Job | None) -> bool:
+    if isinstance(job, TransactionLease):
+        return job.granted.cancelled()
+    if job is None:
+        return False
+    return job.future.cancelled()
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_error(
+    future: asyncio.Future[Any], error: BaseException, cause: BaseException | None = None
+) -> None:
+    if cause is not None and cause is not error:
+        error.__cause__ = cause
+    if not future.done():
+        future.set_exception(error)
+        # Its caller may be gone (cancelled); don't report the error as never retrieved.
+        future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+# -- functions that run on the writer's thread ----------------------------------------------
+
+
+def _begin(conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters) -> None:
+    """``BEGIN IMMEDIATE``, retried with jittered exponential backoff while another process
+    holds the lock past busy_timeout. Only BEGIN is retried: nothing has run yet."""
+    for attempt in range(retries + 1):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc) and attempt < retries:
+                counters.busy_retries += 1
+                # Sleeping blocks only the writer's own thread, which nothing else may use now.
+                time.sleep(backoff * (2**attempt) * random.uniform(0.5, 1.5))
+                continue
+            if _is_busy(exc):
+                raise DatabaseBusy(
+                    f"database is locked by another process after {retries} retries: {exc}"
+                ) from exc
+            raise
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def _run_jobs(conn: sqlite3.Connection, jobs: list[_StatementJob]) -> list[_Outcome[Any]]:
+    """Run each job in its own savepoint inside the open transaction."""
+    outcomes: list[_Outcome[Any]] = []
+    for job in jobs:
+        conn.execute("SAVEPOINT async_store_job")
+        try:
+            value = job.fn(conn)
+        except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled back the whole transaction (disk full, I/O error, ...).
+                raise _BatchFailed(exc, job.sql) from exc
+            conn.execute("ROLLBACK TO async_store_job")
+            conn.execute("RELEASE async_store_job")
+            outcomes.append(_Outcome(error=exc))
+        else:
+            conn.execute("RELEASE async_store_job")
+            outcomes.append(_Outcome(value))
+    return outcomes
+
+
+def _run_batch(
+    conn: sqlite3.Connection,
+    jobs: list[_StatementJob],
+    retries: int,
+    backoff: float,
+    counters: Counters,
+) -> list[_Outcome[Any]]:
+    """BEGIN IMMEDIATE, every job in its savepoint, COMMIT: one hop for a whole batch."""
+    try:
+        _begin(conn, retries, backoff, counters)
+    except Exception as exc:
+        raise _BatchFailed(exc, "BEGIN IMMEDIATE", rolled_back=False) from exc
+    outcomes = _run_jobs(conn, jobs)
+    _commit(conn)
+    return outcomes
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise _BatchFailed(exc, "COMMIT") from exc
+
+
+def _close_savepoint(conn: sqlite3.Connection, name: str, *, keep: bool) -> None:
+    if not conn.in_transaction:
+        raise _BatchFailed(
+            sqlite3.OperationalError("the transaction was rolled back by SQLite"), name
+        )
+    if not keep:
+        conn.execute(f"ROLLBACK TO {name}")
+    conn.execute(f"RELEASE {name}")
+
+
+def _rollback_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

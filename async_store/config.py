@@ -1,0 +1,271 @@
+"""Configuration: frozen, keyword-only dataclasses validated on construction.
+
+:class:`DatabaseConfig` describes one SQLite database and its pool; :class:`SqlConfig` describes
+the service: one database in MVP mode, or ``app_meta`` and ``events`` in production mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "DatabaseConfig", "SqlConfig", "Synchronous"]
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+_SYNCHRONOUS: tuple[str, ...] = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+ENV_PREFIX = "ASYNC_STORE_"
+"""Prefix of the environment variables read by :meth:`SqlConfig.from_env`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    """One SQLite database file and its pool: one writer connection and ``readers`` readers."""
+
+    path: Path
+    """The database file (``str`` or ``os.PathLike`` accepted). Missing parent directories are
+    created when the service starts."""
+
+    name: str = "app_meta"
+    """The name used in error messages, statistics and health reports."""
+
+    synchronous: Synchronous = "NORMAL"
+    """``PRAGMA synchronous``. ``NORMAL`` in WAL mode survives an application crash; after power
+    loss the newest commits may roll back. ``FULL`` fsyncs every commit. Default ``NORMAL``."""
+
+    readers: int = 4
+    """Reader connections (``query_only``), at least 1. Default 4."""
+
+    busy_timeout: float = 5.0
+    """Seconds SQLite waits on a lock held by another process before reporting busy. Default 5."""
+
+    busy_retries: int = 5
+    """Retries of ``BEGIN IMMEDIATE`` after ``busy_timeout`` expired, with jittered exponential
+    backoff; a half-done transaction is never retried. Default 5."""
+
+    busy_backoff: float = 0.05
+    """Seconds of the first backoff between busy retries; doubled each retry. Default 0.05."""
+
+    cache_size_kib: int = 65536
+    """Page cache per connection, in KiB (``PRAGMA cache_size=-N``). Default 65536 (64 MiB)."""
+
+    mmap_size: int = 0
+    """Bytes of the file read through memory mapping (``PRAGMA mmap_size``). Default 0 (off).
+    Mapping speeds up reads, but an I/O error on mapped memory arrives as SIGBUS and kills the
+    process instead of raising an error; 134217728 (128 MiB) suits read-heavy local use."""
+
+    wal_autocheckpoint: int = 1000
+    """Pages in the WAL that trigger an automatic checkpoint. Default 1000."""
+
+    journal_size_limit: int = 64 * 1024 * 1024
+    """Bytes the WAL file is truncated to after a checkpoint. Default 64 MiB."""
+
+    acquire_timeout: float = 30.0
+    """Seconds a caller waits for a reader or for the writer before :class:`PoolTimeout`.
+    Default 30."""
+
+    max_batch_size: int = 256
+    """Most transactions one group commit holds. Default 256."""
+
+    max_batch_duration: float = 0.05
+    """Seconds a group-commit batch may stay open before it commits, while more work waits.
+    Default 0.05. With nothing queued a transaction commits at once, whatever this says."""
+
+    max_queued: int = 10_000
+    """Bound of the writer queue; callers beyond it wait (up to ``acquire_timeout``). Default
+    10 000: enough for every task of a busy service, small enough to keep memory bounded."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", _as_path(self.path, self.name))
+        if self.synchronous not in _SYNCHRONOUS:
+            raise ConfigError(
+                f"{self.name}: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
+                f"not {self.synchronous!r}"
+            )
+        _require(self.readers >= 1, self.name, "readers", self.readers, "at least 1")
+        for attr in ("busy_timeout", "busy_backoff", "acquire_timeout", "max_batch_duration"):
+            value = getattr(self, attr)
+            _require(value >= 0, self.name, attr, value, "a number of seconds >= 0")
+        _require(self.busy_retries >= 0, self.name, "busy_retries", self.busy_retries, ">= 0")
+        _require(self.cache_size_kib >= 0, self.name, "cache_size_kib", self.cache_size_kib, ">= 0")
+        _require(self.mmap_size >= 0, self.name, "mmap_size", self.mmap_size, ">= 0")
+        _require(
+            self.wal_autocheckpoint >= 0,
+            self.name,
+            "wal_autocheckpoint",
+            self.wal_autocheckpoint,
+            ">= 0",
+        )
+        _require(
+            self.journal_size_limit >= -1,
+            self.name,
+            "journal_size_limit",
+            self.journal_size_limit,
+            ">= -1",
+        )
+        _require(self.max_batch_size >= 1, self.name, "max_batch_size", self.max_batch_size, ">= 1")
+        _require(self.max_queued >= 1, self.name, "max_queued", self.max_queued, ">= 1")
+        _check_creatable(self.path, self.name)
+
+    def replace(self, **changes: Any) -> DatabaseConfig:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqlConfig:
+    """The service's databases: ``events is None`` means MVP mode (one file holds everything)."""
+
+    app: DatabaseConfig
+    """``app_meta``: settings, knowledge bases, documents, chunks, pipelines and projections."""
+
+    events: DatabaseConfig | None = None
+    """``events``: the event store, at ``synchronous=FULL``. ``None`` in MVP mode."""
+
+    def __post_init__(self) -> None:
+        if self.events is not None and _same_file(self.app.path, self.events.path):
+            raise ConfigError(
+                f"production mode needs two files; app_meta and events are both {self.app.path}"
+            )
+
+    @property
+    def mode(self) -> Literal["mvp", "production"]:
+        """``"mvp"`` (one file) or ``"production"`` (app_meta and events apart)."""
+        return "mvp" if self.events is None else "production"
+
+    @classmethod
+    def mvp(cls, path: str | os.PathLike[str], **options: Any) -> SqlConfig:
+        """One file holding every table, at ``synchronous=NORMAL`` unless ``options`` say else.
+
+        ``options`` are :class:`DatabaseConfig` fields (``readers=8``, ``synchronous="FULL"``).
+        """
+        return cls(app=DatabaseConfig(path=Path(path), **options))
+
+    @classmethod
+    def production(
+        cls,
+        app_path: str | os.PathLike[str],
+        events_path: str | os.PathLike[str],
+        **options: Any,
+    ) -> SqlConfig:
+        """``app_meta`` at ``synchronous=NORMAL`` and ``events`` at ``synchronous=FULL``.
+
+        ``options`` are :class:`DatabaseConfig` fields applied to both databases.
+        """
+        app_options = {"synchronous": "NORMAL", **options}
+        event_options = {**options, "synchronous": "FULL", "name": "events"}
+        return cls(
+            app=DatabaseConfig(path=Path(app_path), **app_options),
+            events=DatabaseConfig(path=Path(events_path), **event_options),
+        )
+
+    @classmethod
+    def in_directory(
+        cls, directory: str | os.PathLike[str], *, mvp: bool = False, **options: Any
+    ) -> SqlConfig:
+        """``DIR/app_meta.db`` and ``DIR/events.db`` (MVP: ``DIR/app_meta.db`` alone)."""
+        root = Path(directory)
+        if mvp:
+            return cls.mvp(root / "app_meta.db", **options)
+        return cls.production(root / "app_meta.db", root / "events.db", **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SqlConfig:
+        """Read the configuration from environment variables.
+
+        ``ASYNC_STORE_DATA``       directory holding ``app_meta.db`` and ``events.db`` (default
+                                   ``./data``)
+        ``ASYNC_STORE_MODE``       ``production`` (default) or ``mvp``
+        ``ASYNC_STORE_APP_PATH``   the app_meta file (overrides ``ASYNC_STORE_DATA``)
+        ``ASYNC_STORE_EVENTS_PATH`` the events file (production mode)
+        ``ASYNC_STORE_READERS``, ``ASYNC_STORE_BUSY_TIMEOUT``, ``ASYNC_STORE_BUSY_RETRIES``,
+        ``ASYNC_STORE_CACHE_SIZE_KIB``, ``ASYNC_STORE_MMAP_SIZE``,
+        ``ASYNC_STORE_WAL_AUTOCHECKPOINT``, ``ASYNC_STORE_JOURNAL_SIZE_LIMIT``,
+        ``ASYNC_STORE_ACQUIRE_TIMEOUT``, ``ASYNC_STORE_MAX_BATCH_SIZE``,
+        ``ASYNC_STORE_MAX_BATCH_DURATION``: the :class:`DatabaseConfig` field of the same name,
+        applied to every database.
+
+        Raises :class:`ConfigError` naming the variable when a value cannot be parsed.
+        """
+        env = os.environ if environ is None else environ
+        mode = env.get(f"{ENV_PREFIX}MODE", "production").strip().lower()
+        if mode not in ("production", "mvp"):
+            raise ConfigError(f"{ENV_PREFIX}MODE must be 'production' or 'mvp', not {mode!r}")
+        options: dict[str, Any] = {}
+        for name, parse in _ENV_FIELDS.items():
+            raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                options[name] = parse(raw.strip())
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+        data = Path(env.get(f"{ENV_PREFIX}DATA", "data"))
+        app_path = Path(env.get(f"{ENV_PREFIX}APP_PATH", data / "app_meta.db"))
+        if mode == "mvp":
+            return cls.mvp(app_path, **options)
+        events_path = Path(env.get(f"{ENV_PREFIX}EVENTS_PATH", data / "events.db"))
+        return cls.production(app_path, events_path, **options)
+
+    @property
+    def databases(self) -> tuple[DatabaseConfig, ...]:
+        """Every database of the service, app_meta first."""
+        return (self.app,) if self.events is None else (self.app, self.events)
+
+
+_ENV_FIELDS: dict[str, Any] = {
+    "readers": int,
+    "busy_timeout": float,
+    "busy_retries": int,
+    "cache_size_kib": int,
+    "mmap_size": int,
+    "wal_autocheckpoint": int,
+    "journal_size_limit": int,
+    "acquire_timeout": float,
+    "max_batch_size": int,
+    "max_batch_duration": float,
+}
+
+
+def _require(ok: bool, name: str, attr: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {attr} must be {expected}, not {value!r}")
+
+
+def _as_path(value: object, name: str) -> Path:
+    if isinstance(value, str | os.PathLike):
+        text = os.fspath(value)
+        if isinstance(text, str) and text and text != ":memory:":
+            return Path(text)
+    raise ConfigError(
+        f"{name}: path must be a file path (str or os.PathLike); got {value!r}"
+        " (in-memory databases cannot be shared by a pool)"
+    )
+
+
+def _check_creatable(path: Path, name: str) -> None:
+    """Refuse a path whose parent directory cannot exist or cannot be written, without creating
+    anything: the nearest existing ancestor must be a writable directory."""
+    if path.is_dir():
+        raise ConfigError(f"{name}: {path} is a directory, not a database file")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise ConfigError(f"{name}: {ancestor} is a dangling symbolic link")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(
+            f"{name}: cannot create the directory of {path}: {ancestor} is not a directory"
+        )
+    if not path.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: cannot create {path}: {ancestor} is not writable")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)

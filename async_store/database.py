@@ -1,0 +1,426 @@
+"""``Database``: one SQLite file behind one FIFO writer (with group commit) and a reader pool.
+
+Reads go to a reader; writes go to the writer. Inside ``transaction()`` every call of the same
+task, on the database or on the transaction, runs on the transaction (reads see its writes), and
+a nested ``transaction()`` becomes a SAVEPOINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from ._connection import Connection, Row, open_connection
+from ._queries import Parameters, QueryMethods
+from ._readers import ReaderPool
+from ._shield import finish
+from ._writer import TransactionLease, Writer
+from .config import DatabaseConfig
+from .errors import PoolClosed, StoreError, translate
+from .statistics import Counters, PoolStatistics
+
+__all__ = ["Database", "ReadSnapshot", "Transaction"]
+
+T = TypeVar("T")
+
+
+class Database(QueryMethods):
+    """One SQLite database: ``async with Database(config) as db`` or ``await db.open()``."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._config = config
+        self._counters = Counters()
+        self._writer: Writer | None = None
+        self._readers: ReaderPool | None = None
+        self._state = "new"
+        # The transaction the current task is inside, if any, on this database.
+        self._current: ContextVar[Transaction | None] = ContextVar(
+            f"async_store.{config.name}.transaction", default=None
+        )
+
+    @property
+    def config(self) -> DatabaseConfig:
+        return self._config
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    @property
+    def path(self) -> Path:
+        return self._config.path
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the writer and the readers (creating the file and its directory if missing),
+        with every PRAGMA set and read back."""
+        if self._state != "new":
+            raise PoolClosed(f"{self.name}: a Database opens once; it is {self._state}")
+        self._state = "opening"
+        opened: list[Connection] = []
+        try:
+            opened.append(await open_connection(self._config, reader=False))
+            for _ in range(self._config.readers):
+                opened.append(await open_connection(self._config, reader=True))
+        except BaseException:
+            for connection in opened:
+                await finish(connection.close())
+            self._state = "closed"
+            raise
+        self._writer = Writer(opened[0], self._config, self._counters)
+        self._readers = ReaderPool(
+            opened[1:],
+            name=self.name,
+            acquire_timeout=self._config.acquire_timeout,
+            counters=self._counters,
+        )
+        self._writer.start()
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Serve the writes already queued, wait for readers in use, checkpoint the WAL, and
+        close every connection and thread. Idempotent."""
+        if self._state in ("closing", "closed", "new"):
+            self._state = "closed" if self._state == "new" else self._state
+            return
+        self._state = "closing"
+        writer, readers = self._writer, self._readers
+        assert writer is not None
+        assert readers is not None
+        await finish(self._close(writer, readers))
+        self._state = "closed"
+
+    async def _close(self, writer: Writer, readers: ReaderPool) -> None:
+        await writer.close()
+        await readers.close()
+        with contextlib.suppress(Exception):
+            # Leave a small file behind: fold the WAL back in. Best effort; a reader of another
+            # process may keep it from completing, which is harmless.
+            await writer.connection.run(_checkpoint_on_close)
+        await writer.connection.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if self._state in ("open", "opening"):
+            warnings.warn(
+                f"Database {self.name!r} ({self.path}) was never closed; use 'async with' or "
+                "'await close()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _open_parts(self) -> tuple[Writer, ReaderPool]:
+        if self._state != "open" or self._writer is None or self._readers is None:
+            raise PoolClosed(f"{self.name}: the database is {self._state}")
+        return self._writer, self._readers
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        tx = self._current.get()
+        if tx is not None:
+            return await tx._read(fn, sql)
+        return await self._open_parts()[1].run(fn, sql)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        tx = self._current.get()
+        if tx is not None:
+            return await tx._write(fn, sql)
+        return await self._open_parts()[0].run(fn, sql)
+
+    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+        tx = self._current.get()
+        if tx is not None:
+            return tx._iterate(sql, parameters, chunk_size)
+        return self._iterate_reader(sql, parameters, chunk_size)
+
+    async def _iterate_reader(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncIterator[Row]:
+        readers = self._open_parts()[1]
+        connection = await readers.acquire()
+        snapshot = ReadSnapshot(self, connection)
+        clean = False
+        try:
+            async for row in _stream(connection, sql, parameters, chunk_size, on_reader=True):
+                yield row
+            clean = True
+        finally:
+            snapshot._active = False
+            if clean:
+                readers.release(connection)
+            else:
+                await readers.discard(connection, interrupt=True)
+
+    # -- transactions and snapshots ----------------------------------------------------------
+
+    def transaction(self) -> _TransactionContext:
+        """``async with db.transaction() as tx``: a transaction on the writer, begun with
+        ``BEGIN IMMEDIATE`` (group-committed with other queued work). Its work commits when the
+        block ends normally and is rolled back if the block raises or is cancelled. Inside a
+        transaction, a nested ``transaction()`` is a SAVEPOINT."""
+        return _TransactionContext(self)
+
+    def read(self) -> _ReadContext:
+        """``async with db.read() as snap``: one reader and one consistent snapshot for every
+        query in the block (inside a transaction: the transaction itself)."""
+        return _ReadContext(self)
+
+    async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(sqlite3_connection)`` on the writer's thread, alone and outside any
+        transaction the writer opened (for migrations and maintenance): ``fn`` manages its own
+        transactions and must leave none open. ``sqlite3`` errors come back translated."""
+        writer = self._open_parts()[0]
+        return await writer.run_exclusive(fn)
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool and the writer; no I/O."""
+        counters = self._counters
+        readers, writer = self._readers, self._writer
+        total = readers.total if readers is not None else 0
+        idle = readers.idle if readers is not None else 0
+        batches = counters.batches
+        return PoolStatistics(
+            database=self.name,
+            readers_total=total,
+            readers_busy=total - idle,
+            readers_idle=idle,
+            writer_queue_depth=writer.queue_depth if writer is not None else 0,
+            batches=batches,
+            transactions=counters.transactions,
+            failed_transactions=counters.failed_transactions,
+            mean_batch_size=(
+                (counters.transactions + counters.failed_transactions) / batches if batches else 0.0
+            ),
+            largest_batch=counters.largest_batch,
+            busy_retries=counters.busy_retries,
+            acquire_waits=counters.acquire_waits,
+            acquire_timeouts=counters.acquire_timeouts,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name} {str(self.path)!r} {self._state}>"
+
+
+class Transaction(QueryMethods):
+    """The handle ``transaction()`` yields: the query methods, run on the writer inside the
+    transaction, and ``transaction()`` for a nested SAVEPOINT."""
+
+    __slots__ = ("_active", "_connection", "_database", "_savepoints")
+
+    def __init__(self, database: Database, connection: Connection) -> None:
+        self._database = database
+        self._connection = connection
+        self._active = True
+        self._savepoints = 0
+
+    def _check(self) -> Connection:
+        if not self._active:
+            raise PoolClosed(f"{self._database.name}: this transaction has already ended")
+        return self._connection
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        connection = self._check()
+        try:
+            return await connection.run(fn)
+        except Exception as exc:
+            raise translate(exc, database=self._database.name, sql=sql) from exc
+
+    _write = _read
+
+    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+        return _stream(self._check(), sql, parameters, chunk_size, on_reader=False)
+
+    def transaction(self) -> _TransactionContext:
+        """A nested SAVEPOINT: its work is undone alone if its block raises."""
+        return _TransactionContext(self._database)
+
+
+class ReadSnapshot(QueryMethods):
+    """The handle ``read()`` yields: reads on one reader, inside one read transaction."""
+
+    __slots__ = ("_active", "_connection", "_database")
+
+    def __init__(self, database: Database, connection: Connection) -> None:
+        self._database = database
+        self._connection = connection
+        self._active = True
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        if not self._active:
+            raise PoolClosed(f"{self._database.name}: this read snapshot has already ended")
+        try:
+            return await self._connection.run(fn)
+        except Exception as exc:
+            raise translate(exc, database=self._database.name, sql=sql, on_reader=True) from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        raise StoreError(
+            f"{self._database.name}: read() is read-only; use execute() or transaction() "
+            f"[sql: {sql}]"
+        )
+
+    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+        return _stream(self._connection, sql, parameters, chunk_size, on_reader=True)
+
+
+class _TransactionContext:
+    __slots__ = ("_database", "_lease", "_savepoint", "_token", "_tx")
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._lease: TransactionLease | None = None
+        self._tx: Transaction | None = None
+        self._savepoint: str | None = None
+        self._token: object = None
+
+    async def __aenter__(self) -> Transaction:
+        database = self._database
+        outer = database._current.get()
+        if outer is not None:
+            connection = outer._check()
+            outer._savepoints += 1
+            name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
+            await finish(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
+            self._savepoint = name
+            self._tx = outer
+            return outer
+        writer = database._open_parts()[0]
+        self._lease = await writer.lease()
+        self._tx = Transaction(database, writer.connection)
+        self._token = database._current.set(self._tx)
+        return self._tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tx = self._tx
+        assert tx is not None
+        keep = exc_type is None
+        if self._savepoint is not None:
+            await self._close_savepoint(tx, self._savepoint, keep=keep)
+            return
+        lease = self._lease
+        assert lease is not None
+        self._database._current.reset(self._token)  # type: ignore[arg-type]
+        tx._active = False
+        lease.finished.set_result(keep)
+        if keep:
+            await asyncio.shield(lease.committed)
+        else:
+            with contextlib.suppress(StoreError):
+                await finish(lease.committed)
+
+    async def _close_savepoint(self, tx: Transaction, name: str, *, keep: bool) -> None:
+        def close(conn: sqlite3.Connection) -> None:
+            if not keep:
+                conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+
+        try:
+            await finish(tx._connection.run(close))
+        except Exception as exc:
+            raise translate(exc, database=self._database.name, sql=f"RELEASE {name}") from exc
+
+
+class _ReadContext:
+    __slots__ = ("_connection", "_database", "_snapshot")
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+        self._snapshot: ReadSnapshot | Transaction | None = None
+
+    async def __aenter__(self) -> ReadSnapshot | Transaction:
+        database = self._database
+        outer = database._current.get()
+        if outer is not None:
+            self._snapshot = outer
+            return outer
+        readers = database._open_parts()[1]
+        connection = await readers.acquire()
+        try:
+            await connection.run(lambda conn: conn.execute("BEGIN"))
+        except BaseException as exc:
+            await readers.discard(connection, interrupt=False)
+            if isinstance(exc, Exception):
+                raise translate(exc, database=database.name, sql="BEGIN") from exc
+            raise
+        self._connection = connection
+        self._snapshot = ReadSnapshot(database, connection)
+        return self._snapshot
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, snapshot = self._connection, self._snapshot
+        if connection is None or not isinstance(snapshot, ReadSnapshot):
+            return
+        snapshot._active = False
+        readers = self._database._open_parts()[1]
+        # Always through discard: it interrupts what may still run, ends the read transaction
+        # and returns the reader, all shielded from a second cancellation.
+        await readers.discard(connection, interrupt=exc_type is not None)
+
+
+async def _stream(
+    connection: Connection,
+    sql: str,
+    parameters: Parameters,
+    chunk_size: int,
+    *,
+    on_reader: bool,
+) -> AsyncIterator[Row]:
+    name = connection.database
+    try:
+        cursor = await connection.run(lambda conn: conn.execute(sql, parameters))
+    except Exception as exc:
+        raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
+    try:
+        while True:
+            try:
+                rows = await connection.run(lambda conn: cursor.fetchmany(chunk_size))
+            except Exception as exc:
+                raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
+            for row in rows:
+                yield row
+            if len(rows) < chunk_size:
+                return
+    finally:
+        await finish(connection.run(lambda conn: cursor.close()))
+
+
+def _checkpoint_on_close(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA optimize")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -1,0 +1,69 @@
+"""Pool statistics: synchronous, free of I/O, read through ``Database.statistics()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Counters", "PoolStatistics"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolStatistics:
+    """A snapshot of one database's pool and writer."""
+
+    database: str
+    """The database's name (``app_meta``, ``events``)."""
+    readers_total: int
+    """Reader connections in the pool."""
+    readers_busy: int
+    """Readers lent out (or being reset after a cancelled read)."""
+    readers_idle: int
+    """Readers free to lend."""
+    writer_queue_depth: int
+    """Write jobs waiting behind the writer."""
+    batches: int
+    """Group commits completed (successful or not)."""
+    transactions: int
+    """Transactions committed."""
+    failed_transactions: int
+    """Transactions rolled back: their own error, a cancellation, or a failed batch."""
+    mean_batch_size: float
+    """Transactions per group commit, on average."""
+    largest_batch: int
+    """The most transactions one group commit held."""
+    busy_retries: int
+    """``BEGIN IMMEDIATE`` retries after another process held the lock past busy_timeout."""
+    acquire_waits: int
+    """Reads that found no free reader and waited."""
+    acquire_timeouts: int
+    """Waits that ended in :class:`PoolTimeout`."""
+
+
+class Counters:
+    """The mutable counters behind :class:`PoolStatistics`; only touched on the event loop's
+    thread, except ``busy_retries`` (an int increment under the GIL on the writer's thread)."""
+
+    __slots__ = (
+        "acquire_timeouts",
+        "acquire_waits",
+        "batches",
+        "busy_retries",
+        "failed_transactions",
+        "largest_batch",
+        "transactions",
+    )
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.transactions = 0
+        self.failed_transactions = 0
+        self.largest_batch = 0
+        self.busy_retries = 0
+        self.acquire_waits = 0
+        self.acquire_timeouts = 0
+
+    def record_batch(self, committed: int, failed: int) -> None:
+        self.batches += 1
+        self.transactions += committed
+        self.failed_transactions += failed
+        self.largest_batch = max(self.largest_batch, committed + failed)
