@@ -1,0 +1,288 @@
+"""The query API of ``Database``: reads on readers, writes on the writer, transactions,
+snapshots, iteration, PRAGMAs, and clear errors that change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from async_store import (
+    CheckViolation,
+    Database,
+    NotADatabase,
+    PoolClosed,
+    PragmaMismatch,
+    QueryError,
+    ReadOnlyQuery,
+    StoreError,
+    UniqueViolation,
+)
+from tests.conftest import make_config
+
+
+async def test_positional_and_named_parameters(db: Database) -> None:
+    await db.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("apple", 3))
+    await db.execute(
+        "INSERT INTO items(name, qty) VALUES (:name, :qty)", {"name": "pear", "qty": 5}
+    )
+    rows = await db.fetch_all(
+        "SELECT name, qty FROM items WHERE qty > :min ORDER BY name", {"min": 0}
+    )
+    assert [(row["name"], row[1]) for row in rows] == [("apple", 3), ("pear", 5)]
+    assert list(rows[0].keys()) == ["name", "qty"]
+
+
+async def test_fetch_one_is_none_without_a_row(db: Database) -> None:
+    assert await db.fetch_one("SELECT * FROM items WHERE id = ?", (42,)) is None
+    assert await db.fetch_val("SELECT qty FROM items WHERE id = ?", (42,)) is None
+
+
+async def test_fetch_val_by_index_and_name(db: Database) -> None:
+    await db.execute("INSERT INTO items(name, qty) VALUES ('a', 7)")
+    assert await db.fetch_val("SELECT name, qty FROM items") == "a"
+    assert await db.fetch_val("SELECT name, qty FROM items", column=1) == 7
+    assert await db.fetch_val("SELECT name, qty FROM items", column="qty") == 7
+    with pytest.raises(QueryError, match="no column 'price'"):
+        await db.fetch_val("SELECT name, qty FROM items", column="price")
+
+
+async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: Database) -> None:
+    first = await db.execute("INSERT INTO items(name) VALUES ('a')")
+    second = await db.execute("INSERT INTO items(name) VALUES ('b')")
+    assert (first, second) == (1, 2)
+    assert await db.execute("UPDATE items SET qty = 1") is None
+    assert await db.execute("INSERT OR IGNORE INTO items(name) VALUES ('a')") is None
+
+
+async def test_execute_commits_before_returning(db: Database, raw: sqlite3.Connection) -> None:
+    for i in range(5):
+        await db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",))
+        assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == i + 1
+
+
+async def test_execute_many_is_all_or_nothing(db: Database, raw: sqlite3.Connection) -> None:
+    changed = await db.execute_many(
+        "INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(100)]
+    )
+    assert changed == 100
+    with pytest.raises(UniqueViolation):
+        await db.execute_many(
+            "INSERT INTO items(name) VALUES (?)", [("fresh-1",), ("fresh-2",), ("n5",)]
+        )
+    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 100
+    generated = await db.execute_many(
+        "INSERT INTO items(name) VALUES (:n)", ({"n": f"g{i}"} for i in range(3))
+    )
+    assert generated == 3
+
+
+async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(db: Database) -> None:
+    with pytest.raises(QueryError, match=r"syntax error.*\[sql: INSRT"):
+        await db.execute("INSRT INTO items VALUES (1)")
+    with pytest.raises(QueryError, match="no such table"):
+        await db.fetch_all("SELECT * FROM nowhere")
+    with pytest.raises(QueryError, match="bindings"):
+        await db.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("only-one",))
+    with pytest.raises(QueryError, match="single parameter"):
+        await db.fetch_all("SELECT ?", "abc")
+    with pytest.raises(QueryError):
+        await db.execute_many("INSERT INTO items(name) VALUES (?)", ["ab"])
+    await db.execute("INSERT INTO items(name) VALUES ('still-fine')")
+    assert await db.fetch_val("SELECT count(*) FROM items") == 1
+
+
+async def test_constraint_errors_are_specific(db: Database) -> None:
+    await db.execute("INSERT INTO items(name) VALUES ('a')")
+    with pytest.raises(UniqueViolation, match=r"UNIQUE constraint failed: items\.name"):
+        await db.execute("INSERT INTO items(name) VALUES ('a')")
+    with pytest.raises(CheckViolation):
+        await db.execute("INSERT INTO items(name, qty) VALUES ('b', -1)")
+
+
+async def test_readers_refuse_writes(db: Database) -> None:
+    with pytest.raises(ReadOnlyQuery, match="use execute"):
+        await db.fetch_all("INSERT INTO items(name) VALUES ('sneaky') RETURNING id")
+    assert await db.fetch_val("SELECT count(*) FROM items") == 0
+
+
+async def test_transaction_commits_on_success(db: Database, raw: sqlite3.Connection) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO items(name) VALUES ('a')")
+        await db.execute("INSERT INTO items(name) VALUES ('b')")  # same task: joins tx
+        assert await tx.fetch_val("SELECT count(*) FROM items") == 2
+        assert await db.fetch_val("SELECT count(*) FROM items") == 2  # reads see own writes
+        assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
+
+
+async def test_transaction_rolls_back_on_error(db: Database, raw: sqlite3.Connection) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO items(name) VALUES ('a')")
+            raise RuntimeError("boom")
+    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+    await db.execute("INSERT INTO items(name) VALUES ('after')")
+
+
+async def test_nested_transaction_is_a_savepoint(db: Database, raw: sqlite3.Connection) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO items(name) VALUES ('outer')")
+        with pytest.raises(UniqueViolation):
+            async with tx.transaction() as inner:
+                await inner.execute("INSERT INTO items(name) VALUES ('inner')")
+                await inner.execute("INSERT INTO items(name) VALUES ('outer')")
+        async with db.transaction():
+            await db.execute("INSERT INTO items(name) VALUES ('kept')")
+    names = [row[0] for row in raw.execute("SELECT name FROM items ORDER BY id")]
+    assert names == ["outer", "kept"]
+
+
+async def test_a_finished_transaction_cannot_be_used(db: Database) -> None:
+    async with db.transaction() as tx:
+        pass
+    with pytest.raises(PoolClosed, match="already ended"):
+        await tx.execute("INSERT INTO items(name) VALUES ('late')")
+
+
+async def test_statement_error_inside_transaction_can_be_caught(
+    db: Database, raw: sqlite3.Connection
+) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO items(name) VALUES ('a')")
+        with pytest.raises(UniqueViolation):
+            await tx.execute("INSERT INTO items(name) VALUES ('a')")
+        await tx.execute("INSERT INTO items(name) VALUES ('b')")
+    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
+
+
+async def test_read_snapshot_is_consistent(db: Database) -> None:
+    await db.execute("INSERT INTO items(name) VALUES ('a')")
+    async with db.read() as snapshot:
+        assert await snapshot.fetch_val("SELECT count(*) FROM items") == 1
+        await db.execute("INSERT INTO items(name) VALUES ('b')")
+        assert await snapshot.fetch_val("SELECT count(*) FROM items") == 1
+    assert await db.fetch_val("SELECT count(*) FROM items") == 2
+
+
+async def test_read_snapshot_refuses_writes(db: Database) -> None:
+    async with db.read() as snapshot:
+        with pytest.raises(StoreError, match="read-only"):
+            await snapshot.execute("INSERT INTO items(name) VALUES ('x')")
+
+
+async def test_iterate_streams_every_row_in_chunks(db: Database) -> None:
+    await db.execute_many("INSERT INTO items(name) VALUES (?)", [(f"n{i}",) for i in range(1000)])
+    seen = [row["id"] async for row in db.iterate("SELECT id FROM items ORDER BY id", chunk_size=7)]
+    assert seen == list(range(1, 1001))
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO items(name) VALUES ('in-tx')")
+        count = 0
+        async for _ in tx.iterate("SELECT id FROM items"):
+            count += 1
+        assert count == 1001
+    async with db.read() as snapshot:
+        assert len([row async for row in snapshot.iterate("SELECT id FROM items")]) == 1001
+    with pytest.raises(QueryError, match="chunk_size"):
+        db.iterate("SELECT 1", chunk_size=0)
+    with pytest.raises(QueryError):
+        async for _ in db.iterate("SELECT * FROM nowhere"):
+            pass
+    assert db.statistics().readers_idle == db.statistics().readers_total
+
+
+async def test_pragmas_are_set_and_read_back(db_path: Path) -> None:
+    config = make_config(
+        db_path, synchronous="FULL", cache_size_kib=2048, mmap_size=1 << 20, wal_autocheckpoint=500
+    )
+    async with Database(config) as db:
+        expected_reader = {
+            "journal_mode": "wal",
+            "synchronous": 2,
+            "foreign_keys": 1,
+            "busy_timeout": 2000,
+            "cache_size": -2048,
+            "temp_store": 2,
+            "mmap_size": 1 << 20,
+            "wal_autocheckpoint": 500,
+            "trusted_schema": 0,
+            "query_only": 1,
+        }
+        for name, value in expected_reader.items():
+            assert await db.fetch_val(f"PRAGMA {name}") == value, name
+
+        def writer_pragmas(conn: sqlite3.Connection) -> tuple[int, int]:
+            return (
+                conn.execute("PRAGMA query_only").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+
+        assert await db.run_on_writer(writer_pragmas) == (0, 2)
+
+
+async def test_a_pragma_that_does_not_stick_is_an_error(db_path: Path) -> None:
+    # SQLite caps mmap_size at its compile-time SQLITE_MAX_MMAP_SIZE, so this reads back lower.
+    database = Database(make_config(db_path, mmap_size=1 << 50))
+    with pytest.raises(PragmaMismatch, match="mmap_size"):
+        await database.open()
+    assert not database.is_open
+
+
+async def test_a_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    content = b"shopping list: eggs, milk\n" * 100
+    path.write_bytes(content)
+    with pytest.raises(NotADatabase, match=r"notes\.db"):
+        await Database(make_config(path)).open()
+    assert path.read_bytes() == content
+
+
+async def test_file_and_directories_are_created_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "x.db"
+    async with Database(make_config(path)) as db:
+        await db.execute("CREATE TABLE t(x)")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+async def test_closed_database_refuses_work_and_close_is_idempotent(db_path: Path) -> None:
+    db = Database(make_config(db_path))
+    await db.open()
+    await db.close()
+    await db.close()
+    with pytest.raises(PoolClosed):
+        await db.fetch_all("SELECT 1")
+    with pytest.raises(PoolClosed):
+        await db.execute("SELECT 1")
+    with pytest.raises(PoolClosed, match="opens once"):
+        await db.open()
+
+
+async def test_close_drains_queued_writes(db_path: Path, raw: sqlite3.Connection) -> None:
+    db = Database(make_config(db_path))
+    await db.open()
+    await db.execute("CREATE TABLE t(x)")
+    pending = [
+        asyncio.ensure_future(db.execute("INSERT INTO t VALUES (?)", (i,))) for i in range(50)
+    ]
+    await asyncio.sleep(0)
+    await db.close()
+    await asyncio.gather(*pending)
+    assert raw.execute("SELECT count(*) FROM t").fetchone()[0] == 50
+    assert not Path(f"{db_path}-wal").exists() or Path(f"{db_path}-wal").stat().st_size == 0
+
+
+async def test_statistics_count_reads_and_batches(db: Database) -> None:
+    stats = db.statistics()
+    assert (stats.database, stats.readers_total, stats.readers_idle) == ("app_meta", 2, 2)
+    assert stats.writer_queue_depth == 0
+    await asyncio.gather(
+        *(db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",)) for i in range(40))
+    )
+    stats = db.statistics()
+    assert stats.transactions == 41  # the fixture's CREATE TABLE, then 40 inserts
+    assert stats.batches < 41
+    assert stats.mean_batch_size > 1
+    assert stats.largest_batch >= 2
