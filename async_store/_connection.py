@@ -18,7 +18,7 @@ import aiosqlite
 from .config import DatabaseConfig
 from .errors import PragmaMismatch, translate
 
-__all__ = ["Connection", "Row", "open_connection"]
+__all__ = ["Connection", "Row", "open_connection", "rollback_if_open"]
 
 T = TypeVar("T")
 
@@ -27,6 +27,11 @@ Row = sqlite3.Row
 
 _SYNCHRONOUS_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _TEMP_STORE_MEMORY = 2
+
+# trusted_schema=OFF keeps a tampered schema from calling functions with side effects. Before
+# SQLite 3.41 it also forbade json_valid() in CHECK constraints, which the schema relies on, so
+# there the library keeps it ON (it registers no functions of its own that a schema could abuse).
+_TRUSTED_SCHEMA = 0 if sqlite3.sqlite_version_info >= (3, 41, 0) else 1
 
 
 class Connection:
@@ -110,7 +115,7 @@ def _configure(conn: sqlite3.Connection, config: DatabaseConfig, *, reader: bool
         "mmap_size": config.mmap_size,
         "wal_autocheckpoint": config.wal_autocheckpoint,
         "journal_size_limit": config.journal_size_limit,
-        "trusted_schema": 0,
+        "trusted_schema": _TRUSTED_SCHEMA,
         "query_only": 1 if reader else 0,
     }
     # journal_mode first: WAL is a property of the file, and readers should find it set.
@@ -137,3 +142,9 @@ def _create_owner_only(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+def rollback_if_open(conn: sqlite3.Connection) -> None:
+    """End whatever transaction the connection is in; runs on the connection's thread."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

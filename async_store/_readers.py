@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from ._connection import Connection
+from ._connection import Connection, rollback_if_open
 from ._shield import finish
 from .errors import PoolClosed, PoolTimeout, translate
 from .statistics import Counters
@@ -93,7 +93,7 @@ class ReaderPool:
 
     async def _reset(self, connection: Connection) -> None:
         try:
-            await connection.run(_rollback_if_open)
+            await connection.run(rollback_if_open)
         finally:
             self._free.put_nowait(connection)
 
@@ -118,8 +118,3 @@ class ReaderPool:
             await self._free.get()
         for connection in self._connections:
             await connection.close()
-
-
-def _rollback_if_open(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from ._connection import Connection
+from ._connection import Connection, rollback_if_open
 from ._shield import finish
 from .config import DatabaseConfig
 from .errors import DatabaseBusy, PoolClosed, PoolTimeout, StoreError, translate
 from .statistics import Counters
 
-__all__ = ["TransactionLease", "Writer"]
+__all__ = ["TransactionLease", "Writer", "begin_immediate"]
 
 T = TypeVar("T")
 
@@ -273,7 +273,9 @@ class Writer:
             self._counters,
         )
         try:
-            await self._connection.run(lambda conn: _begin(conn, retries, backoff, counters))
+            await self._connection.run(
+                lambda conn: begin_immediate(conn, retries, backoff, counters)
+            )
         except Exception as exc:
             _set_error(first.granted, translate(exc, database=self._name), cause=exc)
             return
@@ -336,7 +338,7 @@ class Writer:
         """The batch is lost: roll back whatever is left of it and fail everyone in it."""
         cause = exc.cause if isinstance(exc, _BatchFailed) else exc
         with contextlib.suppress(Exception):
-            await finish(self._connection.run(_rollback_if_open))
+            await finish(self._connection.run(rollback_if_open))
         error = translate(cause, database=self._name, sql=getattr(exc, "sql", None))
         if isinstance(exc, _BatchFailed) and exc.rolled_back and futures:
             error = type(error)(
@@ -392,7 +394,9 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 # -- functions that run on the writer's thread ----------------------------------------------
 
 
-def _begin(conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters) -> None:
+def begin_immediate(
+    conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters
+) -> None:
     """``BEGIN IMMEDIATE``, retried with jittered exponential backoff while another process
     holds the lock past busy_timeout. Only BEGIN is retried: nothing has run yet."""
     for attempt in range(retries + 1):
@@ -446,7 +450,7 @@ def _run_batch(
 ) -> list[_Outcome[Any]]:
     """BEGIN IMMEDIATE, every job in its savepoint, COMMIT: one hop for a whole batch."""
     try:
-        _begin(conn, retries, backoff, counters)
+        begin_immediate(conn, retries, backoff, counters)
     except Exception as exc:
         raise _BatchFailed(exc, "BEGIN IMMEDIATE", rolled_back=False) from exc
     outcomes = _run_jobs(conn, jobs)
@@ -471,8 +475,3 @@ def _close_savepoint(conn: sqlite3.Connection, name: str, *, keep: bool) -> None
     if not keep:
         conn.execute(f"ROLLBACK TO {name}")
     conn.execute(f"RELEASE {name}")
-
-
-def _rollback_if_open(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from types import TracebackType
 
 from ._shield import finish
 from .config import SqlConfig
 from .database import Database
-from .errors import PoolClosed
+from .errors import MigrationError, PoolClosed
+from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
 
 __all__ = ["SqlService"]
 
@@ -20,10 +23,21 @@ class SqlService:
     closes every connection and thread.
     """
 
-    def __init__(self, config: SqlConfig) -> None:
+    def __init__(
+        self,
+        config: SqlConfig,
+        *,
+        migration_sets: Sequence[MigrationSet] = (),
+        migrate: bool = True,
+    ) -> None:
+        """``migration_sets``: the application's own sets, applied after the built-in ones on
+        the database each names. ``migrate=False`` opens without applying anything (for
+        ``status`` and for walking down with :meth:`migrate`)."""
         self._config = config
         self._app = Database(config.app)
         self._events = self._app if config.events is None else Database(config.events)
+        self._migration_sets = tuple(migration_sets)
+        self._auto_migrate = migrate
         self._started = False
         self._closed = False
 
@@ -62,7 +76,54 @@ class SqlService:
             raise
 
     async def _migrate(self) -> None:
-        """Apply the embedded migrations (added with the migrations runner)."""
+        if not self._auto_migrate:
+            return
+        for database, sets, tracked in self._migration_plan():
+            await apply_migrations(database, sets, track_user_version=tracked)
+
+    def _migration_plan(self) -> list[tuple[Database, list[MigrationSet], str]]:
+        """Which sets run on which database, and the set ``user_version`` follows there."""
+        app_meta, events = _builtin_sets()
+        own_app = [s for s in self._migration_sets if s.database == "app_meta"]
+        own_events = [s for s in self._migration_sets if s.database == "events"]
+        if self._events is self._app:
+            return [(self._app, [app_meta, events, *own_app, *own_events], "app_meta")]
+        return [
+            (self._app, [app_meta, *own_app], "app_meta"),
+            (self._events, [events, *own_events], "events"),
+        ]
+
+    async def migrate(
+        self, target: int | None = None, *, migration_set: str | None = None
+    ) -> list[str]:
+        """Apply migrations; return what was applied or reverted.
+
+        With no arguments every set goes to its newest version. With ``target`` (and
+        ``migration_set``, default ``app_meta``) that one set goes up or down to version
+        ``target``, down through each version's ``down.sql``. Raises :class:`MigrationError`;
+        a migration that fails changes nothing."""
+        plan = self._migration_plan()
+        if target is not None and migration_set is None:
+            migration_set = "app_meta"
+        if migration_set is not None and not any(
+            migration_set == s.name for _, sets, _ in plan for s in sets
+        ):
+            raise MigrationError(f"unknown migration set {migration_set!r}")
+        done: list[str] = []
+        for database, sets, tracked in plan:
+            if migration_set is not None and all(s.name != migration_set for s in sets):
+                continue
+            done += await apply_migrations(
+                database, sets, track_user_version=tracked, target=target, target_set=migration_set
+            )
+        return done
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        """Every version of every set: applied (when, checksum intact) or pending."""
+        result: list[MigrationStatus] = []
+        for database, sets, _ in self._migration_plan():
+            result += await migration_status(database, sets)
+        return result
 
     async def close(self) -> None:
         """Drain, checkpoint and close every database. Idempotent."""
@@ -86,3 +147,9 @@ class SqlService:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+@functools.cache
+def _builtin_sets() -> tuple[MigrationSet, MigrationSet]:
+    """The shipped sets, read and checked once per process."""
+    return MigrationSet.builtin("app_meta"), MigrationSet.builtin("events")
