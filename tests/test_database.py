@@ -207,7 +207,7 @@ async def test_pragmas_are_set_and_read_back(db_path: Path) -> None:
             "temp_store": 2,
             "mmap_size": 1 << 20,
             "wal_autocheckpoint": 500,
-            "trusted_schema": 0,
+            "trusted_schema": 0 if sqlite3.sqlite_version_info >= (3, 41, 0) else 1,
             "query_only": 1,
         }
         for name, value in expected_reader.items():
