@@ -162,18 +162,11 @@ class Database(QueryMethods):
     ) -> AsyncIterator[Row]:
         readers = self._open_parts()[1]
         connection = await readers.acquire()
-        snapshot = ReadSnapshot(self, connection)
-        clean = False
         try:
             async for row in _stream(connection, sql, parameters, chunk_size, on_reader=True):
                 yield row
-            clean = True
         finally:
-            snapshot._active = False
-            if clean:
-                readers.release(connection)
-            else:
-                await readers.discard(connection, interrupt=True)
+            await readers.release(connection)
 
     # -- transactions and snapshots ----------------------------------------------------------
 
@@ -370,7 +363,7 @@ class _ReadContext:
         try:
             await connection.run(lambda conn: conn.execute("BEGIN"))
         except BaseException as exc:
-            await readers.discard(connection, interrupt=False)
+            await readers.release(connection)
             if isinstance(exc, Exception):
                 raise translate(exc, database=database.name, sql="BEGIN") from exc
             raise
@@ -388,10 +381,9 @@ class _ReadContext:
         if connection is None or not isinstance(snapshot, ReadSnapshot):
             return
         snapshot._active = False
-        readers = self._database._open_parts()[1]
-        # Always through discard: it interrupts what may still run, ends the read transaction
-        # and returns the reader, all shielded from a second cancellation.
-        await readers.discard(connection, interrupt=exc_type is not None)
+        readers = self._database._readers
+        assert readers is not None
+        await readers.release(connection)
 
 
 async def _stream(
