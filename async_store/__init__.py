@@ -43,12 +43,29 @@ from .errors import (
     StoreError,
     UniqueViolation,
 )
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    JsonInput,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+    VerificationReport,
+)
+from .migrations import MigrationSet, MigrationStatus
 from .service import SqlService
 from .statistics import PoolStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANY",
+    "AppendResult",
     "BackupError",
     "CannotOpen",
     "CheckViolation",
@@ -62,11 +79,18 @@ __all__ = [
     "DatabaseFull",
     "DatabaseIOError",
     "DatabaseReadOnly",
+    "EventStore",
+    "ExpectedVersion",
     "ForeignKeyViolation",
     "IntegrityViolation",
     "Interrupted",
     "InvalidDelta",
+    "JsonInput",
     "MigrationError",
+    "MigrationSet",
+    "MigrationStatus",
+    "NO_STREAM",
+    "NewEvent",
     "NotADatabase",
     "NotNullViolation",
     "Parameters",
@@ -77,12 +101,17 @@ __all__ = [
     "QueryError",
     "ReadOnlyQuery",
     "ReadSnapshot",
+    "RecordedEvent",
     "Row",
+    "STREAM_EXISTS",
+    "Snapshot",
     "SqlConfig",
     "SqlService",
     "StateManagerClosed",
     "StoreError",
+    "StreamState",
     "Transaction",
     "UniqueViolation",
+    "VerificationReport",
     "__version__",
 ]

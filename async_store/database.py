@@ -182,6 +182,19 @@ class Database(QueryMethods):
         query in the block (inside a transaction: the transaction itself)."""
         return _ReadContext(self)
 
+    async def run_in_transaction(self, fn: Callable[[sqlite3.Connection], T], label: str) -> T:
+        """Run ``fn(sqlite3_connection)`` on the writer's thread as one transaction of a group
+        commit (inside ``transaction()``: as part of it) and return its result once committed.
+        An exception from ``fn`` rolls back its work alone and is raised, translated; ``label``
+        names the work in error messages. For storage code built on the pool (the event store,
+        repositories); ``fn`` must not manage transactions itself."""
+        return await self._write(fn, label)
+
+    async def run_in_reader(self, fn: Callable[[sqlite3.Connection], T], label: str) -> T:
+        """Run ``fn(sqlite3_connection)`` on a reader (inside ``transaction()``: on the
+        transaction) and return its result; ``label`` names the work in error messages."""
+        return await self._read(fn, label)
+
     async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(sqlite3_connection)`` on the writer's thread, alone and outside any
         transaction the writer opened (for migrations and maintenance): ``fn`` manages its own

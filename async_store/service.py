@@ -10,6 +10,7 @@ from ._shield import finish
 from .config import SqlConfig
 from .database import Database
 from .errors import MigrationError, PoolClosed
+from .events import EventStore
 from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
 
 __all__ = ["SqlService"]
@@ -36,6 +37,7 @@ class SqlService:
         self._config = config
         self._app = Database(config.app)
         self._events = self._app if config.events is None else Database(config.events)
+        self._event_store = EventStore(self._events)
         self._migration_sets = tuple(migration_sets)
         self._auto_migrate = migrate
         self._started = False
@@ -54,6 +56,11 @@ class SqlService:
     def events(self) -> Database:
         """The events database (MVP mode: the same object as :attr:`app`)."""
         return self._events
+
+    @property
+    def event_store(self) -> EventStore:
+        """The event store on the events database (MVP mode: the one file)."""
+        return self._event_store
 
     @property
     def databases(self) -> tuple[Database, ...]:
@@ -130,6 +137,7 @@ class SqlService:
         if self._closed:
             return
         self._closed = True
+        self._event_store.close()
         await finish(self._close_databases())
 
     async def _close_databases(self) -> None:
