@@ -71,9 +71,17 @@ class Database(QueryMethods):
         self._state = "opening"
         opened: list[Connection] = []
         try:
+            # The writer first: it creates the file and switches it to WAL. The readers then
+            # open in parallel, each on its own thread.
             opened.append(await open_connection(self._config, reader=False))
-            for _ in range(self._config.readers):
-                opened.append(await open_connection(self._config, reader=True))
+            readers = await asyncio.gather(
+                *(open_connection(self._config, reader=True) for _ in range(self._config.readers)),
+                return_exceptions=True,
+            )
+            opened += [r for r in readers if isinstance(r, Connection)]
+            for result in readers:
+                if isinstance(result, BaseException):
+                    raise result
         except BaseException:
             for connection in opened:
                 await finish(connection.close())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from types import TracebackType
@@ -74,8 +75,12 @@ class SqlService:
             raise PoolClosed("SqlService.start() was already called")
         self._started = True
         try:
-            for database in self.databases:
-                await database.open()
+            opened = await asyncio.gather(
+                *(database.open() for database in self.databases), return_exceptions=True
+            )
+            for result in opened:
+                if isinstance(result, BaseException):
+                    raise result
             await self._migrate()
         except BaseException:
             await finish(self._close_databases())
