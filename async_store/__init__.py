@@ -59,12 +59,14 @@ from .events import (
 )
 from .migrations import MigrationSet, MigrationStatus
 from .service import SqlService
+from .state import AppState, StateDelta, StateManager, StateManagerFull
 from .statistics import PoolStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "AppState",
     "AppendResult",
     "BackupError",
     "CannotOpen",
@@ -107,7 +109,10 @@ __all__ = [
     "Snapshot",
     "SqlConfig",
     "SqlService",
+    "StateDelta",
+    "StateManager",
     "StateManagerClosed",
+    "StateManagerFull",
     "StoreError",
     "StreamState",
     "Transaction",

@@ -363,13 +363,20 @@ class EventStore:
         """Store the stream's ``state`` as of ``version`` and prune all but the newest
         ``keep_snapshots`` snapshots of the stream."""
         text = encode_json(state, f"snapshot of {stream_id!r}")
+        await self.save_snapshot_json(stream_id, version, text, schema_version)
+
+    async def save_snapshot_json(
+        self, stream_id: str, version: int, state_json: str, schema_version: int = 1
+    ) -> None:
+        """:meth:`save_snapshot` for a state already encoded as JSON text (encoding a large
+        state is best done off the event loop)."""
         keep = self._keep_snapshots
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO aggregate_snapshots(stream_id, version, state,"
                 " schema_version, created_at) VALUES (?, ?, ?, ?, ?)",
-                (stream_id, version, text, schema_version, _now()),
+                (stream_id, version, state_json, schema_version, _now()),
             )
             conn.execute(
                 "DELETE FROM aggregate_snapshots WHERE stream_id = ? AND version NOT IN"

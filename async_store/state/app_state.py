@@ -1,0 +1,332 @@
+"""``AppState``: the immutable application state, and the pure functions that change it.
+
+The collections are persistent hash maps (``immutables.Map``): a change builds a new state that
+shares everything it did not touch, so a mutation costs O(log n) whatever the state's size, and a
+reader holding an old state sees it unchanged. ``decide`` validates a delta against a state;
+``apply`` folds an accepted change in. Live mutations and replay from the log both go through
+``apply``, so a replayed state equals the live one by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import immutables
+
+from ..errors import InvalidDelta, QueryError
+from ..events import encode_json
+from .deltas import (
+    EntityAdd,
+    EntityRemove,
+    EntityUpdate,
+    ErrorRecord,
+    ErrorsClear,
+    LogAppend,
+    MetricRecord,
+    SettingDelete,
+    SettingSet,
+    StateDelta,
+    delta_from_event,
+    event_from_delta,
+)
+from .entities import Entity, Flow, KnowledgeBase, Pipeline, Schedule, Tool
+
+__all__ = ["AppState", "Change", "Limits", "UndoEntry", "apply", "decide"]
+
+STATE_SCHEMA_VERSION = 1
+"""Shape of a snapshot's JSON; a snapshot of another shape is ignored and the log replayed."""
+
+COLLECTIONS = ("knowledge_bases", "tools", "pipelines", "schedules", "flows")
+_ENTITY_TYPES: dict[str, type[Entity]] = {
+    "knowledge_bases": KnowledgeBase,
+    "tools": Tool,
+    "pipelines": Pipeline,
+    "schedules": Schedule,
+    "flows": Flow,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of the state's sequences; the oldest entries are dropped first."""
+
+    logs: int = 1000
+    metrics: int = 1000
+    errors: int = 100
+    undo_depth: int = 100
+    """Changes ``undo()`` can take back; older ones drop off."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndoEntry:
+    """A change on the undo or redo stack: the version of its event, its type and data."""
+
+    version: int
+    event_type: str
+    data: Mapping[str, Any]
+
+
+_EMPTY: immutables.Map[str, Any] = immutables.Map()
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """The whole application state at ``version``; read-only, shared without copying."""
+
+    version: int = 0
+    """The number of accepted changes (the version of the ``$app`` event stream)."""
+    knowledge_bases: immutables.Map[str, KnowledgeBase] = field(default=_EMPTY)
+    tools: immutables.Map[str, Tool] = field(default=_EMPTY)
+    pipelines: immutables.Map[str, Pipeline] = field(default=_EMPTY)
+    schedules: immutables.Map[str, Schedule] = field(default=_EMPTY)
+    flows: immutables.Map[str, Flow] = field(default=_EMPTY)
+    settings: immutables.Map[str, Any] = field(default=_EMPTY)
+    """Key → JSON value."""
+    logs: tuple[LogAppend, ...] = ()
+    metrics: tuple[MetricRecord, ...] = ()
+    errors: tuple[ErrorRecord, ...] = ()
+    undo_stack: tuple[UndoEntry, ...] = ()
+    redo_stack: tuple[UndoEntry, ...] = ()
+    references: immutables.Map[str, int] = field(default=_EMPTY)
+    """``"collection:id"`` → how many entities refer to it (kept to refuse removals in O(1))."""
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.undo_stack)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self.redo_stack)
+
+    def collection(self, name: str) -> immutables.Map[str, Any]:
+        """One of the entity maps by name (``"knowledge_bases"``, ...)."""
+        value: immutables.Map[str, Any] = getattr(self, name)
+        return value
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to restore this state, as JSON."""
+        data: dict[str, Any] = {"version": self.version}
+        for name in COLLECTIONS:
+            data[name] = [entity.to_json() for entity in self.collection(name).values()]
+        data["settings"] = dict(self.settings.items())
+        data["logs"] = [event_from_delta(entry, None)[1] for entry in self.logs]
+        data["metrics"] = [event_from_delta(entry, None)[1] for entry in self.metrics]
+        data["errors"] = [event_from_delta(entry, None)[1] for entry in self.errors]
+        data["undo_stack"] = [[e.version, e.event_type, e.data] for e in self.undo_stack]
+        data["redo_stack"] = [[e.version, e.event_type, e.data] for e in self.redo_stack]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AppState:
+        """The state :meth:`to_json` described."""
+        maps: dict[str, immutables.Map[str, Any]] = {}
+        for name in COLLECTIONS:
+            entity_type = _ENTITY_TYPES[name]
+            entities = [entity_type.from_json(item) for item in data[name]]
+            maps[name] = immutables.Map({entity.id: entity for entity in entities})
+        state = cls(
+            version=data["version"],
+            knowledge_bases=maps["knowledge_bases"],
+            tools=maps["tools"],
+            pipelines=maps["pipelines"],
+            schedules=maps["schedules"],
+            flows=maps["flows"],
+            settings=immutables.Map(data["settings"]),
+            logs=tuple(LogAppend(**item) for item in data["logs"]),
+            metrics=tuple(MetricRecord(**item) for item in data["metrics"]),
+            errors=tuple(ErrorRecord(**item) for item in data["errors"]),
+            undo_stack=tuple(UndoEntry(v, t, d) for v, t, d in data["undo_stack"]),
+            redo_stack=tuple(UndoEntry(v, t, d) for v, t, d in data["redo_stack"]),
+        )
+        references: dict[str, int] = {}
+        for pipeline in state.pipelines.values():
+            for key in _refs_of(pipeline):
+                references[key] = references.get(key, 0) + 1
+        for schedule in state.schedules.values():
+            for key in _refs_of(schedule):
+                references[key] = references.get(key, 0) + 1
+        return replace(state, references=immutables.Map(references))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An accepted delta, ready to be stored as one event and applied."""
+
+    delta: StateDelta
+    before: Any
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _refs_of(entity: Entity) -> list[str]:
+    if isinstance(entity, Pipeline) and entity.kb_id is not None:
+        return [f"knowledge_bases:{entity.kb_id}"]
+    if isinstance(entity, Schedule):
+        refs = []
+        if entity.pipeline_id is not None:
+            refs.append(f"pipelines:{entity.pipeline_id}")
+        if entity.flow_id is not None:
+            refs.append(f"flows:{entity.flow_id}")
+        return refs
+    return []
+
+
+def _check_references(state: AppState, entity: Entity) -> None:
+    for key in _refs_of(entity):
+        collection, _, target = key.partition(":")
+        if target not in state.collection(collection):
+            what = collection.removesuffix("s").replace("_", " ")
+            raise InvalidDelta(
+                f"{entity.label} {entity.id!r} refers to {what} {target!r}, which does not exist"
+            )
+
+
+def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None = None) -> Change:
+    """Validate ``delta`` against ``state``; return the change to store, or raise
+    :class:`InvalidDelta` saying what is wrong and why. Never changes ``state``."""
+    before: Any = None
+    if isinstance(delta, EntityAdd):
+        _check_entity(delta, delta.entity)
+        if delta.entity.id in state.collection(delta.collection):
+            raise InvalidDelta(f"{delta.entity.label} {delta.entity.id!r} exists already")
+        _check_references(state, delta.entity)
+    elif isinstance(delta, EntityUpdate):
+        _check_entity(delta, delta.entity)
+        before = state.collection(delta.collection).get(delta.entity.id)
+        if before is None:
+            raise InvalidDelta(f"{delta.entity.label} {delta.entity.id!r} does not exist")
+        _check_references(state, delta.entity)
+    elif isinstance(delta, EntityRemove):
+        before = state.collection(delta.collection).get(delta.id)
+        label = delta.entity_type.label
+        if before is None:
+            raise InvalidDelta(f"{label} {delta.id!r} does not exist")
+        users = state.references.get(f"{delta.collection}:{delta.id}", 0)
+        if users:
+            raise InvalidDelta(
+                f"{label} {delta.id!r} is still referred to by {users} other entit"
+                f"{'y' if users == 1 else 'ies'}; remove or change those first"
+            )
+    elif isinstance(delta, SettingSet):
+        if not isinstance(delta.key, str) or not delta.key:
+            raise InvalidDelta(f"a setting key must be a non-empty string, not {delta.key!r}")
+        try:
+            encode_json(delta.value, f"setting {delta.key!r}")
+        except QueryError as exc:
+            raise InvalidDelta(str(exc)) from None
+        if delta.key in state.settings:
+            before = {"value": state.settings[delta.key]}
+    elif isinstance(delta, SettingDelete):
+        if delta.key not in state.settings:
+            raise InvalidDelta(f"setting {delta.key!r} does not exist")
+        before = {"value": state.settings[delta.key]}
+    elif isinstance(delta, LogAppend | MetricRecord | ErrorRecord):
+        delta = _stamped(delta)
+    elif not isinstance(delta, ErrorsClear):
+        raise InvalidDelta(f"{type(delta).__name__} is not a StateDelta the manager knows")
+    event_type, data = event_from_delta(delta, before)
+    try:
+        encode_json(data, event_type)
+    except QueryError as exc:
+        raise InvalidDelta(str(exc)) from None
+    return Change(delta, before, event_type, data, metadata)
+
+
+def _check_entity(delta: StateDelta, entity: object) -> None:
+    expected = delta.entity_type  # type: ignore[attr-defined]
+    if type(entity) is not expected:
+        raise InvalidDelta(
+            f"{type(delta).__name__} takes a {expected.__name__}, not {type(entity).__name__}"
+        )
+
+
+def _stamped(
+    delta: LogAppend | MetricRecord | ErrorRecord,
+) -> LogAppend | MetricRecord | ErrorRecord:
+    if isinstance(delta, LogAppend):
+        if not isinstance(delta.message, str) or not isinstance(delta.level, str):
+            raise InvalidDelta("a log entry needs a message and a level (strings)")
+    elif isinstance(delta, MetricRecord):
+        value_ok = isinstance(delta.value, int | float) and not isinstance(delta.value, bool)
+        if not isinstance(delta.name, str) or not delta.name or not value_ok:
+            raise InvalidDelta(f"a metric needs a name and a number, got {delta!r}")
+    elif not isinstance(delta.message, str):
+        raise InvalidDelta("an error record needs a message (a string)")
+    return delta if delta.at is not None else replace(delta, at=_now())
+
+
+def apply(state: AppState, change: Change, limits: Limits) -> AppState:
+    """The state after ``change`` (stored as the event of version ``state.version + 1``)."""
+    version = state.version + 1
+    delta = change.delta
+    updates: dict[str, Any] = {"version": version}
+    if isinstance(delta, EntityAdd | EntityUpdate):
+        entity = delta.entity
+        updates[delta.collection] = state.collection(delta.collection).set(entity.id, entity)
+        refs = _adjust(state.references, _refs_of(change.before) if change.before else [], -1)
+        updates["references"] = _adjust(refs, _refs_of(entity), +1)
+    elif isinstance(delta, EntityRemove):
+        updates[delta.collection] = state.collection(delta.collection).delete(delta.id)
+        updates["references"] = _adjust(state.references, _refs_of(change.before), -1)
+    elif isinstance(delta, SettingSet):
+        updates["settings"] = state.settings.set(delta.key, delta.value)
+    elif isinstance(delta, SettingDelete):
+        updates["settings"] = state.settings.delete(delta.key)
+    elif isinstance(delta, LogAppend):
+        updates["logs"] = _bounded(state.logs, delta, limits.logs)
+    elif isinstance(delta, MetricRecord):
+        updates["metrics"] = _bounded(state.metrics, delta, limits.metrics)
+    elif isinstance(delta, ErrorRecord):
+        updates["errors"] = _bounded(state.errors, delta, limits.errors)
+    elif isinstance(delta, ErrorsClear):
+        updates["errors"] = ()
+    if delta.undoable:
+        updates.update(_history(state, change, version, limits))
+    return replace(state, **updates)
+
+
+def apply_event(
+    state: AppState,
+    event_type: str,
+    data: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None,
+    limits: Limits,
+) -> AppState:
+    """Replay: the state after the stored event of version ``state.version + 1``."""
+    delta, before = delta_from_event(event_type, data)
+    change = Change(delta, before, event_type, dict(data), dict(metadata) if metadata else None)
+    return apply(state, change, limits)
+
+
+def _history(state: AppState, change: Change, version: int, limits: Limits) -> dict[str, Any]:
+    """The undo and redo stacks after an undoable change (a plain one, an undo, or a redo)."""
+    metadata = change.metadata or {}
+    entry = UndoEntry(version, change.event_type, change.data)
+    if "undo" in metadata:
+        undone = state.undo_stack[-1]
+        return {"undo_stack": state.undo_stack[:-1], "redo_stack": (*state.redo_stack, undone)}
+    undo = (*state.undo_stack, entry)[-limits.undo_depth :] if limits.undo_depth else ()
+    if "redo" in metadata:
+        return {"undo_stack": undo, "redo_stack": state.redo_stack[:-1]}
+    return {"undo_stack": undo, "redo_stack": ()}
+
+
+def _bounded(items: tuple[Any, ...], item: Any, limit: int) -> tuple[Any, ...]:
+    return (*items[-(limit - 1) :], item) if limit > 1 else ((item,) if limit == 1 else ())
+
+
+def _adjust(refs: immutables.Map[str, int], keys: list[str], step: int) -> immutables.Map[str, int]:
+    for key in keys:
+        count = refs.get(key, 0) + step
+        refs = refs.set(key, count) if count > 0 else refs.delete(key) if key in refs else refs
+    return refs

@@ -1,0 +1,466 @@
+"""``StateManager``: an actor that owns the application state.
+
+Callers send ``StateDelta`` messages over a bounded ``asyncio.Queue`` and await a reply. One
+consumer task takes the messages in order and, for each, **decides** (validates against the
+current state; an invalid delta is answered with ``InvalidDelta`` and changes nothing),
+**appends** the resulting event to the ``$app`` stream of the event store, **applies** it to a new
+immutable ``AppState``, **swaps** the reference readers see, and **replies**. Messages waiting
+together are decided in order and appended in one call, so they share one durable COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from .._shield import finish
+from ..database import Database
+from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
+from ..events import EventStore, NewEvent
+from .app_state import STATE_SCHEMA_VERSION, AppState, Change, Limits, apply, apply_event, decide
+from .deltas import StateDelta, delta_from_event, inverse
+from .projector import STREAM, Projector
+
+__all__ = ["StateManager", "StateManagerFull", "Storage"]
+
+log = logging.getLogger("async_store.state")
+
+
+class Storage(Protocol):
+    """What the manager needs of a service (``SqlService`` provides it)."""
+
+    @property
+    def app(self) -> Database: ...
+
+    @property
+    def events(self) -> Database: ...
+
+    @property
+    def event_store(self) -> EventStore: ...
+
+
+class StateManagerFull(StoreError):
+    """``mutate_nowait`` found the queue full."""
+
+
+_Kind = Literal["delta", "undo", "redo", "flush"]
+
+
+class _Message:
+    __slots__ = ("abandoned", "delta", "future", "kind")
+
+    def __init__(self, kind: _Kind, delta: StateDelta | None, future: asyncio.Future[Any]) -> None:
+        self.kind = kind
+        self.delta = delta
+        self.future = future
+        self.abandoned = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    message: _Message
+    change: Change
+    version: int
+
+
+_STOP = object()
+
+
+class StateManager:
+    """``async with StateManager(sql) as state``: load, serve, and on exit drain and stop."""
+
+    def __init__(
+        self,
+        sql: Storage,
+        *,
+        queue_size: int = 1024,
+        snapshot_every: int = 1000,
+        limits: Limits | None = None,
+        batch_size: int = 256,
+        project: bool = True,
+        subscriber_buffer: int = 1000,
+    ) -> None:
+        """``queue_size``: messages waiting for the consumer before ``mutate`` waits (and
+        ``mutate_nowait`` raises) — a bound on memory and on how stale a reply can be.
+        ``snapshot_every``: events between snapshots of the state. ``limits``: bounds of the
+        logs, metrics, errors and the undo depth. ``batch_size``: most messages decided and
+        appended together. ``project``: keep the app_meta tables equal to the state.
+        ``subscriber_buffer``: changes a slow ``subscribe()`` reader may fall behind."""
+        if queue_size < 1 or snapshot_every < 1 or batch_size < 1:
+            raise ValueError("queue_size, snapshot_every and batch_size must be at least 1")
+        self._sql = sql
+        self._store = sql.event_store
+        self._queue_size = queue_size
+        self._snapshot_every = snapshot_every
+        self._limits = limits or Limits()
+        self._batch_size = batch_size
+        self._subscriber_buffer = subscriber_buffer
+        self._projector = Projector(sql.app, sql.event_store) if project else None
+        self._state = AppState()
+        self._queue: asyncio.Queue[_Message | object] = asyncio.Queue(queue_size)
+        self._consumer: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._snapshot_version = 0
+        self._subscribers: set[_Subscriber] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the newest snapshot, replay the events after it, start the consumer (and the
+        projector)."""
+        self._state = await self._load()
+        self._snapshot_version = self._state.version
+        self._start_consumer()
+        if self._projector is not None:
+            await self._projector.start()
+
+    def _start_consumer(self) -> None:
+        self._failure = None
+        self._queue = asyncio.Queue(self._queue_size)
+        self._consumer = asyncio.get_running_loop().create_task(
+            self._consume(), name="async_store.state.consumer"
+        )
+        self._consumer.add_done_callback(self._consumer_done)
+
+    async def _load(self) -> AppState:
+        snapshot = await self._store.load_snapshot(STREAM, schema_version=STATE_SCHEMA_VERSION)
+        state = AppState() if snapshot is None else AppState.from_json(snapshot.state)
+        async for event in self._store.read_stream(STREAM, state.version + 1, batch_size=2000):
+            state = apply_event(state, event.type, event.data, event.metadata, self._limits)
+        return state
+
+    async def restart(self) -> None:
+        """Stop the consumer (failing what it had not taken), rebuild the state from the
+        store, and serve again. For recovery after the consumer died."""
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            consumer.cancel()
+            with contextlib.suppress(BaseException):
+                await consumer
+        self._state = await self._load()
+        self._start_consumer()
+
+    async def close(self) -> None:
+        """Serve every message already accepted, wait for their projection, then stop.
+        Later calls raise :class:`StateManagerClosed`. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            await self._queue.put(_STOP)
+            with contextlib.suppress(BaseException):
+                await finish(consumer)
+        if self._snapshotting is not None:
+            with contextlib.suppress(BaseException):
+                await finish(self._snapshotting)
+        if self._projector is not None:
+            with contextlib.suppress(StoreError, TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._projector.wait_for(self._state.version)
+            await self._projector.close()
+        for subscriber in self._subscribers:
+            subscriber.end()
+
+    async def __aenter__(self) -> StateManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def read_state(self) -> AppState:
+        """The current state: immutable, shared, no lock, no copy."""
+        return self._state
+
+    async def mutate(self, delta: StateDelta) -> int:
+        """Apply ``delta`` and return the new state version, once the change is durable.
+
+        Raises :class:`InvalidDelta` (nothing changed), :class:`StateManagerClosed`, or the
+        store's error when the append failed (nothing changed). Cancelling the caller before
+        its turn drops the delta; after its turn the change stands."""
+        result: int = await self._call("delta", delta)
+        return result
+
+    def mutate_nowait(self, delta: StateDelta) -> asyncio.Future[int]:
+        """Queue ``delta`` without waiting; the future gets the new version. Raises
+        :class:`StateManagerFull` when the queue is full."""
+        message = self._message("delta", delta)
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise StateManagerFull(
+                f"the state manager's queue is full ({self._queue_size} messages)"
+            ) from None
+        return message.future
+
+    async def undo(self) -> bool:
+        """Take back the newest undoable change (appending its compensating event); False
+        when there is nothing to undo."""
+        result: bool = await self._call("undo", None)
+        return result
+
+    async def redo(self) -> bool:
+        """Re-apply the newest undone change; False when there is nothing to redo. A new
+        mutation clears what could be redone."""
+        result: bool = await self._call("redo", None)
+        return result
+
+    async def flush(self) -> int:
+        """Return once everything accepted so far is persisted and projected; the version."""
+        version: int = await self._call("flush", None)
+        if self._projector is not None:
+            await self._projector.wait_for(version)
+        return version
+
+    async def rebuild_projections(self) -> None:
+        """Rebuild the app_meta tables from the whole event log (replayed from version 0)."""
+        if self._projector is None:
+            raise StateManagerClosed("this state manager was created with project=False")
+        version = await self.flush()
+        state = AppState()
+        async for event in self._store.read_stream(STREAM, 1, batch_size=2000):
+            if event.version > version:
+                break
+            state = apply_event(state, event.type, event.data, event.metadata, self._limits)
+        await self._projector.rebuild(state)
+
+    async def subscribe(self) -> AsyncIterator[tuple[int, StateDelta]]:
+        """``(version, delta)`` for each change accepted from now on, in order. Ends when the
+        manager closes; raises :class:`StoreError` if the reader falls more than
+        ``subscriber_buffer`` changes behind."""
+        subscriber = _Subscriber(self._subscriber_buffer)
+        self._subscribers.add(subscriber)
+        try:
+            while True:
+                item = await subscriber.queue.get()
+                if item is None:
+                    if subscriber.overflowed:
+                        raise StoreError(
+                            f"subscriber fell more than {self._subscriber_buffer} changes behind"
+                        )
+                    return
+                yield item
+        finally:
+            self._subscribers.discard(subscriber)
+
+    @property
+    def projected_version(self) -> int:
+        """The version the app_meta tables reflect (lags behind the state briefly)."""
+        return self._projector.position if self._projector is not None else 0
+
+    def _message(self, kind: _Kind, delta: StateDelta | None) -> _Message:
+        if self._closing:
+            raise StateManagerClosed("the state manager is closed")
+        if self._failure is not None:
+            raise StateManagerClosed("the state manager's consumer stopped") from self._failure
+        if self._consumer is None:
+            raise StateManagerClosed("the state manager was not started")
+        return _Message(kind, delta, asyncio.get_running_loop().create_future())
+
+    async def _call(self, kind: _Kind, delta: StateDelta | None) -> Any:
+        message = self._message(kind, delta)
+        try:
+            await self._queue.put(message)
+            return await asyncio.shield(message.future)
+        except asyncio.CancelledError:
+            message.abandoned = True
+            raise
+
+    # -- the consumer ------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = _STOP in batch
+            messages = [m for m in batch if isinstance(m, _Message)]
+            await self._process(messages)
+            if stop:
+                return
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            failure: BaseException = StateManagerClosed(
+                "the state manager's consumer was cancelled"
+            )
+        else:
+            exc = task.exception()
+            if exc is None:
+                return
+            failure = exc
+            log.error("the state manager's consumer died", exc_info=exc)
+        self._failure = failure
+        error = StateManagerClosed("the state manager's consumer stopped")
+        error.__cause__ = failure
+        while not self._queue.empty():
+            message = self._queue.get_nowait()
+            if isinstance(message, _Message):
+                _fail(message.future, error)
+        for subscriber in self._subscribers:
+            subscriber.end()
+
+    async def _process(self, messages: list[_Message]) -> None:
+        working = self._state
+        accepted: list[_Accepted] = []
+        flushes: list[_Message] = []
+        for message in messages:
+            if message.abandoned:
+                _fail(message.future, asyncio.CancelledError())
+                continue
+            if message.kind == "flush":
+                flushes.append(message)
+                continue
+            try:
+                change = self._decide(working, message)
+            except InvalidDelta as exc:
+                _fail(message.future, exc)
+                continue
+            if change is None:
+                _resolve(message.future, False)
+                continue
+            working = apply(working, change, self._limits)
+            accepted.append(_Accepted(message, change, working.version))
+        if accepted:
+            await self._commit(accepted, working)
+        for message in flushes:
+            _resolve(message.future, self._state.version)
+
+    def _decide(self, state: AppState, message: _Message) -> Change | None:
+        if message.kind == "delta":
+            assert message.delta is not None
+            return decide(state, message.delta)
+        stack = state.undo_stack if message.kind == "undo" else state.redo_stack
+        if not stack:
+            return None
+        entry = stack[-1]
+        delta, before = delta_from_event(entry.event_type, entry.data)
+        if message.kind == "undo":
+            return decide(state, inverse(delta, before), {"undo": entry.version})
+        return decide(state, delta, {"redo": entry.version})
+
+    async def _commit(self, accepted: list[_Accepted], working: AppState) -> None:
+        """Append the batch's events, then swap in the new state and reply. Shielded: once
+        the append is sent, a cancellation waits for it and applies what was committed."""
+        events = [NewEvent(a.change.event_type, a.change.data, a.change.metadata) for a in accepted]
+        append = asyncio.ensure_future(
+            self._store.append(STREAM, events, expected_version=self._state.version)
+        )
+        cancelled = False
+        try:
+            await finish(append)
+        except asyncio.CancelledError:
+            cancelled = True
+        except ConcurrencyError as exc:
+            # Another process appended to the log: this batch did not happen; catch up.
+            for item in accepted:
+                _fail(item.message.future, exc)
+            self._state = await self._load()
+            return
+        except StoreError as exc:
+            for item in accepted:
+                _fail(item.message.future, exc)
+            return
+        if cancelled and (append.cancelled() or append.exception() is not None):
+            raise asyncio.CancelledError
+        self._state = working
+        for item in accepted:
+            if item.message.kind == "delta":
+                _resolve(item.message.future, item.version)
+            else:
+                _resolve(item.message.future, True)
+            for subscriber in list(self._subscribers):
+                if not subscriber.offer((item.version, item.change.delta)):
+                    self._subscribers.discard(subscriber)
+        if self._projector is not None:
+            self._projector.wake()
+        self._maybe_snapshot()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        state = self._state
+        due = state.version - self._snapshot_version >= self._snapshot_every
+        if not due or (self._snapshotting is not None and not self._snapshotting.done()):
+            return
+        self._snapshot_version = state.version
+        self._snapshotting = asyncio.get_running_loop().create_task(
+            self._snapshot(state), name="async_store.state.snapshot"
+        )
+
+    async def _snapshot(self, state: AppState) -> None:
+        try:
+            # Serialise on a reader's thread: a large state must not stall the event loop.
+            text = await self._sql.events.run_in_reader(
+                lambda conn: json.dumps(state.to_json(), ensure_ascii=False), "snapshot"
+            )
+            await self._store.save_snapshot_json(
+                STREAM, state.version, text, schema_version=STATE_SCHEMA_VERSION
+            )
+        except StoreError as exc:
+            log.warning("snapshot of version %d failed: %s", state.version, exc)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+        return
+    future.set_exception(error)
+    future.add_done_callback(_retrieved)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class _Subscriber:
+    """One ``subscribe()`` reader: a bounded buffer; ``None`` in it ends the iteration."""
+
+    __slots__ = ("overflowed", "queue")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[tuple[int, StateDelta] | None] = asyncio.Queue(size + 1)
+        self.overflowed = False
+
+    def offer(self, item: tuple[int, StateDelta]) -> bool:
+        """Buffer ``item``; on overflow end the reader with an error instead. The extra slot
+        of the queue keeps room for the final ``None``."""
+        if self.queue.qsize() < self.queue.maxsize - 1:
+            self.queue.put_nowait(item)
+            return True
+        self.overflowed = True
+        self.queue.put_nowait(None)
+        return False
+
+    def end(self) -> None:
+        if not self.queue.full():
+            self.queue.put_nowait(None)

@@ -1,0 +1,252 @@
+"""The projector: keeps the app_meta tables (knowledge_bases, tools, pipelines, schedules, flows,
+settings) equal to the state, by applying the ``$app`` events in order.
+
+Each batch of events and the projector's checkpoint commit in one app_meta transaction, so after
+a crash (or a power loss that drops app_meta's newest commits at ``synchronous=NORMAL``) it
+resumes exactly where the table rows stopped. Projection writes are idempotent upserts and
+deletes, so a batch applied twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..database import Database, Transaction
+from ..errors import PoolClosed, StoreError
+from ..events import EventStore, RecordedEvent
+from .app_state import COLLECTIONS, AppState
+from .deltas import (
+    EntityAdd,
+    EntityRemove,
+    EntityUpdate,
+    SettingDelete,
+    SettingSet,
+    StateDelta,
+    delta_from_event,
+)
+from .entities import Entity
+
+__all__ = ["Projector"]
+
+log = logging.getLogger("async_store.state.projector")
+
+CHECKPOINT = "app_state"
+"""The projector's row in ``projection_checkpoints``."""
+
+STREAM = "$app"
+
+# Entity field → app_meta column, where they differ; JSON-typed fields are stored as JSON text.
+_JSON_FIELDS = {"metadata", "config", "definition", "steps"}
+_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "knowledge_bases": (
+        "id",
+        "name",
+        "description",
+        "embedding_model",
+        "chunk_size",
+        "chunk_overlap",
+        "metadata",
+    ),
+    "tools": ("id", "name", "kind", "description", "config", "enabled"),
+    "pipelines": ("id", "name", "kb_id", "description", "steps", "config", "enabled"),
+    "schedules": (
+        "id",
+        "name",
+        "pipeline_id",
+        "flow_id",
+        "cron",
+        "interval_seconds",
+        "enabled",
+        "next_run_at",
+        "last_run_at",
+    ),
+    "flows": ("id", "name", "description", "definition", "enabled"),
+}
+
+
+def _upsert_sql(table: str) -> str:
+    columns = _TABLE_COLUMNS[table]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+    return (
+        f"INSERT INTO {table}({', '.join(columns)}, updated_at)"
+        f" VALUES ({', '.join('?' * len(columns))}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+        f" ON CONFLICT(id) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
+    )
+
+
+_UPSERT = {table: _upsert_sql(table) for table in COLLECTIONS}
+_DELETE = {table: f"DELETE FROM {table} WHERE id = ?" for table in COLLECTIONS}
+_SET_SETTING = (
+    "INSERT INTO settings(key, value, updated_at)"
+    " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+_SET_CHECKPOINT = (
+    "INSERT INTO projection_checkpoints(name, position, updated_at)"
+    " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    " ON CONFLICT(name) DO UPDATE SET position = excluded.position,"
+    " updated_at = excluded.updated_at"
+)
+
+
+def _row(table: str, entity: Entity) -> tuple[Any, ...]:
+    values = entity.to_json()
+    row = []
+    for column in _TABLE_COLUMNS[table]:
+        value = values[column]
+        if column in _JSON_FIELDS:
+            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        elif isinstance(value, bool):
+            value = int(value)
+        row.append(value)
+    return tuple(row)
+
+
+async def project_delta(tx: Transaction, delta: StateDelta) -> None:
+    """Write what ``delta`` changes into the app_meta tables (idempotent)."""
+    if isinstance(delta, EntityAdd | EntityUpdate):
+        await tx.execute(_UPSERT[delta.collection], _row(delta.collection, delta.entity))
+    elif isinstance(delta, EntityRemove):
+        await tx.execute(_DELETE[delta.collection], (delta.id,))
+    elif isinstance(delta, SettingSet):
+        await tx.execute(_SET_SETTING, (delta.key, json.dumps(delta.value, ensure_ascii=False)))
+    elif isinstance(delta, SettingDelete):
+        await tx.execute("DELETE FROM settings WHERE key = ?", (delta.key,))
+    # Logs, metrics and errors live in the state only.
+
+
+class Projector:
+    """Runs in the background of a ``StateManager``."""
+
+    def __init__(
+        self, app: Database, store: EventStore, *, batch_size: int = 500, retry_delay: float = 1.0
+    ) -> None:
+        self._app = app
+        self._store = store
+        self._batch_size = batch_size
+        self._retry_delay = retry_delay
+        self._position = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.failures = 0
+        """Batches that failed and were retried."""
+        self.last_error: str | None = None
+
+    @property
+    def position(self) -> int:
+        """The ``$app`` version the tables reflect."""
+        return self._position
+
+    async def start(self) -> None:
+        self._position = await self.checkpoint()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="async_store.state.projector"
+        )
+
+    async def checkpoint(self) -> int:
+        value = await self._app.fetch_val(
+            "SELECT position FROM projection_checkpoints WHERE name = ?", (CHECKPOINT,)
+        )
+        return 0 if value is None else int(value)
+
+    def wake(self) -> None:
+        """New events may be waiting."""
+        self._wake.set()
+
+    async def wait_for(self, version: int) -> None:
+        """Return once the tables reflect ``version`` (or raise if the projector stopped)."""
+        while self._position < version:
+            if self._task is None or self._task.done():
+                raise PoolClosed(f"the projector stopped at version {self._position}")
+            progress = self._progress
+            self.wake()
+            await progress.wait()
+
+    async def _run(self) -> None:
+        while not self._closed:
+            try:
+                moved = await self._project_batch()
+            except PoolClosed:
+                return
+            except StoreError as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("projection of %s stopped at version %d: %s", STREAM, self._position, exc)
+                await asyncio.sleep(self._retry_delay)
+                continue
+            if moved:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                # Poll now and then too: another process may append to the log.
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+
+    async def _project_batch(self) -> bool:
+        events: list[RecordedEvent] = []
+        async for event in self._store.read_stream(
+            STREAM, self._position + 1, batch_size=self._batch_size
+        ):
+            events.append(event)
+            if len(events) >= self._batch_size:
+                break
+        if not events:
+            return False
+        async with self._app.transaction() as tx:
+            for event in events:
+                delta, _ = delta_from_event(event.type, event.data)
+                await project_delta(tx, delta)
+            await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, events[-1].version))
+        self._position = events[-1].version
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+        return True
+
+    async def rebuild(self, state: AppState) -> None:
+        """Make the tables equal to ``state`` (upserting every entity and setting, deleting
+        rows the state does not hold) and set the checkpoint to its version, in one
+        transaction. Rows of other tables that refer to a deleted row cascade with it."""
+        async with self._app.transaction() as tx:
+            for table in COLLECTIONS:
+                entities: Mapping[str, Entity] = state.collection(table)
+                stored = {row[0] for row in await tx.fetch_all(f"SELECT id FROM {table}")}
+                for gone in stored - set(entities):
+                    await tx.execute(_DELETE[table], (gone,))
+                await tx.execute_many(
+                    _UPSERT[table], [_row(table, entity) for entity in entities.values()]
+                )
+            keys = {row[0] for row in await tx.fetch_all("SELECT key FROM settings")}
+            for gone in keys - set(state.settings):
+                await tx.execute("DELETE FROM settings WHERE key = ?", (gone,))
+            await tx.execute_many(
+                _SET_SETTING,
+                [(k, json.dumps(v, ensure_ascii=False)) for k, v in state.settings.items()],
+            )
+            await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, state.version))
+        self._position = state.version
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+
+    async def close(self) -> None:
+        """Stop after the batch in progress (a batch is one transaction: cancelling it half-way
+        would only roll it back)."""
+        self._closed = True
+        self._wake.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                async with asyncio.timeout(10):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
