@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
@@ -24,6 +25,7 @@ from ._shield import finish
 from ._writer import TransactionLease, Writer
 from .config import DatabaseConfig
 from .errors import PoolClosed, StoreError, translate
+from .metrics import Metrics
 from .statistics import Counters, PoolStatistics
 
 __all__ = ["Database", "ReadSnapshot", "Transaction"]
@@ -37,6 +39,8 @@ class Database(QueryMethods):
     def __init__(self, config: DatabaseConfig) -> None:
         self._config = config
         self._counters = Counters()
+        self.metrics = Metrics()
+        """Latencies of reads, writes and transactions on this database; errors by kind."""
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
         self._state = "new"
@@ -151,13 +155,27 @@ class Database(QueryMethods):
         tx = self._current.get()
         if tx is not None:
             return await tx._read(fn, sql)
-        return await self._open_parts()[1].run(fn, sql)
+        started = time.perf_counter()
+        try:
+            return await self._open_parts()[1].run(fn, sql)
+        except StoreError as exc:
+            self.metrics.count_error(exc)
+            raise
+        finally:
+            self.metrics.record("read", time.perf_counter() - started)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
         tx = self._current.get()
         if tx is not None:
             return await tx._write(fn, sql)
-        return await self._open_parts()[0].run(fn, sql)
+        started = time.perf_counter()
+        try:
+            return await self._open_parts()[0].run(fn, sql)
+        except StoreError as exc:
+            self.metrics.count_error(exc)
+            raise
+        finally:
+            self.metrics.record("write", time.perf_counter() - started)
 
     def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
         tx = self._current.get()
@@ -304,7 +322,7 @@ class ReadSnapshot(QueryMethods):
 
 
 class _TransactionContext:
-    __slots__ = ("_database", "_lease", "_savepoint", "_token", "_tx")
+    __slots__ = ("_database", "_lease", "_savepoint", "_started", "_token", "_tx")
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -312,6 +330,7 @@ class _TransactionContext:
         self._tx: Transaction | None = None
         self._savepoint: str | None = None
         self._token: object = None
+        self._started = 0.0
 
     async def __aenter__(self) -> Transaction:
         database = self._database
@@ -325,6 +344,7 @@ class _TransactionContext:
             self._tx = outer
             return outer
         writer = database._open_parts()[0]
+        self._started = time.perf_counter()
         self._lease = await writer.lease()
         self._tx = Transaction(database, writer.connection)
         self._token = database._current.set(self._tx)
@@ -347,11 +367,17 @@ class _TransactionContext:
         self._database._current.reset(self._token)  # type: ignore[arg-type]
         tx._active = False
         lease.finished.set_result(keep)
-        if keep:
-            await asyncio.shield(lease.committed)
-        else:
-            with contextlib.suppress(StoreError):
-                await finish(lease.committed)
+        try:
+            if keep:
+                await asyncio.shield(lease.committed)
+            else:
+                with contextlib.suppress(StoreError):
+                    await finish(lease.committed)
+        except StoreError as error:
+            self._database.metrics.count_error(error)
+            raise
+        finally:
+            self._database.metrics.record("transaction", time.perf_counter() - self._started)
 
     async def _close_savepoint(self, tx: Transaction, name: str, *, keep: bool) -> None:
         def close(conn: sqlite3.Connection) -> None:

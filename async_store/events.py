@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,7 +162,38 @@ def encode_json(value: object, what: str) -> str:
     infinities, non-string keys, tuples, sets, other objects. Raises :class:`QueryError`
     naming ``what`` and the path to the offending value."""
     _check_json(value, what, "$", 0)
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(
+            f"{what} is not JSON: {_first_unencodable(value, '$')} holds a lone surrogate, "
+            "which is not valid UTF-8 text"
+        ) from None
+    return text
+
+
+def _first_unencodable(value: object, path: str) -> str:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_unencodable(item, f"{path}[{index}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            try:
+                str(key).encode("utf-8")
+            except UnicodeEncodeError:
+                return f"a key of {path}"
+            found = _first_unencodable(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+    return ""
 
 
 _JSON_SCALARS = (str, int, bool, type(None))
@@ -270,10 +302,12 @@ class EventStore:
         ids = [e.event_id for _, events, _ in prepared for e in events]
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
+        started = time.perf_counter()
         results = await self._db.run_in_transaction(
             lambda conn: [_append(conn, s, events, expected) for s, events, expected in prepared],
             "append",
         )
+        self._db.metrics.record("append", time.perf_counter() - started)
         self._notify()
         return results
 

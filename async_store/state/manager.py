@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -194,7 +195,9 @@ class StateManager:
         Raises :class:`InvalidDelta` (nothing changed), :class:`StateManagerClosed`, or the
         store's error when the append failed (nothing changed). Cancelling the caller before
         its turn drops the delta; after its turn the change stands."""
+        started = time.perf_counter()
         result: int = await self._call("delta", delta)
+        self._sql.events.metrics.record("mutate", time.perf_counter() - started)
         return result
 
     def mutate_nowait(self, delta: StateDelta) -> asyncio.Future[int]:
