@@ -13,6 +13,7 @@ Dependencies point one way (nothing lower imports anything higher):
 
 from ._connection import Row
 from ._queries import Parameters
+from .backup import BackupConfig, BackupManifest
 from .config import DatabaseConfig, SqlConfig
 from .database import Database, ReadSnapshot, Transaction
 from .errors import (
@@ -57,6 +58,7 @@ from .events import (
     StreamState,
     VerificationReport,
 )
+from .health import HealthReport
 from .migrations import MigrationSet, MigrationStatus
 from .service import SqlService
 from .state import AppState, StateDelta, StateManager, StateManagerFull
@@ -68,7 +70,9 @@ __all__ = [
     "ANY",
     "AppState",
     "AppendResult",
+    "BackupConfig",
     "BackupError",
+    "BackupManifest",
     "CannotOpen",
     "CheckViolation",
     "ConcurrencyError",
@@ -84,6 +88,7 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "ForeignKeyViolation",
+    "HealthReport",
     "IntegrityViolation",
     "Interrupted",
     "InvalidDelta",

@@ -19,7 +19,7 @@ import aiosqlite
 from .config import DatabaseConfig
 from .errors import Interrupted, PragmaMismatch, translate
 
-__all__ = ["Connection", "Row", "open_connection", "rollback_if_open"]
+__all__ = ["Connection", "Row", "open_connection", "rollback_if_open", "run_on_file"]
 
 T = TypeVar("T")
 
@@ -198,3 +198,27 @@ def rollback_if_open(conn: sqlite3.Connection) -> None:
     """End whatever transaction the connection is in; runs on the connection's thread."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, readonly: bool) -> T:
+    """Open a plain connection to ``path`` (read-only: the file must exist and is never
+    changed), run ``fn`` on its thread, close it. For backups and restores, which work on
+    files outside the pool. Errors come back untranslated."""
+    opened: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        if readonly:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            raw = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            raw = sqlite3.connect(path, isolation_level=None)
+        opened.append(raw)
+        return raw
+
+    aio = aiosqlite.Connection(connect, 64)
+    aio._thread.daemon = True
+    await aio
+    try:
+        return await aio._execute(fn, opened[0])  # type: ignore[no-untyped-call,no-any-return]
+    finally:
+        await aio.close()

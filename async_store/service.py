@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
+from typing import Protocol
+
+import anyio
 
 from ._shield import finish
+from .backup import (
+    BackupConfig,
+    BackupManifest,
+    BackupScheduler,
+    create_backup,
+    list_backups,
+    verify_backup,
+)
 from .config import SqlConfig
 from .database import Database
-from .errors import MigrationError, PoolClosed
+from .errors import BackupError, MigrationError, PoolClosed
 from .events import EventStore
+from .health import HealthReport, collect, metrics_text
 from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
 
-__all__ = ["SqlService"]
+__all__ = ["Component", "SqlService"]
+
+
+class Component(Protocol):
+    """Something running on a service that health reports on (a ``StateManager``)."""
+
+    @property
+    def projection_lag(self) -> int: ...
+
+    @property
+    def projection_error(self) -> str | None: ...
 
 
 class SqlService:
@@ -31,16 +57,24 @@ class SqlService:
         *,
         migration_sets: Sequence[MigrationSet] = (),
         migrate: bool = True,
+        backup: BackupConfig | None = None,
     ) -> None:
         """``migration_sets``: the application's own sets, applied after the built-in ones on
         the database each names. ``migrate=False`` opens without applying anything (for
-        ``status`` and for walking down with :meth:`migrate`)."""
+        ``status`` and for walking down with :meth:`migrate`). ``backup``: where backups go
+        and, with an ``interval``, the schedule the service keeps while it runs."""
         self._config = config
         self._app = Database(config.app)
         self._events = self._app if config.events is None else Database(config.events)
         self._event_store = EventStore(self._events)
         self._migration_sets = tuple(migration_sets)
         self._auto_migrate = migrate
+        self._backup_config = backup or BackupConfig()
+        self._backup_root = self._backup_config.directory or config.app.path.parent / "backups"
+        self._scheduler = BackupScheduler(self.backup, self._backup_config, self._backup_root)
+        self._background: asyncio.Task[None] | None = None
+        self._last_backup_at: datetime | None = None
+        self._components: list[Component] = []
         self._started = False
         self._closed = False
 
@@ -86,6 +120,17 @@ class SqlService:
             await finish(self._close_databases())
             self._closed = True
             raise
+        newest = list_backups(self._backup_root)
+        if newest:
+            self._last_backup_at = newest[-1][1]
+        if self._backup_config.interval is not None:
+            self._background = asyncio.get_running_loop().create_task(
+                self._run_background(), name="async_store.service.background"
+            )
+
+    async def _run_background(self) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._scheduler.run)
 
     async def _migrate(self) -> None:
         if not self._auto_migrate:
@@ -137,12 +182,90 @@ class SqlService:
             result += await migration_status(database, sets)
         return result
 
+    # -- operations --------------------------------------------------------------------------
+
+    @property
+    def backup_root(self) -> Path:
+        """The folder backups go to."""
+        return self._backup_root
+
+    @property
+    def backup_scheduler(self) -> BackupScheduler:
+        """The scheduled-backup loop (counts of backups taken and failed)."""
+        return self._scheduler
+
+    async def backup(self, dest: str | Path | None = None) -> BackupManifest:
+        """Back up every database (``VACUUM INTO`` from a dedicated connection, verified,
+        fsynced) into a new timestamped folder under ``dest`` (default: the configured backup
+        folder) and return its manifest. Raises :class:`BackupError`; nothing is left behind
+        on failure. Afterwards each WAL is truncated if no reader holds it."""
+        root = Path(dest) if dest is not None else self._backup_root
+        manifest = await create_backup(
+            self.databases, root, mode=self._config.mode, event_database=self._events
+        )
+        self._last_backup_at = datetime.now(UTC)
+        for database in self.databases:
+            if database.statistics().readers_busy == 0:
+                with contextlib.suppress(Exception):
+                    await database.run_on_writer(_truncate_wal)
+        return manifest
+
+    async def restore(self, backup: str | Path) -> BackupManifest:
+        """Online restore: copy a verified backup into the live databases through SQLite's
+        backup API, on each writer's thread with writes paused, then apply any migration the
+        backup lacks. Readers see the restored data once it is complete. A state manager on
+        this service must be restarted afterwards (its state is from before)."""
+        manifest = await verify_backup(Path(backup))
+        by_database = {item.database: item for item in manifest.files}
+        missing = [db.name for db in self.databases if db.name not in by_database]
+        if missing:
+            raise BackupError(f"{backup}: holds no copy of {', '.join(missing)}")
+        for database in self.databases:
+            source = Path(backup) / by_database[database.name].name
+            await database.run_on_writer(functools.partial(_copy_from, source=source))
+        await self._migrate()
+        return manifest
+
+    def attach(self, component: Component) -> None:
+        """Report on ``component`` in :meth:`health` (a ``StateManager`` attaches itself)."""
+        self._components.append(component)
+
+    def detach(self, component: Component) -> None:
+        with contextlib.suppress(ValueError):
+            self._components.remove(component)
+
+    async def health(self) -> HealthReport:
+        """Status (ok/degraded/failing) with reasons, and the facts behind it."""
+        lags = [c.projection_lag for c in self._components]
+        errors = [c.projection_error for c in self._components if c.projection_error]
+        return await collect(
+            self.databases,
+            mode=self._config.mode,
+            events=self._events,
+            projector_lag=max(lags) if lags else None,
+            projector_error=errors[0] if errors else None,
+            last_backup_at=self._last_backup_at,
+            backup_interval=self._backup_config.interval,
+            backup_failures=self._scheduler.failures,
+        )
+
+    async def metrics_text(self) -> str:
+        """:meth:`health` in the Prometheus text exposition format."""
+        return metrics_text(await self.health())
+
+    # -- closing ---------------------------------------------------------------------------
+
     async def close(self) -> None:
-        """Drain, checkpoint and close every database. Idempotent."""
+        """Stop background work, drain, checkpoint and close every database. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._event_store.close()
+        background = self._background
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await finish(background)
         await finish(self._close_databases())
 
     async def _close_databases(self) -> None:
@@ -166,3 +289,23 @@ class SqlService:
 def _builtin_sets() -> tuple[MigrationSet, MigrationSet]:
     """The shipped sets, read and checked once per process."""
     return MigrationSet.builtin("app_meta"), MigrationSet.builtin("events")
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> None:
+    """Truncate the WAL unless a reader holds it: with busy_timeout 0 a blocked checkpoint
+    gives up at once instead of stalling the writer."""
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
+def _copy_from(conn: sqlite3.Connection, *, source: Path) -> None:
+    """Runs on a writer's thread: the backup API copies ``source`` over the live database."""
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        src.backup(conn)
+    finally:
+        src.close()

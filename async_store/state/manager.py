@@ -45,6 +45,10 @@ class Storage(Protocol):
     @property
     def event_store(self) -> EventStore: ...
 
+    def attach(self, component: Any) -> None: ...
+
+    def detach(self, component: Any) -> None: ...
+
 
 class StateManagerFull(StoreError):
     """``mutate_nowait`` found the queue full."""
@@ -122,6 +126,7 @@ class StateManager:
         self._start_consumer()
         if self._projector is not None:
             await self._projector.start()
+        self._sql.attach(self)
 
     def _start_consumer(self) -> None:
         self._failure = None
@@ -170,6 +175,7 @@ class StateManager:
             await self._projector.close()
         for subscriber in self._subscribers:
             subscriber.end()
+        self._sql.detach(self)
 
     async def __aenter__(self) -> StateManager:
         await self.start()
@@ -266,6 +272,18 @@ class StateManager:
     def projected_version(self) -> int:
         """The version the app_meta tables reflect (lags behind the state briefly)."""
         return self._projector.position if self._projector is not None else 0
+
+    @property
+    def projection_lag(self) -> int:
+        """Changes accepted but not yet in the app_meta tables (0 without a projector)."""
+        if self._projector is None:
+            return 0
+        return max(0, self._state.version - self._projector.position)
+
+    @property
+    def projection_error(self) -> str | None:
+        """The last projection error, while projections are stuck on it."""
+        return None if self._projector is None else self._projector.last_error
 
     def _message(self, kind: _Kind, delta: StateDelta | None) -> _Message:
         if self._closing:

@@ -205,6 +205,7 @@ class Projector:
                 await project_delta(tx, delta)
             await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, events[-1].version))
         self._position = events[-1].version
+        self.last_error = None
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
         return True
