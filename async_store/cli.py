@@ -1,7 +1,8 @@
 """The ``async-store`` command line (also ``python -m async_store``).
 
-Exit codes: 0 success, 1 the operation failed (the message is on stderr), 2 wrong usage.
-With ``--json`` standard output holds only JSON; logs go to standard error.
+Exit codes: 0 success, 1 the operation failed (the message is on stderr), 2 wrong usage;
+``health`` exits 3 when the service is degraded and 4 when it is failing. With ``--json``
+standard output holds only JSON; logs and progress go to standard error.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .backup import BackupManifest, restore_offline, verify_backup
 from .config import SqlConfig
 from .demo import DEFAULT_DATA, run_demo
 from .errors import StoreError
 from .service import SqlService
+
+EXIT_DEGRADED = 3
+EXIT_FAILING = 4
 
 __all__ = ["main", "run"]
 
@@ -50,6 +55,104 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_text(manifest: BackupManifest) -> str:
+    lines = [
+        f"backup {manifest.directory} ({manifest.mode}, event position {manifest.event_position})"
+    ]
+    for item in manifest.files:
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(item.schema_versions.items()))
+        lines.append(
+            f"  {item.name}: {item.size_bytes:,} bytes, sha256 {item.sha256[:16]}…, {versions}"
+        )
+    return "\n".join(lines)
+
+
+def _manifest_json(manifest: BackupManifest) -> str:
+    return json.dumps({"directory": str(manifest.directory), **manifest.to_dict()}, indent=2)
+
+
+class _Progress:
+    """A progress bar on standard error, drawn only when it is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._shown = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._shown or total <= 0:
+            return
+        percent = min(100, done * 100 // total)
+        if percent == self._last:
+            return
+        self._last = percent
+        bar = "#" * (percent // 4)
+        sys.stderr.write(f"\r{self._label} [{bar:<25}] {percent:3d}%")
+        if percent == 100:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+async def _backup(args: argparse.Namespace) -> int:
+    async with SqlService(_config(args)) as sql:
+        progress = _Progress("backup")
+        task = asyncio.ensure_future(sql.backup(args.dest))
+        total = sum(db.path.stat().st_size for db in sql.databases)
+        root = Path(args.dest) if args.dest is not None else sql.backup_root
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.2)
+            written = sum(f.stat().st_size for f in root.glob("*.partial/*.db") if f.exists())
+            progress(written, total)
+        manifest = await task
+        progress(total, total)
+    print(_manifest_json(manifest) if args.json else _manifest_text(manifest))
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    manifest = await verify_backup(args.backup)
+    print(_manifest_json(manifest) if args.json else "ok: " + _manifest_text(manifest))
+    return 0
+
+
+async def _restore(args: argparse.Namespace) -> int:
+    config = _config(args)
+    targets = {database.name: database.path for database in config.databases}
+    aside = await restore_offline(args.backup, targets, progress=_Progress("restore"))
+    # Open once: brings a backup from older code up to the current schema.
+    async with SqlService(config) as sql:
+        applied = await sql.migrate()
+    print(f"restored {args.backup}; the replaced files are in {aside}")
+    for line in applied:
+        print(line)
+    return 0
+
+
+async def _health(args: argparse.Namespace) -> int:
+    async with SqlService(_config(args)) as sql:
+        report = await sql.health()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"status: {report.status}")
+        for reason in report.reasons:
+            print(f"  {reason}")
+        for name, db in report.databases.items():
+            print(
+                f"{name}: {db.size_bytes:,} bytes, WAL {db.wal_bytes:,} bytes, "
+                f"journal {db.journal_mode}, synchronous {db.synchronous}, "
+                f"schema {db.schema_version}"
+            )
+        print(f"event position {report.event_position}, free disk {report.disk_free_bytes:,} bytes")
+    return {"ok": 0, "degraded": EXIT_DEGRADED, "failing": EXIT_FAILING}[report.status]
+
+
+async def _metrics(args: argparse.Namespace) -> int:
+    async with SqlService(_config(args)) as sql:
+        sys.stdout.write(await sql.metrics_text())
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     await run_demo(args.data if args.data is not None else DEFAULT_DATA, out=sys.stdout)
     return 0
@@ -78,6 +181,29 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="list applied and pending")
     status.add_argument("--json", action="store_true", help="print JSON only")
     status.set_defaults(run=_status)
+
+    backup = commands.add_parser("backup", parents=[common], help="take a verified backup")
+    backup.add_argument("--dest", type=Path, help="folder for the backup (default: backups/)")
+    backup.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    backup.set_defaults(run=_backup)
+
+    restore = commands.add_parser(
+        "restore", parents=[common], help="restore a backup (the service must be stopped)"
+    )
+    restore.add_argument("backup", type=Path, help="the backup folder")
+    restore.set_defaults(run=_restore)
+
+    verify = commands.add_parser("verify", help="check a backup against its manifest")
+    verify.add_argument("backup", type=Path, help="the backup folder")
+    verify.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    verify.set_defaults(run=_verify)
+
+    health = commands.add_parser("health", parents=[common], help="status and facts")
+    health.add_argument("--json", action="store_true", help="print JSON only")
+    health.set_defaults(run=_health)
+
+    metrics = commands.add_parser("metrics", parents=[common], help="Prometheus text")
+    metrics.set_defaults(run=_metrics)
     return parser
 
 
