@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from ._connection import Row
@@ -40,7 +40,9 @@ class QueryMethods(ABC):
         """Run a writing function as (part of) a transaction."""
 
     @abstractmethod
-    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+    def _iterate(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query."""
 
     async def fetch_all(self, query: str, parameters: Parameters | None = None) -> list[Row]:
@@ -92,7 +94,7 @@ class QueryMethods(ABC):
         parameters: Parameters | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncIterator[Row]:
+    ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query: ``async for row in db.iterate(...)``. The connection is
         held until the iteration ends (or the iterator is closed); rows arrive ``chunk_size`` per
         hop, so memory stays flat however many rows there are."""

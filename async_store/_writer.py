@@ -108,6 +108,7 @@ class Writer:
         self._connection = connection
         self._config = config
         self._name = config.name
+        self._describe = f"{config.name} ({config.path})"
         self._counters = counters
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(config.max_queued)
         self._backlog: deque[_Job | None] = deque()
@@ -249,7 +250,7 @@ class Writer:
         )
         try:
             outcomes = await self._connection.run(
-                lambda conn: _run_batch(conn, jobs, retries, backoff, counters)
+                lambda conn: _run_batch(conn, jobs, retries, backoff, counters, self._describe)
             )
         except Exception as exc:
             await self._abort([job.future for job in jobs], exc)
@@ -274,7 +275,7 @@ class Writer:
         )
         try:
             await self._connection.run(
-                lambda conn: begin_immediate(conn, retries, backoff, counters)
+                lambda conn: begin_immediate(conn, retries, backoff, counters, self._describe)
             )
         except Exception as exc:
             _set_error(first.granted, translate(exc, database=self._name), cause=exc)
@@ -395,10 +396,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 def begin_immediate(
-    conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters
+    conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters, database: str
 ) -> None:
     """``BEGIN IMMEDIATE``, retried with jittered exponential backoff while another process
-    holds the lock past busy_timeout. Only BEGIN is retried: nothing has run yet."""
+    holds the lock past busy_timeout. Only BEGIN is retried: nothing has run yet. ``database``
+    names the database in the error."""
     for attempt in range(retries + 1):
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -411,7 +413,8 @@ def begin_immediate(
                 continue
             if _is_busy(exc):
                 raise DatabaseBusy(
-                    f"database is locked by another process after {retries} retries: {exc}"
+                    f"{database}: locked by another process past busy_timeout and "
+                    f"{retries} {'retry' if retries == 1 else 'retries'} ({exc})"
                 ) from exc
             raise
 
@@ -447,10 +450,11 @@ def _run_batch(
     retries: int,
     backoff: float,
     counters: Counters,
+    database: str,
 ) -> list[_Outcome[Any]]:
     """BEGIN IMMEDIATE, every job in its savepoint, COMMIT: one hop for a whole batch."""
     try:
-        begin_immediate(conn, retries, backoff, counters)
+        begin_immediate(conn, retries, backoff, counters, database)
     except Exception as exc:
         raise _BatchFailed(exc, "BEGIN IMMEDIATE", rolled_back=False) from exc
     outcomes = _run_jobs(conn, jobs)

@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -153,7 +153,7 @@ class Database(QueryMethods):
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
         tx = self._current.get()
-        if tx is not None:
+        if tx is not None and tx._active:
             return await tx._read(fn, sql)
         started = time.perf_counter()
         try:
@@ -166,7 +166,7 @@ class Database(QueryMethods):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
         tx = self._current.get()
-        if tx is not None:
+        if tx is not None and tx._active:
             return await tx._write(fn, sql)
         started = time.perf_counter()
         try:
@@ -177,15 +177,17 @@ class Database(QueryMethods):
         finally:
             self.metrics.record("write", time.perf_counter() - started)
 
-    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+    def _iterate(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncGenerator[Row, None]:
         tx = self._current.get()
-        if tx is not None:
+        if tx is not None and tx._active:
             return tx._iterate(sql, parameters, chunk_size)
         return self._iterate_reader(sql, parameters, chunk_size)
 
     async def _iterate_reader(
         self, sql: str, parameters: Parameters, chunk_size: int
-    ) -> AsyncIterator[Row]:
+    ) -> AsyncGenerator[Row, None]:
         readers = self._open_parts()[1]
         connection = await readers.acquire()
         try:
@@ -261,15 +263,24 @@ class Database(QueryMethods):
 
 class Transaction(QueryMethods):
     """The handle ``transaction()`` yields: the query methods, run on the writer inside the
-    transaction, and ``transaction()`` for a nested SAVEPOINT."""
+    transaction, and ``transaction()`` for a nested SAVEPOINT.
 
-    __slots__ = ("_active", "_connection", "_database", "_savepoints")
+    A statement whose caller is cancelled still runs to its end on the writer (stopping a
+    write half-way could roll back other callers' work). So that it is not committed behind
+    its caller's back, the (nested) transaction it ran in is marked: when that block ends
+    normally it is rolled back instead, and raises :class:`StoreError`.
+    """
+
+    __slots__ = ("_active", "_connection", "_database", "_depth", "_poisoned", "_savepoints")
 
     def __init__(self, database: Database, connection: Connection) -> None:
         self._database = database
         self._connection = connection
         self._active = True
         self._savepoints = 0
+        self._depth = 0
+        self._poisoned: int | None = None
+        """The shallowest nesting depth a cancelled statement ran at, if any."""
 
     def _check(self) -> Connection:
         if not self._active:
@@ -280,12 +291,29 @@ class Transaction(QueryMethods):
         connection = self._check()
         try:
             return await connection.run(fn)
+        except asyncio.CancelledError:
+            self._poison()
+            raise
         except Exception as exc:
             raise translate(exc, database=self._database.name, sql=sql) from exc
 
     _write = _read
 
-    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+    def _poison(self) -> None:
+        if self._poisoned is None or self._depth < self._poisoned:
+            self._poisoned = self._depth
+
+    def _take_poison(self, depth: int) -> bool:
+        """Whether a cancelled statement ran at ``depth`` or deeper; clears the mark, since
+        the caller rolls that level back."""
+        if self._poisoned is not None and self._poisoned >= depth:
+            self._poisoned = None
+            return True
+        return False
+
+    def _iterate(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncGenerator[Row, None]:
         return _stream(self._check(), sql, parameters, chunk_size, on_reader=False)
 
     def transaction(self) -> _TransactionContext:
@@ -317,7 +345,9 @@ class ReadSnapshot(QueryMethods):
             f"[sql: {sql}]"
         )
 
-    def _iterate(self, sql: str, parameters: Parameters, chunk_size: int) -> AsyncIterator[Row]:
+    def _iterate(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncGenerator[Row, None]:
         return _stream(self._connection, sql, parameters, chunk_size, on_reader=True)
 
 
@@ -335,13 +365,14 @@ class _TransactionContext:
     async def __aenter__(self) -> Transaction:
         database = self._database
         outer = database._current.get()
-        if outer is not None:
+        if outer is not None and outer._active:
             connection = outer._check()
             outer._savepoints += 1
             name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
             await finish(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
             self._savepoint = name
             self._tx = outer
+            outer._depth += 1
             return outer
         writer = database._open_parts()[0]
         self._started = time.perf_counter()
@@ -360,13 +391,24 @@ class _TransactionContext:
         assert tx is not None
         keep = exc_type is None
         if self._savepoint is not None:
-            await self._close_savepoint(tx, self._savepoint, keep=keep)
+            depth = tx._depth
+            tx._depth -= 1
+            cancelled_inside = tx._take_poison(depth)
+            await self._close_savepoint(tx, self._savepoint, keep=keep and not cancelled_inside)
+            if keep and cancelled_inside:
+                raise _cancelled_statement(self._database.name)
             return
         lease = self._lease
         assert lease is not None
         self._database._current.reset(self._token)  # type: ignore[arg-type]
         tx._active = False
-        lease.finished.set_result(keep)
+        cancelled_inside = tx._take_poison(0)
+        lease.finished.set_result(keep and not cancelled_inside)
+        if keep and cancelled_inside:
+            with contextlib.suppress(StoreError):
+                await finish(lease.committed)
+            self._database.metrics.record("transaction", time.perf_counter() - self._started)
+            raise _cancelled_statement(self._database.name)
         try:
             if keep:
                 await asyncio.shield(lease.committed)
@@ -402,7 +444,7 @@ class _ReadContext:
     async def __aenter__(self) -> ReadSnapshot | Transaction:
         database = self._database
         outer = database._current.get()
-        if outer is not None:
+        if outer is not None and outer._active:
             self._snapshot = outer
             return outer
         readers = database._open_parts()[1]
@@ -440,7 +482,7 @@ async def _stream(
     chunk_size: int,
     *,
     on_reader: bool,
-) -> AsyncIterator[Row]:
+) -> AsyncGenerator[Row, None]:
     name = connection.database
     try:
         cursor = await connection.run(lambda conn: conn.execute(sql, parameters))
@@ -458,6 +500,13 @@ async def _stream(
                 return
     finally:
         await finish(connection.run(lambda conn: cursor.close()))
+
+
+def _cancelled_statement(name: str) -> StoreError:
+    return StoreError(
+        f"{name}: a statement of this transaction was cancelled while it ran; the transaction "
+        "was rolled back instead of committing work its caller gave up on"
+    )
 
 
 def _checkpoint_on_close(conn: sqlite3.Connection) -> None:

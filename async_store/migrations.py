@@ -375,7 +375,7 @@ def _migrate_set(
         if fk_off:
             conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            begin_immediate(conn, retries, backoff, counters)
+            begin_immediate(conn, retries, backoff, counters, database)
             try:
                 # Re-read under the write lock: another process may have moved on meanwhile.
                 if _current_version(conn, migration_set, database, tracks_user_version) != current:

@@ -9,6 +9,7 @@ reader holding an old state sees it unchanged. ``decide`` validates a delta agai
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -236,10 +237,14 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
         raise InvalidDelta(f"{type(delta).__name__} is not a StateDelta the manager knows")
     event_type, data = event_from_delta(delta, before)
     try:
-        encode_json(data, event_type)
+        text = encode_json(data, event_type)
     except QueryError as exc:
         raise InvalidDelta(str(exc)) from None
-    return Change(delta, before, event_type, data, metadata)
+    # Apply what the log will hold, decoded: the state then shares nothing mutable with the
+    # caller, and the live state is built exactly as a replay builds it.
+    stored = json.loads(text)
+    delta, before = delta_from_event(event_type, stored)
+    return Change(delta, before, event_type, stored, metadata)
 
 
 def _check_entity(delta: StateDelta, entity: object) -> None:

@@ -80,6 +80,8 @@ def _upsert_sql(table: str) -> str:
 
 
 _UPSERT = {table: _upsert_sql(table) for table in COLLECTIONS}
+_CHILDREN_FIRST = ("schedules", "pipelines", "flows", "tools", "knowledge_bases")
+assert set(_CHILDREN_FIRST) == set(COLLECTIONS)
 _DELETE = {table: f"DELETE FROM {table} WHERE id = ?" for table in COLLECTIONS}
 _SET_SETTING = (
     "INSERT INTO settings(key, value, updated_at)"
@@ -215,11 +217,15 @@ class Projector:
         rows the state does not hold) and set the checkpoint to its version, in one
         transaction. Rows of other tables that refer to a deleted row cascade with it."""
         async with self._app.transaction() as tx:
-            for table in COLLECTIONS:
+            # Children before parents when deleting, parents before children when writing,
+            # so no foreign key (ON DELETE RESTRICT included) is ever violated half-way.
+            for table in _CHILDREN_FIRST:
                 entities: Mapping[str, Entity] = state.collection(table)
                 stored = {row[0] for row in await tx.fetch_all(f"SELECT id FROM {table}")}
                 for gone in stored - set(entities):
                     await tx.execute(_DELETE[table], (gone,))
+            for table in reversed(_CHILDREN_FIRST):
+                entities = state.collection(table)
                 await tx.execute_many(
                     _UPSERT[table], [_row(table, entity) for entity in entities.values()]
                 )

@@ -1,0 +1,476 @@
+"""Typed repositories for the high-volume app_meta tables that do not live in the state:
+documents with their chunks, and pipeline runs; plus read access to every app_meta table.
+
+All SQL is parameterized; table and column names are constants of this module, never built from
+input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from .database import Database
+from .errors import QueryError
+from .events import JsonInput, encode_json
+
+__all__ = [
+    "Catalog",
+    "Chunk",
+    "ChunkInput",
+    "Document",
+    "DocumentRepository",
+    "IngestResult",
+    "KnowledgeBaseStats",
+    "PipelineRun",
+    "PipelineRunRepository",
+    "RunStatus",
+    "content_hash",
+]
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+def content_hash(data: str | bytes) -> str:
+    """Lowercase hex SHA-256 of ``data`` (text is hashed as UTF-8)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    kb_id: str
+    title: str
+    source_uri: str
+    mime_type: str
+    content_hash: str
+    size_bytes: int
+    chunk_count: int
+    status: str
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    id: int
+    document_id: str
+    kb_id: str
+    chunk_index: int
+    content: str
+    token_count: int
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkInput:
+    """A chunk to ingest: its text and, optionally, metadata and a token count."""
+
+    content: str
+    metadata: Mapping[str, JsonInput] = field(default_factory=dict)
+    token_count: int | None = None
+    """Default: the number of whitespace-separated words."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    document_id: str
+    outcome: Literal["created", "unchanged", "replaced"]
+    chunk_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeBaseStats:
+    kb_id: str
+    documents: int
+    chunks: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    id: str
+    pipeline_id: str
+    status: RunStatus
+    started_at: str
+    finished_at: str | None
+    stats: dict[str, Any]
+    error: str | None
+    heartbeat_at: str | None
+
+
+_DOCUMENT_COLUMNS = (
+    "id, kb_id, title, source_uri, mime_type, content_hash, size_bytes, chunk_count, status,"
+    " metadata, created_at, updated_at"
+)
+_CHUNK_COLUMNS = "id, document_id, kb_id, chunk_index, content, token_count, content_hash, metadata"
+_RUN_COLUMNS = "id, pipeline_id, status, started_at, finished_at, stats, error, heartbeat_at"
+_INSERT_CHUNK = (
+    "INSERT INTO document_chunks(document_id, kb_id, chunk_index, content, token_count,"
+    " content_hash, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _document(row: sqlite3.Row) -> Document:
+    return Document(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        json.loads(row[9]),
+        row[10],
+        row[11],
+    )
+
+
+def _chunk(row: sqlite3.Row) -> Chunk:
+    return Chunk(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
+
+
+def _run(row: sqlite3.Row) -> PipelineRun:
+    return PipelineRun(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
+
+
+class DocumentRepository:
+    """Documents and their chunks in app_meta."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def ingest(
+        self,
+        kb_id: str,
+        *,
+        title: str,
+        content: str | bytes,
+        chunks: Sequence[str | ChunkInput],
+        source_uri: str = "",
+        mime_type: str = "text/plain",
+        metadata: Mapping[str, JsonInput] | None = None,
+        document_id: str | None = None,
+    ) -> IngestResult:
+        """Store a document and its chunks in one transaction.
+
+        Idempotent on the content's SHA-256: when the knowledge base already holds identical
+        content, nothing is written and the existing id is returned (``unchanged``). A document
+        with the same ``document_id`` (or, without one, the same non-empty ``source_uri``) but
+        other content is replaced: row updated, old chunks deleted and the new ones inserted,
+        atomically (``replaced``). Otherwise a new document is created.
+        """
+        digest = content_hash(content)
+        size = len(content.encode("utf-8") if isinstance(content, str) else content)
+        meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
+        prepared = [_chunk_row(i, c) for i, c in enumerate(chunks)]
+        new_id = document_id or str(uuid.uuid4())
+
+        def write(conn: sqlite3.Connection) -> IngestResult:
+            same = conn.execute(
+                "SELECT id, chunk_count FROM documents WHERE kb_id = ? AND content_hash = ?",
+                (kb_id, digest),
+            ).fetchone()
+            if same is not None:
+                return IngestResult(same[0], "unchanged", same[1])
+            if document_id is not None:
+                existing = conn.execute(
+                    "SELECT id FROM documents WHERE id = ? AND kb_id = ?", (document_id, kb_id)
+                ).fetchone()
+            elif source_uri:
+                existing = conn.execute(
+                    "SELECT id FROM documents WHERE kb_id = ? AND source_uri = ?"
+                    " ORDER BY created_at LIMIT 1",
+                    (kb_id, source_uri),
+                ).fetchone()
+            else:
+                existing = None
+            now = _now()
+            if existing is not None:
+                target = existing[0]
+                conn.execute("DELETE FROM document_chunks WHERE document_id = ?", (target,))
+                conn.execute(
+                    "UPDATE documents SET title = ?, source_uri = ?, mime_type = ?,"
+                    " content_hash = ?, size_bytes = ?, chunk_count = ?, status = 'ready',"
+                    " metadata = ?, updated_at = ? WHERE id = ?",
+                    (
+                        title,
+                        source_uri,
+                        mime_type,
+                        digest,
+                        size,
+                        len(prepared),
+                        meta_text,
+                        now,
+                        target,
+                    ),
+                )
+                outcome: Literal["created", "replaced"] = "replaced"
+            else:
+                target = new_id
+                conn.execute(
+                    "INSERT INTO documents(id, kb_id, title, source_uri, mime_type, content_hash,"
+                    " size_bytes, chunk_count, status, metadata, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
+                    (
+                        target,
+                        kb_id,
+                        title,
+                        source_uri,
+                        mime_type,
+                        digest,
+                        size,
+                        len(prepared),
+                        meta_text,
+                        now,
+                        now,
+                    ),
+                )
+                outcome = "created"
+            conn.executemany(_INSERT_CHUNK, [(target, kb_id, *row) for row in prepared])
+            return IngestResult(target, outcome, len(prepared))
+
+        return await self._db.run_in_transaction(write, f"ingest into {kb_id}")
+
+    async def get(self, document_id: str) -> Document | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = ?", (document_id,)
+        )
+        return None if row is None else _document(row)
+
+    async def find_by_hash(self, kb_id: str, digest: str) -> Document | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE kb_id = ? AND content_hash = ?",
+            (kb_id, digest),
+        )
+        return None if row is None else _document(row)
+
+    async def list_documents(
+        self, kb_id: str, *, limit: int = 100, offset: int = 0
+    ) -> list[Document]:
+        """The knowledge base's documents, newest first."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE kb_id = ?"
+            " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (kb_id, limit, offset),
+        )
+        return [_document(row) for row in rows]
+
+    async def delete(self, document_id: str) -> bool:
+        """Delete a document; its chunks go with it (ON DELETE CASCADE). False if absent."""
+        changed = await self._db.run_in_transaction(
+            lambda conn: (
+                conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+            ),
+            "delete document",
+        )
+        return bool(changed)
+
+    async def chunks(self, document_id: str) -> list[Chunk]:
+        """One document's chunks, in order."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_CHUNK_COLUMNS} FROM document_chunks WHERE document_id = ?"
+            " ORDER BY chunk_index",
+            (document_id,),
+        )
+        return [_chunk(row) for row in rows]
+
+    async def chunk_page(self, kb_id: str, *, after: int = 0, limit: int = 500) -> list[Chunk]:
+        """Up to ``limit`` chunks of the knowledge base with ids greater than ``after``, by id:
+        pass the last id of one page as ``after`` for the next (stable under inserts)."""
+        if limit < 1:
+            raise QueryError(f"limit must be at least 1, not {limit}")
+        rows = await self._db.fetch_all(
+            f"SELECT {_CHUNK_COLUMNS} FROM document_chunks WHERE kb_id = ? AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (kb_id, after, limit),
+        )
+        return [_chunk(row) for row in rows]
+
+    async def iter_chunks(self, kb_id: str, *, page_size: int = 500) -> AsyncIterator[Chunk]:
+        """Every chunk of the knowledge base, a page at a time (memory stays flat)."""
+        after = 0
+        while True:
+            page = await self.chunk_page(kb_id, after=after, limit=page_size)
+            for chunk in page:
+                yield chunk
+            if len(page) < page_size:
+                return
+            after = page[-1].id
+
+    async def stats(self, kb_id: str) -> KnowledgeBaseStats:
+        """Documents, chunks and bytes of one knowledge base."""
+        row = await self._db.fetch_one(
+            "SELECT count(*), coalesce(sum(chunk_count), 0), coalesce(sum(size_bytes), 0)"
+            " FROM documents WHERE kb_id = ?",
+            (kb_id,),
+        )
+        assert row is not None
+        return KnowledgeBaseStats(kb_id, row[0], row[1], row[2])
+
+    async def stats_all(self) -> list[KnowledgeBaseStats]:
+        """:meth:`stats` of every knowledge base (those without documents included)."""
+        rows = await self._db.fetch_all(
+            "SELECT k.id, count(d.id), coalesce(sum(d.chunk_count), 0),"
+            " coalesce(sum(d.size_bytes), 0) FROM knowledge_bases AS k"
+            " LEFT JOIN documents AS d ON d.kb_id = k.id GROUP BY k.id ORDER BY k.id"
+        )
+        return [KnowledgeBaseStats(*row) for row in rows]
+
+
+def _chunk_row(index: int, chunk: str | ChunkInput) -> tuple[Any, ...]:
+    item = chunk if isinstance(chunk, ChunkInput) else ChunkInput(chunk)
+    if not isinstance(item.content, str):
+        raise QueryError(f"chunk {index}: content must be text, not {type(item.content).__name__}")
+    tokens = item.token_count if item.token_count is not None else len(item.content.split())
+    metadata = "{}" if not item.metadata else encode_json(dict(item.metadata), f"chunk {index}")
+    return (index, item.content, tokens, content_hash(item.content), metadata)
+
+
+class PipelineRunRepository:
+    """Runs of pipelines: started, then finished, failed or cancelled, with stats."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def start(self, pipeline_id: str, *, run_id: str | None = None) -> PipelineRun:
+        """Record a run as started (``running``) now. The pipeline must exist."""
+        now = _now()
+        run = PipelineRun(
+            run_id or str(uuid.uuid4()), pipeline_id, "running", now, None, {}, None, now
+        )
+        await self._db.execute(
+            "INSERT INTO pipeline_runs(id, pipeline_id, status, started_at, stats, heartbeat_at)"
+            " VALUES (?, ?, 'running', ?, '{}', ?)",
+            (run.id, pipeline_id, now, now),
+        )
+        return run
+
+    async def heartbeat(self, run_id: str) -> None:
+        """Mark a running run as alive (stuck-run detection looks at the newest heartbeat)."""
+        await self._db.execute(
+            "UPDATE pipeline_runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+            (_now(), run_id),
+        )
+
+    async def finish(
+        self, run_id: str, *, stats: Mapping[str, JsonInput] | None = None
+    ) -> PipelineRun:
+        """Mark a running run ``succeeded`` with its stats."""
+        return await self._end(run_id, "succeeded", stats, None)
+
+    async def fail(
+        self, run_id: str, error: str, *, stats: Mapping[str, JsonInput] | None = None
+    ) -> PipelineRun:
+        """Mark a running run ``failed`` with the error."""
+        return await self._end(run_id, "failed", stats, error)
+
+    async def cancel(self, run_id: str) -> PipelineRun:
+        return await self._end(run_id, "cancelled", None, None)
+
+    async def _end(
+        self,
+        run_id: str,
+        status: RunStatus,
+        stats: Mapping[str, JsonInput] | None,
+        error: str | None,
+    ) -> PipelineRun:
+        stats_text = encode_json(dict(stats or {}), f"stats of run {run_id}")
+
+        def end(conn: sqlite3.Connection) -> PipelineRun:
+            changed = conn.execute(
+                "UPDATE pipeline_runs SET status = ?, finished_at = ?, stats = ?, error = ?"
+                " WHERE id = ? AND status = 'running'",
+                (status, _now(), stats_text, error, run_id),
+            ).rowcount
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise QueryError(f"pipeline run {run_id!r} does not exist")
+            if not changed:
+                raise QueryError(f"pipeline run {run_id!r} is {row[2]}, not running")
+            return _run(row)
+
+        return await self._db.run_in_transaction(end, f"{status} run {run_id}")
+
+    async def get(self, run_id: str) -> PipelineRun | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE id = ?", (run_id,)
+        )
+        return None if row is None else _run(row)
+
+    async def list_for_pipeline(
+        self, pipeline_id: str, *, limit: int = 50, before: str | None = None
+    ) -> list[PipelineRun]:
+        """A pipeline's runs, newest first; ``before`` (a started_at) pages further back."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE pipeline_id = ?"
+            " AND started_at < ? ORDER BY started_at DESC, id LIMIT ?",
+            (pipeline_id, before or "9999", limit),
+        )
+        return [_run(row) for row in rows]
+
+    async def stuck(
+        self, *, silent_for: float = 0.0, now: datetime | None = None
+    ) -> list[PipelineRun]:
+        """Runs still ``running`` whose last heartbeat (or start) is older than ``silent_for``
+        seconds: after a crash, the runs nobody will finish."""
+        cutoff = ((now or datetime.now(UTC)) - timedelta(seconds=silent_for)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )
+        rows = await self._db.fetch_all(
+            f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE status = 'running'"
+            " AND coalesce(heartbeat_at, started_at) <= ? ORDER BY started_at",
+            (cutoff,),
+        )
+        return [_run(row) for row in rows]
+
+
+class Catalog:
+    """Read access to the app_meta tables the state manager projects (for code that has a
+    database but no state manager, and for reporting)."""
+
+    _TABLES = ("knowledge_bases", "tools", "pipelines", "schedules", "flows")
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def rows(self, table: str, *, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        """Rows of one projected table, by id. ``table`` must be one of the known names."""
+        if table not in self._TABLES:
+            raise QueryError(f"unknown table {table!r}; one of {', '.join(self._TABLES)}")
+        rows = await self._db.fetch_all(
+            f"SELECT * FROM {table} ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [dict(zip(row.keys(), row, strict=True)) for row in rows]
+
+    async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
+        if table not in self._TABLES:
+            raise QueryError(f"unknown table {table!r}; one of {', '.join(self._TABLES)}")
+        row = await self._db.fetch_one(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
+        return None if row is None else dict(zip(row.keys(), row, strict=True))
+
+    async def settings(self) -> dict[str, Any]:
+        """Every setting, decoded from JSON."""
+        rows = await self._db.fetch_all("SELECT key, value FROM settings ORDER BY key")
+        return {row[0]: json.loads(row[1]) for row in rows}
+
+    async def setting(self, key: str, default: Any = None) -> Any:
+        value = await self._db.fetch_val("SELECT value FROM settings WHERE key = ?", (key,))
+        return default if value is None else json.loads(value)
