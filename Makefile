@@ -17,15 +17,15 @@ demo: $(STAMP)
 	$(BIN)/async-store demo --data $(DATA)
 
 lint: $(STAMP)
-	$(BIN)/ruff check async_store tests benchmarks
-	$(BIN)/ruff format --check async_store tests benchmarks
+	$(BIN)/ruff check async_store tests benchmarks examples
+	$(BIN)/ruff format --check async_store tests benchmarks examples
 
 types: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest
+	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 

@@ -145,9 +145,12 @@ async def create_backup(
     started = time.perf_counter()
     created = datetime.now(UTC)
     stamp = created.strftime("%Y%m%dT%H%M%S.%fZ")
-    _make_private_dir(root)
+    try:
+        _make_private_dir(root)
+        free = shutil.disk_usage(root).free
+    except OSError as exc:
+        raise BackupError(f"cannot use {root} for backups: {exc}") from exc
     needed = sum(_database_bytes(db.path) for db in databases)
-    free = shutil.disk_usage(root).free
     if free < needed * 1.1 + 16 * _CHUNK:
         raise BackupError(
             f"not enough free space in {root}: the backup needs about {needed:,} bytes, "
@@ -155,18 +158,24 @@ async def create_backup(
         )
     final = root / f"backup-{stamp}"
     partial = root / f"backup-{stamp}.partial"
-    partial.mkdir(mode=0o700)
+    try:
+        partial.mkdir(mode=0o700)
+    except OSError as exc:
+        raise BackupError(f"cannot create {partial}: {exc}") from exc
     try:
         files = []
+        positions = []
         for database in databases:
-            files.append(await _copy_database(database, partial / database.path.name))
-        position = await event_database.fetch_val("SELECT coalesce(max(position), 0) FROM events")
+            copied, position = await _copy_database(database, partial / database.path.name)
+            files.append(copied)
+            if position is not None:
+                positions.append(position)
         manifest = BackupManifest(
             final,
             created.isoformat(timespec="microseconds"),
             mode,
             tuple(files),
-            int(position),
+            max(positions, default=0),
             round((time.perf_counter() - started) * 1000, 3),
         )
         text = json.dumps(manifest.to_dict(), indent=2)
@@ -175,13 +184,16 @@ async def create_backup(
             lambda conn: _publish(partial, final, text),
             readonly=True,
         )
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BackupError(f"backup into {partial} failed: {exc}") from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest
 
 
-async def _copy_database(database: Database, target: Path) -> BackupFile:
+async def _copy_database(database: Database, target: Path) -> tuple[BackupFile, int | None]:
     """``VACUUM INTO`` from a dedicated connection, then verify and fsync the copy."""
     config = database.config.replace(readers=1)
     connection = await open_connection(config, reader=False)
@@ -195,7 +207,10 @@ async def _copy_database(database: Database, target: Path) -> BackupFile:
         await connection.close()
 
 
-def _vacuum_into(conn: sqlite3.Connection, target: Path, name: str) -> BackupFile:
+def _vacuum_into(
+    conn: sqlite3.Connection, target: Path, name: str
+) -> tuple[BackupFile, int | None]:
+    """The copy's file entry, and the newest event position it holds (None: no event log)."""
     # VACUUM INTO runs in a read transaction of its own (it refuses to run inside one), so
     # the versions are read just before it; migrations only run at start-up.
     source_versions = _schema_versions(conn)
@@ -207,6 +222,9 @@ def _vacuum_into(conn: sqlite3.Connection, target: Path, name: str) -> BackupFil
         problems = _check_copy(copy)
         versions = _schema_versions(copy)
         user_version = copy.execute("PRAGMA user_version").fetchone()[0]
+        position = None
+        if "events" in versions:
+            position = copy.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
     finally:
         copy.close()
     if problems:
@@ -217,7 +235,8 @@ def _vacuum_into(conn: sqlite3.Connection, target: Path, name: str) -> BackupFil
             f"the source's ({source_versions}, user_version {source_user_version})"
         )
     digest = _fsync_and_hash(target)
-    return BackupFile(target.name, name, target.stat().st_size, digest, user_version, versions)
+    entry = BackupFile(target.name, name, target.stat().st_size, digest, user_version, versions)
+    return entry, position
 
 
 def _check_copy(conn: sqlite3.Connection) -> str:
@@ -466,11 +485,24 @@ def select_expired(
     return [path for path, _ in ordered if path not in keep]
 
 
+STALE_PARTIAL = timedelta(hours=1)
+"""A ``.partial`` folder older than this is left over from a backup that was killed."""
+
+
 def prune(root: Path, *, keep_last: int, keep_daily: int, now: datetime) -> list[Path]:
-    """Delete the backups :func:`select_expired` picks (and stale ``.partial`` folders)."""
+    """Delete the backups :func:`select_expired` picks, and ``.partial`` folders of backups
+    that started more than :data:`STALE_PARTIAL` ago (a backup in progress is left alone)."""
     expired = select_expired(
         list_backups(root), keep_last=keep_last, keep_daily=keep_daily, now=now
     )
+    for entry in root.glob("backup-*.partial"):
+        stamp = entry.name[len("backup-") : -len(".partial")]
+        try:
+            started = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if entry.is_dir() and now - started > STALE_PARTIAL:
+            expired.append(entry)
     for path in expired:
         shutil.rmtree(path, ignore_errors=True)
     return expired
@@ -513,7 +545,7 @@ class BackupScheduler:
         backup failed."""
         try:
             manifest = await self._take()
-        except StoreError as exc:
+        except (StoreError, OSError) as exc:
             self.failures += 1
             self.total_failures += 1
             self.last_error = str(exc)

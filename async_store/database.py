@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 import warnings
@@ -297,7 +298,11 @@ class Transaction(QueryMethods):
         except Exception as exc:
             raise translate(exc, database=self._database.name, sql=sql) from exc
 
-    _write = _read
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        # In a savepoint of its own, so a write that fails half-way (the last row of an
+        # execute_many, the last stream of an append_many) leaves nothing behind in the
+        # transaction, exactly as it would outside one.
+        return await self._read(functools.partial(_in_savepoint, fn), sql)
 
     def _poison(self) -> None:
         if self._poisoned is None or self._depth < self._poisoned:
@@ -500,6 +505,19 @@ async def _stream(
                 return
     finally:
         await finish(connection.run(lambda conn: cursor.close()))
+
+
+def _in_savepoint(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    conn.execute("SAVEPOINT async_store_write")
+    try:
+        result = fn(conn)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO async_store_write")
+            conn.execute("RELEASE async_store_write")
+        raise
+    conn.execute("RELEASE async_store_write")
+    return result
 
 
 def _cancelled_statement(name: str) -> StoreError:

@@ -137,12 +137,10 @@ class _Prepared:
     __slots__ = ("data", "event_id", "metadata", "recorded_at", "type")
 
     def __init__(self, event: NewEvent, recorded_at: str) -> None:
-        if not isinstance(event.type, str) or not event.type:
-            raise QueryError(f"an event type must be a non-empty string, not {event.type!r}")
-        self.type = event.type
-        self.event_id = event.event_id if event.event_id is not None else str(uuid.uuid4())
-        if not isinstance(self.event_id, str) or not self.event_id:
-            raise QueryError(f"event_id must be a non-empty string, not {event.event_id!r}")
+        self.type = _check_text(event.type, "an event type")
+        self.event_id = (
+            str(uuid.uuid4()) if event.event_id is None else _check_text(event.event_id, "event_id")
+        )
         self.data = encode_json(event.data, f"event {self.type!r} data")
         self.metadata = (
             None
@@ -508,9 +506,18 @@ class EventStore:
 
 
 def _check_stream(stream_id: str) -> str:
-    if not isinstance(stream_id, str) or not stream_id:
-        raise QueryError(f"stream_id must be a non-empty string, not {stream_id!r}")
-    return stream_id
+    return _check_text(stream_id, "stream_id")
+
+
+def _check_text(value: str, what: str) -> str:
+    """A non-empty string that is valid UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str) or not value:
+        raise QueryError(f"{what} must be a non-empty string, not {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{what} {value!r} holds a lone surrogate (not valid UTF-8)") from None
+    return value
 
 
 def _check_batch(batch_size: int) -> None:
@@ -591,10 +598,15 @@ def _matches(expected: ExpectedVersion, current: int) -> bool:
 
 
 def _same_json(stored: str | None, sent: str | None) -> bool:
-    """Equal as JSON values (a retry may order an object's keys differently)."""
+    """The same JSON value: key order aside (a retry may order an object's keys differently),
+    but ``true``, ``1`` and ``1.0`` stay different (Python's ``==`` would merge them)."""
     if stored is None or sent is None:
         return stored is sent
-    return bool(json.loads(stored) == json.loads(sent))
+    return _canonical(stored) == _canonical(sent)
+
+
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _replayed(stream_id: str, events: list[_Prepared], stored: list[sqlite3.Row]) -> AppendResult:

@@ -260,6 +260,13 @@ async def collect(
     )
 
 
+def _number(value: float) -> str:
+    """Exact for whole numbers (a byte count must not lose digits), shortest repr otherwise."""
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
 def metrics_text(report: HealthReport) -> str:
     """The report in the Prometheus text exposition format (version 0.0.4)."""
     lines: list[str] = []
@@ -268,7 +275,7 @@ def metrics_text(report: HealthReport) -> str:
         lines.append(f"# HELP async_store_{name} {help_text}")
         lines.append(f"# TYPE async_store_{name} {kind}")
         for labels, value in samples:
-            lines.append(f"async_store_{name}{labels} {value:g}")
+            lines.append(f"async_store_{name}{labels} {_number(value)}")
 
     status_value = {"ok": 0, "degraded": 1, "failing": 2}[report.status]
     metric("status", "gauge", "0 ok, 1 degraded, 2 failing.", [("", status_value)])
@@ -327,5 +334,7 @@ def metrics_text(report: HealthReport) -> str:
             samples.append((f'{{operation="{kind}",quantile="{quantile}"}}', value / 1000))
         counts.append((f'{{operation="{kind}"}}', float(summary.count)))
     metric("latency_seconds", "summary", "Operation latency.", samples)
-    lines.extend(f"async_store_latency_seconds_count{labels} {value:g}" for labels, value in counts)
+    lines.extend(
+        f"async_store_latency_seconds_count{labels} {_number(value)}" for labels, value in counts
+    )
     return "\n".join(lines) + "\n"

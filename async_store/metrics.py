@@ -70,6 +70,8 @@ class LatencyHistogram:
         for index, count in enumerate(self._buckets):
             seen += count
             if seen >= rank:
+                if index == _BUCKETS - 1:
+                    return self._max  # the overflow bucket has no upper edge
                 upper = _LOWEST * 10 ** (index / _PER_DECADE)
                 return min(upper, self._max)
         return self._max

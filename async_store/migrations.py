@@ -366,7 +366,14 @@ def _migrate_set(
         )
     done: list[str] = []
     while True:
-        current = _current_version(conn, migration_set, database, tracks_user_version)
+        # A first look, in a read transaction so that its two reads (the record and
+        # user_version) see one snapshot while other processes migrate; it is taken again
+        # under the write lock before anything changes.
+        conn.execute("BEGIN")
+        try:
+            current = _current_version(conn, migration_set, database, tracks_user_version)
+        finally:
+            conn.execute("ROLLBACK")
         if current == goal:
             return done
         direction: Literal["up", "down"] = "up" if current < goal else "down"

@@ -1,10 +1,10 @@
 """Benchmarks for async_store against the libraries its users would otherwise pick.
 
 Run ``python -m benchmarks`` (``make bench``); ``--quick`` for a smoke test, ``--only NAME`` to
-select scenarios, ``--json PATH`` to keep the results. Every scenario runs every contender in
-the same process, each on a fresh copy of the scenario's database in a temporary directory, and
-prints one table with ratios against the scenario's baseline measured in the same run. Targets
-are printed as PASS/FAIL, never asserted.
+select scenarios (``--only A,B`` for several), ``--json PATH`` to keep the results. Every
+scenario runs every contender in the same process, each on a fresh copy of the scenario's
+database in a temporary directory, and prints one table with ratios against the scenario's
+baseline measured in the same run. Targets are printed as PASS/FAIL, never asserted.
 
 Layout:
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmarks [--quick] [--only SUBSTRING] [--json PATH]`."""
+"""Command line: `python -m benchmarks [--quick] [--only SUBSTRING[,...]] [--json PATH]`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run every scenario against every contender and print a table per scenario.",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
-    parser.add_argument("--only", metavar="SUBSTRING", help="run scenarios whose name contains it")
+    parser.add_argument(
+        "--only",
+        metavar="SUBSTRING",
+        help="run scenarios whose name contains it (several: separate them with commas)",
+    )
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write results as JSON")
     args = parser.parse_args(argv)
 

@@ -29,6 +29,7 @@ __all__ = [
     "Contender",
     "ErrorLog",
     "Latency",
+    "LatencyLimit",
     "Measurement",
     "Outcome",
     "Profile",
@@ -88,6 +89,9 @@ class Throughput:
     seconds: float
     errors: Mapping[str, int] = field(default_factory=dict)
     runs: int = 1
+    latency: Latency | None = None
+    """Round-trip times of the timed operations, when the scenario records them (the table then
+    shows their p50, p95 and p99)."""
 
     @property
     def ops_per_s(self) -> float:
@@ -114,6 +118,10 @@ class Latency:
         if len(self.samples_ns) < 2:
             return self.samples_ns[0] / 1000 if self.samples_ns else 0.0
         return statistics.quantiles(self.samples_ns, n=100)[q - 1] / 1000
+
+    def percentile_ms(self, q: int) -> float:
+        """The q-th percentile (1..99) in milliseconds; 0.0 without samples."""
+        return self.percentile_us(q) / 1000
 
     @property
     def error_count(self) -> int:
@@ -156,6 +164,26 @@ class Target:
         return within and errors == 0
 
 
+@dataclass(frozen=True)
+class LatencyLimit:
+    """An absolute goal for one contender of a throughput scenario that records per-operation
+    latency: the given percentile must stay below ``below_ms``. Printed, never asserted."""
+
+    contender: str
+    percentile: int
+    below_ms: float
+
+    def describe(self) -> str:
+        return f"p{self.percentile} < {self.below_ms:g} ms"
+
+    def met(self, measurement: Measurement) -> bool | None:
+        """None when the measurement holds no latency samples."""
+        latency = measurement.latency if isinstance(measurement, Throughput) else measurement
+        if latency is None or not latency.samples_ns:
+            return None
+        return latency.percentile_ms(self.percentile) < self.below_ms
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """A workload, the contenders that run it, and how their results compare."""
@@ -165,12 +193,15 @@ class Scenario:
     """One line: what is measured, with the sizes of this run."""
     kind: Kind
     unit: str
-    """What one operation is, for throughput ("commits", "reads", "rows"); "us" for latency."""
+    """What one operation is, for throughput ("commits", "reads", "rows"); for latency the unit
+    the table prints, "us" or "ms"."""
     baseline: str
     contenders: Sequence[Contender]
     prepare: Callable[[Path], None]
     """Builds the template database; each contender gets its own copy (synchronous, untimed)."""
     target: Target | None = None
+    latency_limit: LatencyLimit | None = None
+    """A second goal, on the per-operation latency a throughput contender recorded."""
     notes: str = ""
 
 
@@ -187,6 +218,8 @@ class Outcome:
     reason: str = ""
     ratio: float | None = None
     target_met: bool | None = None
+    limit_met: bool | None = None
+    """Whether the scenario's `LatencyLimit` held, for the contender it names."""
 
     @property
     def errors(self) -> int:
@@ -317,7 +350,11 @@ def _compare(scenario: Scenario, outcomes: Sequence[Outcome]) -> list[Outcome]:
         met = None
         if target and target.contender == outcome.contender and ratio is not None:
             met = target.met(scenario.kind, ratio, outcome.errors)
-        compared.append(replace(outcome, ratio=ratio, target_met=met))
+        limit = scenario.latency_limit
+        limit_met = None
+        if limit and limit.contender == outcome.contender and outcome.measurement is not None:
+            limit_met = limit.met(outcome.measurement)
+        compared.append(replace(outcome, ratio=ratio, target_met=met, limit_met=limit_met))
     return compared
 
 

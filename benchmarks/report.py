@@ -34,16 +34,20 @@ def header(scenario: Scenario, profile: Profile) -> str:
 
 def table(result: ScenarioResult) -> str:
     scenario = result.scenario
+    width = max([_NAME_WIDTH, *(len(o.contender) for o in result.outcomes)])
+    op_latency = _has_op_latency(result.outcomes)
     if scenario.kind == "latency":
-        columns = f"{'p50 us':>10} {'p95 us':>10}"
+        unit = "ms" if scenario.unit == "ms" else "us"
+        columns = f"{'p50 ' + unit:>10} {'p95 ' + unit:>10}"
     else:
         columns = f"{scenario.unit + '/s':>12}"
-    lines = [
-        f"{'contender':<{_NAME_WIDTH}} {columns} {'ratio':>8} {'errors':>7} {'runs':>5}  target"
-    ]
+    lines = [f"{'contender':<{width}} {columns} {'ratio':>8} {'errors':>7} {'runs':>5}"]
+    if op_latency:
+        lines[0] += f" {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    lines[0] += "  target"
     notes: list[str] = []
     for outcome in result.outcomes:
-        lines.append(_row(scenario, outcome))
+        lines.append(_row(scenario, outcome, width, op_latency))
         if outcome.measurement is not None:
             for message, count in sorted(outcome.measurement.errors.items()):
                 notes.append(f"   {outcome.contender}: {count:,} x {message}")
@@ -52,6 +56,9 @@ def table(result: ScenarioResult) -> str:
         notes.append(
             f"   target {target.contender} {target.describe(scenario.kind)}: n/a (no result)"
         )
+    limit = scenario.latency_limit
+    if limit and all(o.limit_met is None for o in result.outcomes):
+        notes.append(f"   target {limit.contender} {limit.describe()}: n/a (no result)")
     if notes:
         lines.append("   errors and notes:")
         lines.extend(notes)
@@ -59,22 +66,43 @@ def table(result: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
-def _row(scenario: Scenario, outcome: Outcome) -> str:
-    name = f"{outcome.contender:<{_NAME_WIDTH}}"
+def _has_op_latency(outcomes: Sequence[Outcome]) -> bool:
+    return any(
+        isinstance(o.measurement, Throughput) and o.measurement.latency is not None
+        for o in outcomes
+    )
+
+
+def _row(scenario: Scenario, outcome: Outcome, width: int, op_latency: bool) -> str:
+    name = f"{outcome.contender:<{width}}"
     measurement = outcome.measurement
     if measurement is None:
         return f"{name} {outcome.status}: {outcome.reason[:100]}"
     if isinstance(measurement, Latency):
-        value = f"{measurement.percentile_us(50):>10,.1f} {measurement.percentile_us(95):>10,.1f}"
+        if scenario.unit == "ms":
+            p50, p95 = measurement.percentile_ms(50), measurement.percentile_ms(95)
+            value = f"{p50:>10,.2f} {p95:>10,.2f}"
+        else:
+            p50, p95 = measurement.percentile_us(50), measurement.percentile_us(95)
+            value = f"{p50:>10,.1f} {p95:>10,.1f}"
     else:
         value = f"{measurement.ops_per_s:>12,.0f}"
     ratio = f"{outcome.ratio:>7.2f}x" if outcome.ratio is not None else f"{'n/a':>8}"
-    target = ""
+    row = f"{name} {value} {ratio} {measurement.error_count:>7,} {measurement.runs:>5}"
+    if op_latency:
+        latency = measurement.latency if isinstance(measurement, Throughput) else None
+        if latency is not None and latency.samples_ns:
+            row += "".join(f" {latency.percentile_ms(q):>8,.2f}" for q in (50, 95, 99))
+        else:
+            row += f" {'-':>8} {'-':>8} {'-':>8}"
+    verdicts: list[str] = []
     if scenario.target and outcome.target_met is not None:
         verdict = "PASS" if outcome.target_met else "FAIL"
-        target = f"{scenario.target.describe(scenario.kind)}: {verdict}"
-    row = f"{name} {value} {ratio} {measurement.error_count:>7,} {measurement.runs:>5}  {target}"
-    return row.rstrip()
+        verdicts.append(f"{scenario.target.describe(scenario.kind)}: {verdict}")
+    if scenario.latency_limit and outcome.limit_met is not None:
+        verdict = "PASS" if outcome.limit_met else "FAIL"
+        verdicts.append(f"{scenario.latency_limit.describe()}: {verdict}")
+    return f"{row}  {'; '.join(verdicts)}".rstrip()
 
 
 def environment() -> dict[str, str]:
@@ -103,6 +131,7 @@ def to_json(results: Sequence[ScenarioResult], profile: Profile) -> dict[str, An
 def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
     scenario = result.scenario
     target = scenario.target
+    limit = scenario.latency_limit
     return {
         "name": scenario.name,
         "summary": scenario.summary,
@@ -118,6 +147,16 @@ def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
             if target
             else None
         ),
+        "latency_limit": (
+            {
+                "contender": limit.contender,
+                "percentile": limit.percentile,
+                "below_ms": limit.below_ms,
+                "text": limit.describe(),
+            }
+            if limit
+            else None
+        ),
         "seconds": round(result.seconds, 3),
         "results": [_outcome_json(outcome) for outcome in result.outcomes],
     }
@@ -130,6 +169,7 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
         "reason": outcome.reason or None,
         "ratio": outcome.ratio,
         "target_met": outcome.target_met,
+        "limit_met": outcome.limit_met,
     }
     measurement = outcome.measurement
     if isinstance(measurement, Throughput):
@@ -138,11 +178,16 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
             "seconds": measurement.seconds,
             "ops_per_s": measurement.ops_per_s,
         }
+        if measurement.latency is not None:
+            data["latency_ms"] = {
+                f"p{q}": measurement.latency.percentile_ms(q) for q in (50, 95, 99)
+            }
     elif isinstance(measurement, Latency):
         data |= {
             "samples": len(measurement.samples_ns),
             "p50_us": measurement.percentile_us(50),
             "p95_us": measurement.percentile_us(95),
+            "p99_us": measurement.percentile_us(99),
         }
     if measurement is not None:
         data |= {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from benchmarks.harness import Profile, Scenario
-from benchmarks.scenarios import bulk, latency, reads, writes
+from benchmarks.scenarios import bulk, event_store, latency, reads, startup, writes
 
 __all__ = ["REGISTRY", "build"]
 
@@ -21,10 +21,17 @@ REGISTRY: tuple[Callable[[Profile], Scenario], ...] = (
     reads.point_read_8,
     bulk.execute_many,
     latency.select1_latency,
+    event_store.append_full,
+    event_store.read_all,
+    startup.startup,
 )
 
 
 def build(profile: Profile, only: str | None = None) -> list[Scenario]:
-    """Every registered scenario, or those whose name contains `only`."""
+    """Every registered scenario, or those whose name contains `only` (or, for a
+    comma-separated `only`, any one of its parts)."""
     scenarios = [factory(profile) for factory in REGISTRY]
-    return [s for s in scenarios if only is None or only in s.name]
+    if only is None:
+        return scenarios
+    parts = [part.strip() for part in only.split(",") if part.strip()]
+    return [s for s in scenarios if any(part in s.name for part in parts)]

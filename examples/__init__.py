@@ -1,0 +1,1 @@
+"""Example applications built on async_store (not part of the installed package)."""
