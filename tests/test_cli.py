@@ -84,17 +84,3 @@ def test_python_dash_m_with_json_keeps_stdout_pure(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), list)
-
-
-def test_demo_runs_twice_on_the_same_directory(tmp_path: Path) -> None:
-    for run in (1, 2):
-        done = subprocess.run(
-            [sys.executable, "-m", "async_store", "demo", "--data", str(tmp_path / "data")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        assert f"demo run #{run}: 100 knowledge bases" in done.stdout
-        assert "group commits" in done.stdout
