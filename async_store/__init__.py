@@ -5,7 +5,7 @@ Dependencies point one way (nothing lower imports anything higher):
     errors, config
       → _connection, _shield, statistics
         → _readers, _writer, _queries → database
-          → migrations, events, backup, health
+          → migrations, events, repositories, backup, health, logsinks
             → state
               → service
                 → cli
@@ -28,6 +28,9 @@ from .errors import (
     DatabaseFull,
     DatabaseIOError,
     DatabaseReadOnly,
+    EntityExists,
+    EntityInUse,
+    EntityNotFound,
     ForeignKeyViolation,
     IntegrityViolation,
     Interrupted,
@@ -60,6 +63,17 @@ from .events import (
 )
 from .health import HealthReport
 from .migrations import MigrationSet, MigrationStatus
+from .repositories import (
+    Catalog,
+    Chunk,
+    ChunkInput,
+    Document,
+    DocumentRepository,
+    IngestResult,
+    KnowledgeBaseStats,
+    PipelineRun,
+    PipelineRunRepository,
+)
 from .service import SqlService
 from .state import AppState, StateDelta, StateManager, StateManagerFull
 from .statistics import PoolStatistics
@@ -74,7 +88,10 @@ __all__ = [
     "BackupError",
     "BackupManifest",
     "CannotOpen",
+    "Catalog",
     "CheckViolation",
+    "Chunk",
+    "ChunkInput",
     "ConcurrencyError",
     "ConfigError",
     "Database",
@@ -85,14 +102,21 @@ __all__ = [
     "DatabaseFull",
     "DatabaseIOError",
     "DatabaseReadOnly",
+    "Document",
+    "DocumentRepository",
+    "EntityExists",
+    "EntityInUse",
+    "EntityNotFound",
     "EventStore",
     "ExpectedVersion",
     "ForeignKeyViolation",
     "HealthReport",
+    "IngestResult",
     "IntegrityViolation",
     "Interrupted",
     "InvalidDelta",
     "JsonInput",
+    "KnowledgeBaseStats",
     "MigrationError",
     "MigrationSet",
     "MigrationStatus",
@@ -101,6 +125,8 @@ __all__ = [
     "NotADatabase",
     "NotNullViolation",
     "Parameters",
+    "PipelineRun",
+    "PipelineRunRepository",
     "PoolClosed",
     "PoolStatistics",
     "PoolTimeout",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import sqlite3
 import time
@@ -232,7 +233,7 @@ class Writer:
         if job.future.cancelled():
             return
         try:
-            result = await self._connection.run(job.fn)
+            result = await self._connection.run(functools.partial(_without_cursor, job.fn))
         except Exception as exc:
             _set_error(job.future, translate(exc, database=self._name), cause=exc)
         else:
@@ -417,6 +418,17 @@ def begin_immediate(
                     f"{retries} {'retry' if retries == 1 else 'retries'} ({exc})"
                 ) from exc
             raise
+
+
+def _without_cursor(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> Any:
+    """Run ``fn``; a cursor it returns is read to its end and closed here, on the connection's
+    thread (left open, its statement would keep locks and block the next checkpoint)."""
+    result = fn(conn)
+    if isinstance(result, sqlite3.Cursor):
+        rows = result.fetchall()
+        result.close()
+        return rows
+    return result
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

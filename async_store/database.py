@@ -227,7 +227,9 @@ class Database(QueryMethods):
     async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(sqlite3_connection)`` on the writer's thread, alone and outside any
         transaction the writer opened (for migrations and maintenance): ``fn`` manages its own
-        transactions and must leave none open. ``sqlite3`` errors come back translated."""
+        transactions and must leave none open. ``sqlite3`` errors come back translated. A
+        cursor returned by ``fn`` comes back as the list of its rows (it is closed on the
+        writer's thread)."""
         writer = self._open_parts()[0]
         return await writer.run_exclusive(fn)
 

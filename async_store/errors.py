@@ -28,6 +28,9 @@ Every error is a :class:`StoreError`; ``sqlite3`` exceptions never leak out of t
     ├── MigrationError                        a migration cannot be applied; nothing was changed
     ├── ConcurrencyError                      an event stream was not at the expected version
     ├── InvalidDelta                          a state change was refused; nothing was changed
+    │   ├── EntityExists                      an Add for an id that exists
+    │   ├── EntityNotFound                    an Update/Remove (or a reference) to a missing id
+    │   └── EntityInUse                       a Remove of an entity others still refer to
     ├── StateManagerClosed                    the state manager is closed or its consumer died
     └── BackupError                           a backup or restore failed; nothing was replaced
 
@@ -51,6 +54,9 @@ __all__ = [
     "DatabaseFull",
     "DatabaseIOError",
     "DatabaseReadOnly",
+    "EntityExists",
+    "EntityInUse",
+    "EntityNotFound",
     "ForeignKeyViolation",
     "IntegrityViolation",
     "Interrupted",
@@ -166,6 +172,19 @@ class ConcurrencyError(StoreError):
 
 class InvalidDelta(StoreError):
     """The state manager refused a change; the state is untouched."""
+
+
+class EntityExists(InvalidDelta):
+    """An Add named an id that exists already."""
+
+
+class EntityNotFound(InvalidDelta):
+    """An Update, a Remove, a setting deletion or a reference named an id that does not
+    exist."""
+
+
+class EntityInUse(InvalidDelta):
+    """A Remove named an entity that other entities still refer to."""
 
 
 class StateManagerClosed(StoreError):

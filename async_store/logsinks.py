@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ._shield import finish
 from .database import Database
 from .errors import StoreError
 
@@ -115,6 +116,7 @@ class SqlLogSink(logging.Handler):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.dropped = 0
         self.written = 0
 
@@ -143,12 +145,13 @@ class SqlLogSink(logging.Handler):
                 self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._wake.wait()
             self._wake.clear()
             await self._write()
+        await self._write()
 
     async def _write(self) -> None:
         while self._buffer:
@@ -168,12 +171,14 @@ class SqlLogSink(logging.Handler):
             self.written += len(batch)
 
     async def aclose(self) -> None:
-        """Stop the task and write everything still buffered."""
+        """Stop the task after it has written everything still buffered (a batch in flight
+        is never cut short)."""
+        self._closing = True
+        self._wake.set()
         task = self._task
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await finish(task)
             self._task = None
-        await self._write()
+        else:
+            await self._write()
         self.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from .health import HealthReport, collect, metrics_text
 from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
 
 __all__ = ["Component", "SqlService"]
+
+log = logging.getLogger("async_store.service")
 
 
 class Component(Protocol):
@@ -262,11 +265,18 @@ class SqlService:
         self._closed = True
         self._event_store.close()
         background = self._background
-        if background is not None:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await finish(background)
-        await finish(self._close_databases())
+        try:
+            if background is not None:
+                background.cancel()
+                try:
+                    await finish(background)
+                except asyncio.CancelledError:
+                    if not background.cancelled():
+                        raise
+                except Exception:
+                    log.exception("the service's background work failed")
+        finally:
+            await finish(self._close_databases())
 
     async def _close_databases(self) -> None:
         for database in reversed(self.databases):

@@ -17,7 +17,7 @@ from typing import Any
 
 import immutables
 
-from ..errors import InvalidDelta, QueryError
+from ..errors import EntityExists, EntityInUse, EntityNotFound, InvalidDelta, QueryError
 from ..events import encode_json
 from .deltas import (
     EntityAdd,
@@ -187,7 +187,7 @@ def _check_references(state: AppState, entity: Entity) -> None:
         collection, _, target = key.partition(":")
         if target not in state.collection(collection):
             what = collection.removesuffix("s").replace("_", " ")
-            raise InvalidDelta(
+            raise EntityNotFound(
                 f"{entity.label} {entity.id!r} refers to {what} {target!r}, which does not exist"
             )
 
@@ -199,22 +199,22 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
     if isinstance(delta, EntityAdd):
         _check_entity(delta, delta.entity)
         if delta.entity.id in state.collection(delta.collection):
-            raise InvalidDelta(f"{delta.entity.label} {delta.entity.id!r} exists already")
+            raise EntityExists(f"{delta.entity.label} {delta.entity.id!r} exists already")
         _check_references(state, delta.entity)
     elif isinstance(delta, EntityUpdate):
         _check_entity(delta, delta.entity)
         before = state.collection(delta.collection).get(delta.entity.id)
         if before is None:
-            raise InvalidDelta(f"{delta.entity.label} {delta.entity.id!r} does not exist")
+            raise EntityNotFound(f"{delta.entity.label} {delta.entity.id!r} does not exist")
         _check_references(state, delta.entity)
     elif isinstance(delta, EntityRemove):
         before = state.collection(delta.collection).get(delta.id)
         label = delta.entity_type.label
         if before is None:
-            raise InvalidDelta(f"{label} {delta.id!r} does not exist")
+            raise EntityNotFound(f"{label} {delta.id!r} does not exist")
         users = state.references.get(f"{delta.collection}:{delta.id}", 0)
         if users:
-            raise InvalidDelta(
+            raise EntityInUse(
                 f"{label} {delta.id!r} is still referred to by {users} other entit"
                 f"{'y' if users == 1 else 'ies'}; remove or change those first"
             )
@@ -229,7 +229,7 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
             before = {"value": state.settings[delta.key]}
     elif isinstance(delta, SettingDelete):
         if delta.key not in state.settings:
-            raise InvalidDelta(f"setting {delta.key!r} does not exist")
+            raise EntityNotFound(f"setting {delta.key!r} does not exist")
         before = {"value": state.settings[delta.key]}
     elif isinstance(delta, LogAppend | MetricRecord | ErrorRecord):
         delta = _stamped(delta)

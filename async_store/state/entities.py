@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import InvalidDelta
 
 __all__ = ["Entity", "Flow", "KnowledgeBase", "Pipeline", "Schedule", "Tool", "check_cron"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_FIELD_TYPES: dict[str, Callable[[object], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "int": _is_int,
+    "int | None": lambda v: v is None or _is_int(v),
+    "bool": lambda v: isinstance(v, bool),
+    "Mapping[str, Any]": lambda v: isinstance(v, Mapping),
+    "tuple[Any, ...]": lambda v: isinstance(v, tuple),
+}
+"""Checks for the declared field types (annotations are strings here)."""
 
 E = TypeVar("E", bound="Entity")
 
@@ -33,6 +49,17 @@ class Entity:
             raise InvalidDelta(f"{self.label} id must be a non-empty string, not {self.id!r}")
         if not isinstance(self.name, str) or not self.name:
             raise InvalidDelta(f"{self.label} {self.id!r}: name must be a non-empty string")
+        # Every other field by its declared type, so that nothing the schema would refuse
+        # (or store as something else) gets into the state.
+        for item in dataclasses.fields(self):
+            if item.name in ("id", "name"):
+                continue
+            value = getattr(self, item.name)
+            expected = _FIELD_TYPES.get(str(item.type))
+            if expected is not None and not expected(value):
+                raise InvalidDelta(
+                    f"{self.label} {self.id!r}: {item.name} must be {item.type}, not {value!r}"
+                )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object of every field (tuples become lists)."""
@@ -49,7 +76,10 @@ class Entity:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
         }
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidDelta(f"{cls.label}: {exc}") from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -167,6 +167,10 @@ class Projector:
         while self._position < version:
             if self._task is None or self._task.done():
                 raise PoolClosed(f"the projector stopped at version {self._position}")
+            if self.last_error is not None:
+                raise StoreError(
+                    f"projection is stuck at version {self._position}: {self.last_error}"
+                )
             progress = self._progress
             self.wake()
             await progress.wait()

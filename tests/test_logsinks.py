@@ -1,0 +1,279 @@
+"""Logging sinks: JSON lines on disk (with rotation) and batched rows in the ``logs`` table."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from async_store import SqlConfig, SqlService
+from async_store.logsinks import JsonlSink, SqlLogSink
+from tests.test_backup import wait_until
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    """A logger of the test's own (not the root), emptied of handlers afterwards."""
+    log = logging.getLogger(f"tests.logsinks.{next(_names)}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    try:
+        yield log
+    finally:
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+@pytest.fixture
+async def sql(tmp_path: Path) -> AsyncIterator[SqlService]:
+    async with SqlService(SqlConfig.in_directory(tmp_path / "data")) as service:
+        yield service
+
+
+def read_jsonl(*paths: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            records.append(json.loads(line))
+    return records
+
+
+async def logged_messages(sql: SqlService, logger: logging.Logger) -> list[str]:
+    rows = await sql.app.fetch_all(
+        "SELECT message FROM logs WHERE logger = ? ORDER BY id", (logger.name,)
+    )
+    return [row[0] for row in rows]
+
+
+# -- JSONL -----------------------------------------------------------------------------------
+
+
+def test_jsonl_writes_one_object_per_record(tmp_path: Path, logger: logging.Logger) -> None:
+    path = tmp_path / "logs" / "app.jsonl"  # the folder is created
+    sink = JsonlSink(path)
+    logger.addHandler(sink)
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    logger.info("hello %s", "world", extra={"user": "ana", "n": 3, "thing": Opaque()})
+    logger.warning("plain")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("it failed")
+    logger.removeHandler(sink)
+    sink.close()
+
+    first, second, third = read_jsonl(path)
+    assert first["level"] == "INFO"
+    assert first["logger"] == logger.name
+    assert first["message"] == "hello world"
+    assert first["extra"] == {"user": "ana", "n": 3, "thing": "<opaque>"}
+    assert first["time"].endswith("+00:00")
+    assert second == {k: second[k] for k in ("time", "level", "logger", "message")}
+    assert second["level"] == "WARNING"
+    assert third["level"] == "ERROR"
+    assert "ValueError: boom" in third["exception"]
+
+
+def test_jsonl_rotates_by_size_and_loses_nothing(tmp_path: Path, logger: logging.Logger) -> None:
+    path = tmp_path / "app.jsonl"
+    sink = JsonlSink(path, max_bytes=2_000, backup_count=1_000)
+    logger.addHandler(sink)
+    for i in range(300):
+        logger.info("record %04d", i, extra={"padding": "x" * 40})
+    logger.removeHandler(sink)
+    sink.close()
+
+    rotated = sorted(tmp_path.glob("app.jsonl.*"), key=lambda p: int(p.suffix[1:]))
+    assert len(rotated) >= 10
+    assert all(p.stat().st_size <= 2_000 for p in [path, *rotated])
+    # Oldest file first: app.jsonl.N ... app.jsonl.1, then app.jsonl.
+    records = read_jsonl(*reversed(rotated), path)
+    assert [r["message"] for r in records] == [f"record {i:04d}" for i in range(300)]
+
+
+def test_jsonl_close_writes_everything_queued(tmp_path: Path, logger: logging.Logger) -> None:
+    path = tmp_path / "app.jsonl"
+    sink = JsonlSink(path)
+    logger.addHandler(sink)
+    for i in range(1000):
+        logger.debug("record %d", i)
+    logger.removeHandler(sink)
+    sink.close()
+    sink.close()  # idempotent
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1000
+    assert json.loads(lines[-1])["message"] == "record 999"
+
+
+def test_jsonl_takes_records_from_several_threads(tmp_path: Path, logger: logging.Logger) -> None:
+    path = tmp_path / "app.jsonl"
+    sink = JsonlSink(path)
+    logger.addHandler(sink)
+
+    def emit(thread: int) -> None:
+        for i in range(200):
+            logger.info("t%d-%d", thread, i)
+
+    threads = [threading.Thread(target=emit, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    logger.removeHandler(sink)
+    sink.close()
+    messages = [r["message"] for r in read_jsonl(path)]
+    assert sorted(messages) == sorted(f"t{t}-{i}" for t in range(4) for i in range(200))
+
+
+# -- SQL -------------------------------------------------------------------------------------
+
+
+async def test_sql_sink_buffers_off_the_callers_path_and_aclose_writes_it_all(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=1_000, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    transactions = sql.app.statistics().transactions
+    for i in range(10):
+        logger.info("record %d", i, extra={"i": i})  # a plain call: nothing awaited
+    # Nothing was written on the callers' path: no transaction ran, no row is there yet.
+    assert sql.app.statistics().transactions == transactions
+    assert sink.written == 0
+    assert await logged_messages(sql, logger) == []
+
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == [f"record {i}" for i in range(10)]
+    rows = await sql.app.fetch_all(
+        "SELECT level, extra FROM logs WHERE logger = ? ORDER BY id", (logger.name,)
+    )
+    assert [(row[0], json.loads(row[1])) for row in rows] == [("INFO", {"i": i}) for i in range(10)]
+    assert sink.dropped == 0
+
+
+async def test_sql_sink_writes_full_batches_in_one_transaction_each(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=20, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    transactions = sql.app.statistics().transactions
+    for i in range(50):
+        logger.info("record %d", i)
+    try:
+        await wait_until(lambda: sink.written >= 50)
+        assert sql.app.statistics().transactions - transactions == 3  # 20 + 20 + 10
+        assert await logged_messages(sql, logger) == [f"record {i}" for i in range(50)]
+    finally:
+        await sink.aclose()
+        logger.removeHandler(sink)
+
+
+async def test_sql_sink_flushes_a_partial_batch_after_the_interval(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=1_000, flush_interval=0.05)
+    await sink.start()
+    logger.addHandler(sink)
+    for i in range(5):
+        logger.info("record %d", i)
+    try:
+        await wait_until(lambda: sink.written >= 5)
+        assert await logged_messages(sql, logger) == [f"record {i}" for i in range(5)]
+    finally:
+        await sink.aclose()
+        logger.removeHandler(sink)
+
+
+async def test_sql_sink_loses_nothing_of_1000_records_on_aclose(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app)
+    await sink.start()
+    logger.addHandler(sink)
+    for i in range(1000):
+        logger.info("record %d", i)
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == [f"record {i}" for i in range(1000)]
+    assert sink.dropped == 0
+
+
+async def test_sql_sink_takes_records_from_another_thread(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=50, flush_interval=0.05)
+    await sink.start()
+    logger.addHandler(sink)
+
+    def emit() -> None:
+        for i in range(200):
+            logger.info("from a thread %d", i)
+
+    await asyncio.to_thread(emit)
+    # Written by the task (woken from the other thread, or by the interval), not by aclose():
+    # wait for all of it (closing mid-write is the case of the test below).
+    await wait_until(lambda: sink.written >= 200)
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == [f"from a thread {i}" for i in range(200)]
+
+
+async def test_sql_sink_overflow_drops_the_oldest_and_counts_them(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=1_000, flush_interval=60, max_buffered=10)
+    await sink.start()
+    logger.addHandler(sink)
+    for i in range(25):
+        logger.info("record %d", i)
+    assert sink.dropped == 15
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == [f"record {i}" for i in range(15, 25)]
+    assert sink.written == 10
+
+
+async def test_sql_sink_aclose_loses_nothing_while_the_writer_is_busy(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=50, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_writer() -> None:
+        async with sql.app.transaction() as tx:
+            await tx.execute("INSERT INTO settings(key, value) VALUES ('busy', '1')")
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_writer())
+    await entered.wait()
+    for i in range(100):
+        logger.info("record %d", i)
+    # The sink's batch is queued behind the transaction.
+    await wait_until(lambda: sql.app.statistics().writer_queue_depth > 0, interval=0)
+    closing = asyncio.create_task(sink.aclose())
+    await asyncio.sleep(0)
+    release.set()
+    await holder
+    await closing
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == [f"record {i}" for i in range(100)]
+    assert (sink.written, sink.dropped) == (100, 0)
