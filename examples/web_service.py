@@ -42,6 +42,9 @@ from async_store import (
     ConcurrencyError,
     DatabaseBusy,
     DatabaseFull,
+    EntityExists,
+    EntityInUse,
+    EntityNotFound,
     IntegrityViolation,
     InvalidDelta,
     PoolClosed,
@@ -170,11 +173,7 @@ async def create_knowledge_base(request: Request) -> Response:
             raise HTTPException(422, f"{key!r} is required and must be a string")
     kb = KnowledgeBase.from_json(body)  # InvalidDelta (→ 422) for an unknown or invalid field
     state = _state(request)
-    try:
-        version = await state.mutate(KnowledgeBaseAdd(kb))
-    except InvalidDelta as exc:
-        conflict = kb.id in state.read_state().knowledge_bases
-        return _error_response(409 if conflict else 422, exc)
+    version = await state.mutate(KnowledgeBaseAdd(kb))  # EntityExists → 409, see below
     await _wait_for_projection(state)
     return JSONResponse({"id": kb.id, "version": version}, status_code=201)
 
@@ -184,11 +183,7 @@ async def delete_knowledge_base(request: Request) -> Response:
     does not exist, 409 when another entity (a pipeline) still refers to it."""
     kb_id: str = request.path_params["kb_id"]
     state = _state(request)
-    try:
-        version = await state.mutate(KnowledgeBaseRemove(kb_id))
-    except InvalidDelta as exc:
-        missing = kb_id not in state.read_state().knowledge_bases
-        return _error_response(404 if missing else 409, exc)
+    version = await state.mutate(KnowledgeBaseRemove(kb_id))  # EntityNotFound → 404
     await _wait_for_projection(state)
     return JSONResponse({"id": kb_id, "version": version})
 
@@ -322,7 +317,11 @@ async def _wait_for_projection(state: StateManager) -> None:
 
 # -- errors ----------------------------------------------------------------------------------
 
+# The most specific class first: the first match wins.
 _STATUS_OF_ERROR: tuple[tuple[type[StoreError], int], ...] = (
+    (EntityExists, 409),
+    (EntityNotFound, 404),
+    (EntityInUse, 409),
     (InvalidDelta, 422),
     (IntegrityViolation, 409),  # e.g. a document posted while its knowledge base is removed
     (ConcurrencyError, 409),

@@ -135,7 +135,7 @@ def test_create_list_and_delete_knowledge_bases(client: TestClient) -> None:
     assert list(kb_listing(client)) == ["docs"]
     missing = client.delete("/knowledge-bases/notes")
     assert missing.status_code == 404
-    assert missing.json()["error"] == "InvalidDelta"
+    assert missing.json()["error"] == "EntityNotFound"
 
 
 @pytest.mark.parametrize(
