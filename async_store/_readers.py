@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ._connection import Connection, rollback_if_open
@@ -24,6 +25,8 @@ from .errors import PoolClosed, PoolTimeout, translate
 from .statistics import Counters
 
 __all__ = ["ReaderPool"]
+
+log = logging.getLogger("async_store.pool")
 
 T = TypeVar("T")
 
@@ -48,7 +51,12 @@ class _Reader:
 
 
 class ReaderPool:
-    """Reader connections of one database."""
+    """Reader connections of one database: opened on demand, up to ``limit``.
+
+    The pool starts with the connections it is given and opens another (in the background,
+    one at a time) when every reader it has is reserved or has SPILL calls queued, so a
+    service that reads little starts with one reader thread, not ``limit``.
+    """
 
     def __init__(
         self,
@@ -57,19 +65,31 @@ class ReaderPool:
         name: str,
         acquire_timeout: float,
         counters: Counters,
+        limit: int,
+        opener: Callable[[], Awaitable[Connection]],
     ) -> None:
         self._readers = [_Reader(connection) for connection in connections]
         self._by_connection = {id(r.connection): r for r in self._readers}
         self._name = name
         self._acquire_timeout = acquire_timeout
         self._counters = counters
+        self._limit = limit
+        self._opener = opener
+        self._opening: asyncio.Task[None] | None = None
+        self._open_error: Exception | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._resets: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def total(self) -> int:
+        """Readers open now."""
         return len(self._readers)
+
+    @property
+    def limit(self) -> int:
+        """Readers the pool may open."""
+        return self._limit
 
     @property
     def idle(self) -> int:
@@ -96,6 +116,8 @@ class ReaderPool:
         if self._closed:
             raise PoolClosed(f"{self._name}: the database is closed")
         reader = self._pick(reserve=reserve)
+        if reader is None or reader.queued >= (1 if reserve else SPILL):
+            self._grow()
         if reader is not None:
             return reader
         self._counters.acquire_waits += 1
@@ -115,12 +137,41 @@ class ReaderPool:
                     reader = self._pick(reserve=reserve)
                     if reader is not None:
                         return reader
+                    self._grow()
+                    if self._opening is None and self._open_error is not None:
+                        raise self._open_error
         except TimeoutError:
             self._counters.acquire_timeouts += 1
             raise PoolTimeout(
                 f"{self._name}: no reader became free within {self._acquire_timeout} s "
                 f"({self.total} readers, all reserved or full)"
             ) from None
+
+    def _grow(self) -> None:
+        """Open one more reader in the background, if the limit allows and none is opening."""
+        if self._opening is not None or self._closed or len(self._readers) >= self._limit:
+            return
+        self._opening = asyncio.get_running_loop().create_task(
+            self._open_one(), name=f"async_store.{self._name}.reader-open"
+        )
+
+    async def _open_one(self) -> None:
+        try:
+            connection = await self._opener()
+        except Exception as exc:
+            self._open_error = exc
+            log.error("%s: could not open another reader: %s", self._name, exc)
+        else:
+            self._open_error = None
+            if self._closed:
+                await connection.close()
+            else:
+                reader = _Reader(connection)
+                self._readers.append(reader)
+                self._by_connection[id(connection)] = reader
+        finally:
+            self._opening = None
+            self._wake()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -178,6 +229,8 @@ class ReaderPool:
         """Wait for every queued read and reservation to end, then close every reader."""
         self._closed = True
         self._wake()
+        if self._opening is not None:
+            await asyncio.wait({self._opening})
         loop = asyncio.get_running_loop()
         while True:
             if self._resets:

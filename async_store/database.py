@@ -76,17 +76,11 @@ class Database(QueryMethods):
         self._state = "opening"
         opened: list[Connection] = []
         try:
-            # The writer first: it creates the file and switches it to WAL. The readers then
-            # open in parallel, each on its own thread.
+            # The writer first: it creates the file and switches it to WAL. One reader opens
+            # now (so a bad PRAGMA or file shows at once); the pool opens the others as the
+            # load asks for them (each is a thread: a service that reads little needs one).
             opened.append(await open_connection(self._config, reader=False))
-            readers = await asyncio.gather(
-                *(open_connection(self._config, reader=True) for _ in range(self._config.readers)),
-                return_exceptions=True,
-            )
-            opened += [r for r in readers if isinstance(r, Connection)]
-            for result in readers:
-                if isinstance(result, BaseException):
-                    raise result
+            opened.append(await open_connection(self._config, reader=True))
         except BaseException:
             for connection in opened:
                 await finish(connection.close())
@@ -98,6 +92,8 @@ class Database(QueryMethods):
             name=self.name,
             acquire_timeout=self._config.acquire_timeout,
             counters=self._counters,
+            limit=self._config.readers,
+            opener=functools.partial(open_connection, self._config, reader=True),
         )
         self._writer.start()
         self._state = "open"
@@ -240,11 +236,13 @@ class Database(QueryMethods):
         counters = self._counters
         readers, writer = self._readers, self._writer
         total = readers.total if readers is not None else 0
+        limit = readers.limit if readers is not None else self._config.readers
         idle = readers.idle if readers is not None else 0
         batches = counters.batches
         return PoolStatistics(
             database=self.name,
             readers_total=total,
+            readers_limit=limit,
             readers_busy=total - idle,
             readers_idle=idle,
             writer_queue_depth=writer.queue_depth if writer is not None else 0,

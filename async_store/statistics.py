@@ -14,7 +14,9 @@ class PoolStatistics:
     database: str
     """The database's name (``app_meta``, ``events``)."""
     readers_total: int
-    """Reader connections in the pool."""
+    """Reader connections open (the pool opens them as load asks, up to ``readers_limit``)."""
+    readers_limit: int
+    """Reader connections the pool may open (``DatabaseConfig.readers``)."""
     readers_busy: int
     """Readers lent out (or being reset after a cancelled read)."""
     readers_idle: int

@@ -768,7 +768,7 @@ async def test_cancelled_readers_lose_no_pool_slot(
     """20 concurrent long reads on a pool of 2, all cancelled mid-query. One-statement reads
     are pipelined onto the readers' threads (each runs one, the others queue behind it);
     ``read()`` blocks reserve a reader, so two run and 18 wait for one."""
-    assert db.statistics().readers_total == 2
+    assert db.statistics().readers_limit == 2
     tasks = [asyncio.create_task(read(db)) for _ in range(20)]
     await until(lambda: db.statistics().readers_idle == 0)
     await let_the_thread_start()  # every task has submitted its query or is waiting for a reader
