@@ -19,13 +19,11 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from ._connection import open_connection, run_on_file
 from .database import Database
@@ -33,14 +31,9 @@ from .errors import BackupError, StoreError
 
 __all__ = [
     "BackupConfig",
-    "BackupScheduler",
     "BackupFile",
     "BackupManifest",
     "create_backup",
-    "list_backups",
-    "prune",
-    "restore_offline",
-    "select_expired",
     "verify_backup",
 ]
 
@@ -48,7 +41,7 @@ log = logging.getLogger("async_store.backup")
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-_CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,12 +139,12 @@ async def create_backup(
     created = datetime.now(UTC)
     stamp = created.strftime("%Y%m%dT%H%M%S.%fZ")
     try:
-        _make_private_dir(root)
+        make_private_dir(root)
         free = shutil.disk_usage(root).free
     except OSError as exc:
         raise BackupError(f"cannot use {root} for backups: {exc}") from exc
     needed = sum(_database_bytes(db.path) for db in databases)
-    if free < needed * 1.1 + 16 * _CHUNK:
+    if free < needed * 1.1 + 16 * CHUNK:
         raise BackupError(
             f"not enough free space in {root}: the backup needs about {needed:,} bytes, "
             f"{free:,} are free"
@@ -264,7 +257,7 @@ def _schema_versions(conn: sqlite3.Connection) -> dict[str, int]:
 def _fsync_and_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK):
             digest.update(chunk)
         os.fsync(handle.fileno())
     return digest.hexdigest()
@@ -280,12 +273,12 @@ def _publish(partial: Path, final: Path, manifest_text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(partial)
+    fsync_dir(partial)
     os.rename(partial, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -293,7 +286,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_private_dir(path: Path) -> None:
+def make_private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
@@ -337,7 +330,7 @@ async def verify_backup(directory: Path) -> BackupManifest:
 def _verify_file(conn: sqlite3.Connection, *, path: Path, item: BackupFile) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK):
             digest.update(chunk)
     if digest.hexdigest() != item.sha256:
         return "sha256 does not match the manifest (the file changed since the backup)"
@@ -351,215 +344,3 @@ def _verify_file(conn: sqlite3.Connection, *, path: Path, item: BackupFile) -> s
     if versions != item.schema_versions:
         return f"schema versions {versions} differ from the manifest's {item.schema_versions}"
     return ""
-
-
-# -- restoring -------------------------------------------------------------------------------
-
-
-async def restore_offline(
-    backup: Path, targets: dict[str, Path], *, progress: Callable[[int, int], None] | None = None
-) -> Path:
-    """Replace the database files ``targets`` (database name → live path) with the verified
-    copies in ``backup``. Refuses (:class:`BackupError`, nothing replaced) if the backup does
-    not verify, lacks one of the databases, or any process has a live file open. The replaced
-    files are kept in a ``replaced-<time>/`` folder beside them; returns that folder."""
-    manifest = await verify_backup(backup)
-    by_database = {item.database: item for item in manifest.files}
-    missing = sorted(set(targets) - set(by_database))
-    if missing:
-        raise BackupError(f"{backup}: holds no copy of {', '.join(missing)}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    aside = next(iter(targets.values())).parent / f"replaced-{stamp}"
-    total = sum(by_database[name].size_bytes for name in targets)
-    copied = [0]
-
-    def report(step: int) -> None:
-        copied[0] += step
-        if progress is not None:
-            progress(copied[0], total)
-
-    first = backup / manifest.files[0].name
-    # All of it on one worker thread: the locks are held by connections of that thread.
-    await run_on_file(
-        first,
-        lambda _conn: _restore_files(backup, targets, by_database, aside, report),
-        readonly=True,
-    )
-    return aside
-
-
-def _restore_files(
-    backup: Path,
-    targets: dict[str, Path],
-    by_database: dict[str, BackupFile],
-    aside: Path,
-    report: Callable[[int], None],
-) -> None:
-    locks: list[sqlite3.Connection] = []
-    try:
-        for name, live in targets.items():
-            if live.exists():
-                locks.append(_lock_exclusively(name, live))
-        _make_private_dir(aside)
-        for name, live in targets.items():
-            _swap_in(backup / by_database[name].name, live, aside, report)
-    finally:
-        for lock in locks:
-            lock.close()
-
-
-def _lock_exclusively(name: str, live: Path) -> sqlite3.Connection:
-    """An exclusive lock on a live file proves no other process has it open (in WAL mode an
-    exclusive locking-mode connection cannot start while another holds the file). The WAL is
-    checkpointed into the file first, so the copy kept aside is complete."""
-    conn = sqlite3.connect(live, isolation_level=None, timeout=0)
-    try:
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        conn.execute("BEGIN EXCLUSIVE")
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        raise BackupError(
-            f"{name}: {live} is open in another process ({exc}); stop it before restoring; "
-            "nothing was replaced"
-        ) from exc
-    return conn
-
-
-def _swap_in(source: Path, live: Path, aside: Path, report: Callable[[int], None]) -> None:
-    partial = live.with_name(live.name + ".restoring")
-    with (
-        source.open("rb") as src,
-        open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as dst,
-    ):
-        while chunk := src.read(_CHUNK):
-            dst.write(chunk)
-            report(len(chunk))
-        dst.flush()
-        os.fsync(dst.fileno())
-    for suffix in ("", "-wal", "-shm"):
-        current = Path(f"{live}{suffix}")
-        if current.exists():
-            os.replace(current, aside / current.name)
-    os.replace(partial, live)
-    _fsync_dir(live.parent)
-    _fsync_dir(aside)
-
-
-# -- retention -------------------------------------------------------------------------------
-
-
-def list_backups(root: Path) -> list[tuple[Path, datetime]]:
-    """Complete backups under ``root``, oldest first, with their creation times."""
-    found = []
-    if not root.is_dir():
-        return []
-    for entry in root.iterdir():
-        if not entry.is_dir() or not entry.name.startswith("backup-"):
-            continue
-        if entry.name.endswith(".partial"):
-            continue
-        try:
-            created = datetime.strptime(entry.name[len("backup-") :], "%Y%m%dT%H%M%S.%fZ")
-        except ValueError:
-            continue
-        found.append((entry, created.replace(tzinfo=UTC)))
-    return sorted(found, key=lambda item: item[1])
-
-
-def select_expired(
-    backups: Sequence[tuple[Path, datetime]], *, keep_last: int, keep_daily: int, now: datetime
-) -> list[Path]:
-    """The backups retention drops: all but the ``keep_last`` newest and the newest of each
-    of the ``keep_daily`` most recent days (counted back from ``now``)."""
-    ordered = sorted(backups, key=lambda item: item[1], reverse=True)
-    keep = {path for path, _ in ordered[:keep_last]}
-    first_day = (now - timedelta(days=keep_daily - 1)).date() if keep_daily else None
-    seen_days = set()
-    for path, created in ordered:
-        day = created.date()
-        if first_day is not None and day >= first_day and day not in seen_days:
-            seen_days.add(day)
-            keep.add(path)
-    return [path for path, _ in ordered if path not in keep]
-
-
-STALE_PARTIAL = timedelta(hours=1)
-"""A ``.partial`` folder older than this is left over from a backup that was killed."""
-
-
-def prune(root: Path, *, keep_last: int, keep_daily: int, now: datetime) -> list[Path]:
-    """Delete the backups :func:`select_expired` picks, and ``.partial`` folders of backups
-    that started more than :data:`STALE_PARTIAL` ago (a backup in progress is left alone)."""
-    expired = select_expired(
-        list_backups(root), keep_last=keep_last, keep_daily=keep_daily, now=now
-    )
-    for entry in root.glob("backup-*.partial"):
-        stamp = entry.name[len("backup-") : -len(".partial")]
-        try:
-            started = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        if entry.is_dir() and now - started > STALE_PARTIAL:
-            expired.append(entry)
-    for path in expired:
-        shutil.rmtree(path, ignore_errors=True)
-    return expired
-
-
-class BackupScheduler:
-    """Takes a backup every ``interval`` seconds and prunes by the retention rule. A failed
-    backup is logged, counted and tried again at the next interval; it never stops the
-    service."""
-
-    def __init__(
-        self,
-        take: Callable[[], Awaitable[BackupManifest]],
-        config: BackupConfig,
-        root: Path,
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self._take = take
-        self._config = config
-        self._root = root
-        self._clock = clock
-        self.taken = 0
-        self.failures = 0
-        """Consecutive failures (reset by a success)."""
-        self.total_failures = 0
-        self.last_error: str | None = None
-
-    async def run(self) -> None:
-        """Loop until cancelled (run it in a task group)."""
-        interval = self._config.interval
-        if interval is None:
-            return
-        while True:
-            await anyio.sleep(interval)
-            await self.run_once()
-
-    async def run_once(self) -> BackupManifest | None:
-        """One scheduled round: back up, then prune. Returns the manifest, or None if the
-        backup failed."""
-        try:
-            manifest = await self._take()
-        except (StoreError, OSError) as exc:
-            self.failures += 1
-            self.total_failures += 1
-            self.last_error = str(exc)
-            log.error("scheduled backup failed (%d in a row): %s", self.failures, exc)
-            return None
-        self.taken += 1
-        self.failures = 0
-        self.last_error = None
-        expired = prune(
-            self._root,
-            keep_last=self._config.keep_last,
-            keep_daily=self._config.keep_daily,
-            now=self._clock(),
-        )
-        if expired:
-            log.info("pruned %d old backup(s)", len(expired))
-        return manifest

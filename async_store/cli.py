@@ -15,10 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .backup import BackupManifest, restore_offline, verify_backup
+from .backup import BackupManifest, verify_backup
 from .config import SqlConfig
 from .demo import DEFAULT_DATA, run_demo
 from .errors import StoreError
+from .restore import restore_offline
 from .service import SqlService
 
 EXIT_DEGRADED = 3

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from ._json import JsonInput, encode_json
 from .database import Database
 from .errors import QueryError
-from .events import JsonInput, encode_json
 
 __all__ = [
     "Catalog",

@@ -16,20 +16,14 @@ from typing import Protocol
 import anyio
 
 from ._shield import finish
-from .backup import (
-    BackupConfig,
-    BackupManifest,
-    BackupScheduler,
-    create_backup,
-    list_backups,
-    verify_backup,
-)
+from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
 from .database import Database
 from .errors import BackupError, MigrationError, PoolClosed
 from .events import EventStore
 from .health import HealthReport, collect, metrics_text
 from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
+from .retention import BackupScheduler, list_backups
 
 __all__ = ["Component", "SqlService"]
 

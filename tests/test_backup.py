@@ -24,15 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from async_store import BackupConfig, BackupError, BackupManifest, NewEvent, SqlConfig, SqlService
-from async_store.backup import (
-    BackupScheduler,
-    list_backups,
-    prune,
-    restore_offline,
-    select_expired,
-    verify_backup,
-)
+from async_store.backup import verify_backup
 from async_store.migrations import MigrationSet
+from async_store.restore import restore_offline
+from async_store.retention import BackupScheduler, list_backups, prune, select_expired
 
 Mode = Literal["production", "mvp"]
 

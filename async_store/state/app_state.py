@@ -17,8 +17,8 @@ from typing import Any
 
 import immutables
 
+from .._json import encode_json
 from ..errors import EntityExists, EntityInUse, EntityNotFound, InvalidDelta, QueryError
-from ..events import encode_json
 from .deltas import (
     EntityAdd,
     EntityRemove,
