@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -191,6 +192,15 @@ class StateManager:
 
     # -- calls -----------------------------------------------------------------------------
 
+    def __del__(self) -> None:
+        consumer = self._consumer
+        if consumer is not None and not consumer.done() and not self._closing:
+            warnings.warn(
+                "StateManager was never closed; use 'async with' or 'await close()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
     def read_state(self) -> AppState:
         """The current state: immutable, shared, no lock, no copy."""
         return self._state
@@ -296,8 +306,15 @@ class StateManager:
 
     async def _call(self, kind: _Kind, delta: StateDelta | None) -> Any:
         message = self._message(kind, delta)
+        queue, consumer = self._queue, self._consumer
         try:
-            await self._queue.put(message)
+            await queue.put(message)
+            if consumer is None or consumer.done():
+                # The consumer died while this caller waited for room in its queue: nobody
+                # will ever take the message.
+                error = StateManagerClosed("the state manager's consumer stopped")
+                error.__cause__ = self._failure
+                raise error
             return await asyncio.shield(message.future)
         except asyncio.CancelledError:
             message.abandoned = True
