@@ -32,8 +32,10 @@ async def finish(aw: Awaitable[T]) -> T:
             except asyncio.CancelledError:
                 if not task.cancelled():
                     cancelled = True
-            except BaseException:  # the task's own error is re-raised below
-                pass
+            except BaseException:
+                if not task.done():
+                    raise  # not the task's error: KeyboardInterrupt, SystemExit, ...
+                # the task's own error is re-raised below
     if cancelled:
         if not task.cancelled():
             task.exception()  # mark retrieved; the cancellation takes precedence

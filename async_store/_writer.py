@@ -43,7 +43,7 @@ _SQLITE_LOCKED = 6
 
 
 class _StatementJob:
-    __slots__ = ("fn", "future", "sql")
+    __slots__ = ("fn", "future", "sql", "waiting")
 
     def __init__(
         self, fn: Callable[[sqlite3.Connection], Any], sql: str, future: asyncio.Future[Any]
@@ -51,12 +51,13 @@ class _StatementJob:
         self.fn = fn
         self.sql = sql
         self.future = future
+        self.waiting = False
 
 
 class TransactionLease:
     """The writer's connection, lent to one ``transaction()`` block inside a savepoint."""
 
-    __slots__ = ("committed", "finished", "granted", "savepoint")
+    __slots__ = ("committed", "finished", "granted", "savepoint", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.granted: asyncio.Future[None] = loop.create_future()
@@ -66,16 +67,18 @@ class TransactionLease:
         self.committed: asyncio.Future[None] = loop.create_future()
         """Resolved by the writer once the batch holding the block has ended."""
         self.savepoint = ""
+        self.waiting = False
 
 
 class _ExclusiveJob:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "waiting")
 
     def __init__(
         self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
     ) -> None:
         self.fn = fn
         self.future = future
+        self.waiting = False
 
 
 _Job = _StatementJob | TransactionLease | _ExclusiveJob
@@ -117,6 +120,7 @@ class Writer:
         self._closing = False
         self._failure: BaseException | None = None
         self._savepoints = 0
+        self._waiting = 0
 
     @property
     def connection(self) -> Connection:
@@ -124,7 +128,8 @@ class Writer:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() + len(self._backlog)
+        """Jobs waiting for the writer (not counting those their callers gave up on)."""
+        return self._waiting
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -138,15 +143,25 @@ class Writer:
 
         Cancelling the caller after the job reached the writer's thread does not undo it."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._enqueue(_StatementJob(fn, sql, future))
-        return await future
+        job = _StatementJob(fn, sql, future)
+        await self._enqueue(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._stop_waiting(job)
+            raise
 
     async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
         transactions."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._enqueue(_ExclusiveJob(fn, future))
-        return await future
+        job = _ExclusiveJob(fn, future)
+        await self._enqueue(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._stop_waiting(job)
+            raise
 
     async def lease(self) -> TransactionLease:
         """Wait for the writer to open a savepoint for a ``transaction()`` block."""
@@ -157,6 +172,7 @@ class Writer:
         except BaseException:
             if not lease.granted.done():
                 lease.granted.cancel()  # still queued: the writer will skip it
+                self._stop_waiting(lease)
             elif lease.granted.exception() is None:
                 # Granted just as the caller gave up: hand it back, rolled back.
                 lease.finished.set_result(False)
@@ -165,11 +181,19 @@ class Writer:
             raise
         return lease
 
+    def _stop_waiting(self, job: _Job) -> None:
+        """The writer took ``job``, or its caller gave up on it while it was queued."""
+        if job.waiting:
+            job.waiting = False
+            self._waiting -= 1
+
     async def _enqueue(self, job: _Job) -> None:
         if self._failure is not None:
             raise PoolClosed(f"{self._name}: the writer stopped") from self._failure
         if self._closing or self._task is None:
             raise PoolClosed(f"{self._name}: the database is closed")
+        job.waiting = True
+        self._waiting += 1
         try:
             self._queue.put_nowait(job)
             return
@@ -178,7 +202,10 @@ class Writer:
         try:
             async with asyncio.timeout(self._config.acquire_timeout):
                 await self._queue.put(job)
-        except TimeoutError:
+        except BaseException as exc:
+            self._stop_waiting(job)
+            if not isinstance(exc, TimeoutError):
+                raise
             self._counters.acquire_timeouts += 1
             raise PoolTimeout(
                 f"{self._name}: the writer queue stayed full ({self._config.max_queued} jobs) "
@@ -193,6 +220,7 @@ class Writer:
                 job = self._backlog.popleft() if self._backlog else await self._queue.get()
                 if job is None:
                     return
+                self._stop_waiting(job)
                 if isinstance(job, _ExclusiveJob):
                     await self._serve_exclusive(job)
                 elif isinstance(job, _StatementJob):
@@ -219,8 +247,13 @@ class Writer:
             job = self._queue.get_nowait()
             if not _abandoned(job):
                 self._backlog.append(job)
+            elif job is not None:
+                self._stop_waiting(job)
         if self._backlog and isinstance(self._backlog[0], kind):
-            return self._backlog.popleft()  # type: ignore[return-value]
+            job = self._backlog.popleft()
+            if job is not None:
+                self._stop_waiting(job)
+            return job  # type: ignore[return-value]
         return None
 
     def _take_statements(self, first: _StatementJob, room: int) -> list[_StatementJob]:
