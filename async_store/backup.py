@@ -40,6 +40,8 @@ __all__ = [
 log = logging.getLogger("async_store.backup")
 
 MANIFEST = "manifest.json"
+BACKUP_NICE = 10
+"""Nice value of the thread that copies, checks and hashes a backup (Linux)."""
 FORMAT = 1
 CHUNK = 1024 * 1024
 
@@ -204,6 +206,10 @@ def _vacuum_into(
     conn: sqlite3.Connection, target: Path, name: str
 ) -> tuple[BackupFile, int | None]:
     """The copy's file entry, and the newest event position it holds (None: no event log)."""
+    # Below the writers in the scheduler's eyes: a backup may take longer, the application's
+    # writes should not (Linux sets a thread's own nice value this way; elsewhere it is a no-op).
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), BACKUP_NICE))
     # VACUUM INTO runs in a read transaction of its own (it refuses to run inside one), so
     # the versions are read just before it; migrations only run at start-up.
     source_versions = _schema_versions(conn)

@@ -30,6 +30,7 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "EncodedEvent",
     "EventStore",
     "ExpectedVersion",
     "JsonInput",
@@ -68,6 +69,18 @@ class NewEvent:
     type: str
     data: JsonInput
     metadata: JsonInput = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A :class:`NewEvent` whose data is JSON text already (made by ``encode_json``), for
+    storage code that has encoded it once and should not pay for it again. The database
+    still refuses text that is not valid JSON."""
+
+    type: str
+    data_json: str
+    metadata_json: str | None = None
     event_id: str | None = None
 
 
@@ -130,17 +143,21 @@ class _Prepared:
 
     __slots__ = ("data", "event_id", "metadata", "recorded_at", "type")
 
-    def __init__(self, event: NewEvent, recorded_at: str) -> None:
+    def __init__(self, event: NewEvent | EncodedEvent, recorded_at: str) -> None:
         self.type = _check_text(event.type, "an event type")
         self.event_id = (
             str(uuid.uuid4()) if event.event_id is None else _check_text(event.event_id, "event_id")
         )
-        self.data = encode_json(event.data, f"event {self.type!r} data")
-        self.metadata = (
-            None
-            if event.metadata is None
-            else encode_json(event.metadata, f"event {self.type!r} metadata")
-        )
+        if isinstance(event, EncodedEvent):
+            self.data: str = event.data_json
+            self.metadata: str | None = event.metadata_json
+        else:
+            self.data = encode_json(event.data, f"event {self.type!r} data")
+            self.metadata = (
+                None
+                if event.metadata is None
+                else encode_json(event.metadata, f"event {self.type!r} metadata")
+            )
         self.recorded_at = recorded_at
 
     def content_hash(self, stream_id: str, version: int) -> str:
@@ -195,7 +212,7 @@ class EventStore:
     async def append(
         self,
         stream_id: str,
-        events: Sequence[NewEvent],
+        events: Sequence[NewEvent | EncodedEvent],
         expected_version: ExpectedVersion = ANY,
     ) -> AppendResult:
         """Append ``events`` to ``stream_id`` at versions ``current+1 ...`` and return once
@@ -211,7 +228,7 @@ class EventStore:
         return result
 
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+        self, appends: Sequence[tuple[str, Sequence[NewEvent | EncodedEvent], ExpectedVersion]]
     ) -> list[AppendResult]:
         """Append to several streams atomically: all of them, or (on any error) none."""
         recorded_at = _now()

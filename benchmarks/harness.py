@@ -5,8 +5,8 @@ is an async callable that receives a fresh database file (a copy of the scenario
 template), warms up, and returns one timed :class:`Measurement`. The harness runs each contender
 up to three times, interleaved with the others, each run in its own event loop under a timeout,
 and turns whatever happens into an :class:`Outcome`: the best measurement (errors summed over all
-runs), a skip (the library does not import) or a failure. One contender's failure never stops
-the run.
+runs), a skip (the library does not import, or the contender raised :class:`Skipped`) or a
+failure. One contender's failure never stops the run.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "Profile",
     "Scenario",
     "ScenarioResult",
+    "Skipped",
     "Target",
     "Throughput",
     "run_scenario",
@@ -63,6 +64,11 @@ class Profile:
         return cls(quick=True, repeats=3, repeat_budget_s=0.6, timeout_s=30.0)
 
 
+class Skipped(Exception):
+    """Raised by a contender that declines to run (too slow at this size, say): the table shows
+    it as skipped with the message, not as failed."""
+
+
 class ErrorLog:
     """Counts failed operations by exception type and message."""
 
@@ -85,7 +91,8 @@ class ErrorLog:
 class Throughput:
     """Successful operations over the wall-clock time of one timed section."""
 
-    ops: int
+    ops: float
+    """Operations done; a whole number, except for a unit such as "MB"."""
     seconds: float
     errors: Mapping[str, int] = field(default_factory=dict)
     runs: int = 1
@@ -174,7 +181,7 @@ class LatencyLimit:
     below_ms: float
 
     def describe(self) -> str:
-        return f"p{self.percentile} < {self.below_ms:g} ms"
+        return f"p{self.percentile} < {_duration(self.below_ms)}"
 
     def met(self, measurement: Measurement) -> bool | None:
         """None when the measurement holds no latency samples."""
@@ -193,16 +200,20 @@ class Scenario:
     """One line: what is measured, with the sizes of this run."""
     kind: Kind
     unit: str
-    """What one operation is, for throughput ("commits", "reads", "rows"); for latency the unit
-    the table prints, "us" or "ms"."""
+    """What one operation is, for throughput ("commits", "reads", "rows", "MB"); for latency the
+    unit the table prints, "ns", "us" or "ms"."""
     baseline: str
     contenders: Sequence[Contender]
     prepare: Callable[[Path], None]
     """Builds the template database; each contender gets its own copy (synchronous, untimed)."""
     target: Target | None = None
     latency_limit: LatencyLimit | None = None
-    """A second goal, on the per-operation latency a throughput contender recorded."""
+    """A goal in absolute time: on the per-operation latency a throughput contender recorded, or
+    on a latency contender's measurement."""
     notes: str = ""
+    run_notes: list[str] = field(default_factory=list)
+    """Lines the scenario adds while it runs (how long building its data took, sizes found),
+    printed under its table."""
 
 
 Status = Literal["ok", "skipped", "failed"]
@@ -294,6 +305,9 @@ class _Runs:
         except ImportError as exc:
             self.skipped = _describe(exc)
             self.last_status = "skipped"
+        except Skipped as exc:
+            self.skipped = str(exc)
+            self.last_status = "skipped"
         except TimeoutError:
             self.failed = f"timed out after {profile.timeout_s:g} s"
             self.last_status = "failed"
@@ -363,6 +377,15 @@ def _headline(measurement: Measurement) -> float:
     if isinstance(measurement, Throughput):
         return measurement.ops_per_s
     return measurement.percentile_us(50)
+
+
+def _duration(ms: float) -> str:
+    """``20 ms``, ``1 us``, ``250 ns``: a limit in the largest unit that keeps it >= 1."""
+    if ms >= 1:
+        return f"{ms:g} ms"
+    if ms >= 0.001:
+        return f"{ms * 1000:g} us"
+    return f"{ms * 1_000_000:g} ns"
 
 
 def _describe(exc: BaseException) -> str:

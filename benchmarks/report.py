@@ -37,7 +37,7 @@ def table(result: ScenarioResult) -> str:
     width = max([_NAME_WIDTH, *(len(o.contender) for o in result.outcomes)])
     op_latency = _has_op_latency(result.outcomes)
     if scenario.kind == "latency":
-        unit = "ms" if scenario.unit == "ms" else "us"
+        unit = scenario.unit if scenario.unit in ("ms", "ns") else "us"
         columns = f"{'p50 ' + unit:>10} {'p95 ' + unit:>10}"
     else:
         columns = f"{scenario.unit + '/s':>12}"
@@ -59,6 +59,7 @@ def table(result: ScenarioResult) -> str:
     limit = scenario.latency_limit
     if limit and all(o.limit_met is None for o in result.outcomes):
         notes.append(f"   target {limit.contender} {limit.describe()}: n/a (no result)")
+    notes.extend(f"   {note}" for note in scenario.run_notes)
     if notes:
         lines.append("   errors and notes:")
         lines.extend(notes)
@@ -82,6 +83,9 @@ def _row(scenario: Scenario, outcome: Outcome, width: int, op_latency: bool) -> 
         if scenario.unit == "ms":
             p50, p95 = measurement.percentile_ms(50), measurement.percentile_ms(95)
             value = f"{p50:>10,.2f} {p95:>10,.2f}"
+        elif scenario.unit == "ns":
+            p50, p95 = measurement.percentile_us(50), measurement.percentile_us(95)
+            value = f"{p50 * 1000:>10,.1f} {p95 * 1000:>10,.1f}"
         else:
             p50, p95 = measurement.percentile_us(50), measurement.percentile_us(95)
             value = f"{p50:>10,.1f} {p95:>10,.1f}"
@@ -158,6 +162,7 @@ def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
             else None
         ),
         "seconds": round(result.seconds, 3),
+        "run_notes": list(scenario.run_notes),
         "results": [_outcome_json(outcome) for outcome in result.outcomes],
     }
 

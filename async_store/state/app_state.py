@@ -163,6 +163,8 @@ class Change:
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any] | None
+    data_json: str | None = None
+    """``data`` encoded (set by ``decide``, so the event store need not encode it again)."""
 
 
 def _now() -> str:
@@ -221,10 +223,6 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
     elif isinstance(delta, SettingSet):
         if not isinstance(delta.key, str) or not delta.key:
             raise InvalidDelta(f"a setting key must be a non-empty string, not {delta.key!r}")
-        try:
-            encode_json(delta.value, f"setting {delta.key!r}")
-        except QueryError as exc:
-            raise InvalidDelta(str(exc)) from None
         if delta.key in state.settings:
             before = {"value": state.settings[delta.key]}
     elif isinstance(delta, SettingDelete):
@@ -236,15 +234,16 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
     elif not isinstance(delta, ErrorsClear):
         raise InvalidDelta(f"{type(delta).__name__} is not a StateDelta the manager knows")
     event_type, data = event_from_delta(delta, before)
+    what = f"setting {delta.key!r}" if isinstance(delta, SettingSet) else event_type
     try:
-        text = encode_json(data, event_type)
+        text = encode_json(data, what)
     except QueryError as exc:
         raise InvalidDelta(str(exc)) from None
     # Apply what the log will hold, decoded: the state then shares nothing mutable with the
     # caller, and the live state is built exactly as a replay builds it.
     stored = json.loads(text)
     delta, before = delta_from_event(event_type, stored)
-    return Change(delta, before, event_type, stored, metadata)
+    return Change(delta, before, event_type, stored, metadata, text)
 
 
 def _check_entity(delta: StateDelta, entity: object) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from .._shield import finish
 from ..database import Database
 from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
-from ..events import EventStore, NewEvent
+from ..events import EncodedEvent, EventStore
 from .app_state import STATE_SCHEMA_VERSION, AppState, Change, Limits, apply, apply_event, decide
 from .deltas import StateDelta, delta_from_event, inverse
 from .projector import STREAM, Projector
@@ -399,7 +399,7 @@ class StateManager:
     async def _commit(self, accepted: list[_Accepted], working: AppState) -> None:
         """Append the batch's events, then swap in the new state and reply. Shielded: once
         the append is sent, a cancellation waits for it and applies what was committed."""
-        events = [NewEvent(a.change.event_type, a.change.data, a.change.metadata) for a in accepted]
+        events = [_encoded(a.change) for a in accepted]
         append = asyncio.ensure_future(
             self._store.append(STREAM, events, expected_version=self._state.version)
         )
@@ -458,6 +458,12 @@ class StateManager:
             )
         except StoreError as exc:
             log.warning("snapshot of version %d failed: %s", state.version, exc)
+
+
+def _encoded(change: Change) -> EncodedEvent:
+    data = change.data_json if change.data_json is not None else json.dumps(change.data)
+    metadata = None if change.metadata is None else json.dumps(change.metadata)
+    return EncodedEvent(change.event_type, data, metadata)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -177,6 +177,8 @@ class Projector:
 
     async def _run(self) -> None:
         while not self._closed:
+            # Cleared before looking, so a wake-up that arrives while a batch is read is kept.
+            self._wake.clear()
             try:
                 moved = await self._project_batch()
             except PoolClosed:
@@ -185,15 +187,19 @@ class Projector:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.error("projection of %s stopped at version %d: %s", STREAM, self._position, exc)
+                self._signal_progress()  # waiters see the error instead of waiting on
                 await asyncio.sleep(self._retry_delay)
                 continue
-            if moved:
+            if moved or self._closed:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 # Poll now and then too: another process may append to the log.
                 async with asyncio.timeout(1.0):
                     await self._wake.wait()
+
+    def _signal_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     async def _project_batch(self) -> bool:
         events: list[RecordedEvent] = []
@@ -212,8 +218,7 @@ class Projector:
             await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, events[-1].version))
         self._position = events[-1].version
         self.last_error = None
-        progress, self._progress = self._progress, asyncio.Event()
-        progress.set()
+        self._signal_progress()
         return True
 
     async def rebuild(self, state: AppState) -> None:
@@ -242,8 +247,7 @@ class Projector:
             )
             await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, state.version))
         self._position = state.version
-        progress, self._progress = self._progress, asyncio.Event()
-        progress.set()
+        self._signal_progress()
 
     async def close(self) -> None:
         """Stop after the batch in progress (a batch is one transaction: cancelling it half-way
@@ -259,5 +263,4 @@ class Projector:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        progress, self._progress = self._progress, asyncio.Event()
-        progress.set()
+        self._signal_progress()

@@ -10,7 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from benchmarks.harness import Profile, Scenario
-from benchmarks.scenarios import bulk, event_store, latency, reads, startup, writes
+from benchmarks.scenarios import (
+    backup,
+    bulk,
+    event_store,
+    ingest,
+    latency,
+    reads,
+    startup,
+    state,
+    state_startup,
+    writes,
+)
 
 __all__ = ["REGISTRY", "build"]
 
@@ -24,6 +35,13 @@ REGISTRY: tuple[Callable[[Profile], Scenario], ...] = (
     event_store.append_full,
     event_store.read_all,
     startup.startup,
+    state.mutate_full,
+    state.read_state,
+    state.read_state_size,
+    state_startup.startup_1m,
+    backup.backup,
+    backup.backup_writes,
+    ingest.ingest_10k,
 )
 
 

@@ -49,7 +49,7 @@ from benchmarks.harness import (
 if TYPE_CHECKING:
     from async_store import NewEvent, SqlConfig
 
-__all__ = ["append_full", "read_all"]
+__all__ = ["append_full", "create_events_table", "read_all"]
 
 STORE = "async_store"
 AIOSQLITE = "aiosqlite (1 conn + lock)"
@@ -234,7 +234,8 @@ def _raw_appends(sizes: AppendSizes) -> Contender:
     return Contender(RAW, run, ("sqlite3",))
 
 
-def _create_events_table(path: Path) -> None:
+def create_events_table(path: Path) -> None:
+    """A WAL database holding the baselines' events table."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -259,7 +260,7 @@ def append_full(profile: Profile) -> Scenario:
         unit="appends",
         baseline=AIOSQLITE,
         contenders=[_raw_appends(sizes), _aiosqlite_appends(sizes), _store_appends(sizes)],
-        prepare=_create_events_table,
+        prepare=create_events_table,
         target=Target(STORE, 15.0),
         latency_limit=LatencyLimit(STORE, 99, 20.0),
         notes=(
