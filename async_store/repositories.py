@@ -176,11 +176,13 @@ class DocumentRepository:
         other content is replaced: row updated, old chunks deleted and the new ones inserted,
         atomically (``replaced``). Otherwise a new document is created.
         """
-        digest = content_hash(content)
-        size = len(content.encode("utf-8") if isinstance(content, str) else content)
+        raw = content.encode("utf-8") if isinstance(content, str) else content
+        digest = content_hash(raw)
+        size = len(raw)
         meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
-        prepared = [_chunk_row(i, c) for i, c in enumerate(chunks)]
         new_id = document_id or str(uuid.uuid4())
+        # Rows are built for a new document; a replaced one (rare) gets its id swapped in.
+        prepared = [_chunk_row(new_id, kb_id, i, c) for i, c in enumerate(chunks)]
 
         def write(conn: sqlite3.Connection) -> IngestResult:
             same = conn.execute(
@@ -243,7 +245,8 @@ class DocumentRepository:
                     ),
                 )
                 outcome = "created"
-            conn.executemany(_INSERT_CHUNK, [(target, kb_id, *row) for row in prepared])
+            rows = prepared if target == new_id else [(target, *row[1:]) for row in prepared]
+            conn.executemany(_INSERT_CHUNK, rows)
             return IngestResult(target, outcome, len(prepared))
 
         return await self._db.run_in_transaction(write, f"ingest into {kb_id}")
@@ -340,16 +343,18 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def _chunk_row(index: int, chunk: str | ChunkInput) -> tuple[Any, ...]:
+def _chunk_row(
+    document_id: str, kb_id: str, index: int, chunk: str | ChunkInput
+) -> tuple[Any, ...]:
     if type(chunk) is str:  # the common case, kept cheap: a 10,000-chunk ingest does this often
-        return (index, chunk, (len(chunk) + 3) // 4, content_hash(chunk), "{}")
+        return (document_id, kb_id, index, chunk, (len(chunk) + 3) // 4, content_hash(chunk), "{}")
     if not isinstance(chunk, ChunkInput) or not isinstance(chunk.content, str):
         raise QueryError(
             f"chunk {index}: must be text or a ChunkInput with text, not {chunk!r:.60}"
         )
     tokens = chunk.token_count if chunk.token_count is not None else estimate_tokens(chunk.content)
     metadata = "{}" if not chunk.metadata else encode_json(dict(chunk.metadata), f"chunk {index}")
-    return (index, chunk.content, tokens, content_hash(chunk.content), metadata)
+    return (document_id, kb_id, index, chunk.content, tokens, content_hash(chunk.content), metadata)
 
 
 class PipelineRunRepository:
