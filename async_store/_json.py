@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from .errors import QueryError
 
-__all__ = ["JsonInput", "encode_json"]
+__all__ = ["FrozenDict", "FrozenList", "JsonInput", "encode_json", "freeze", "thaw"]
 
 JsonInput: TypeAlias = (
     "bool | int | float | str | Sequence[JsonInput] | Mapping[str, JsonInput] | None"
@@ -87,3 +87,54 @@ def _check_json(value: object, what: str, path: str, depth: int) -> None:
         f"{what} is not JSON: {path} is a {kind.__name__} ({value!r:.60}); use lists, str-keyed "
         "dicts, str, int, float, bool and None"
     )
+
+
+class FrozenDict(dict[str, Any]):
+    """A JSON object inside the immutable state: a ``dict`` (so ``json.dumps``, equality and
+    ``isinstance`` work as usual) whose mutating methods raise ``TypeError``."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("this value is part of the immutable state; copy it to change it")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+
+class FrozenList(list[Any]):
+    """A JSON array inside the immutable state: a ``list`` whose mutating methods raise."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("this value is part of the immutable state; copy it to change it")
+
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _refuse
+    sort = reverse = __iadd__ = __imul__ = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every dict and list (deeply) made read-only."""
+    kind = type(value)
+    if kind is dict or kind is FrozenDict:
+        return value if kind is FrozenDict else FrozenDict((k, freeze(v)) for k, v in value.items())
+    if kind is list or kind is FrozenList:
+        return value if kind is FrozenList else FrozenList(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable copy of a (possibly frozen) JSON value. Anything that is not a dict or
+    a list is returned as it is (so ``encode_json`` still refuses a tuple from a caller)."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    return value

@@ -68,8 +68,13 @@ def _fit(paragraph: str, limit: int) -> list[str]:
 
 
 def _tail(text: str, size: int) -> str:
+    """The last whole words of ``text`` that fit in ``size`` characters."""
     if size <= 0:
         return ""
-    tail = text[-size:]
-    space = tail.find(" ")
-    return tail[space + 1 :] if 0 <= space < len(tail) - 1 else tail
+    if len(text) <= size:
+        return text
+    start = len(text) - size
+    if text[start - 1] == " ":
+        return text[start:]
+    space = text.find(" ", start)
+    return text[space + 1 :] if space != -1 else ""

@@ -39,9 +39,16 @@ RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 def content_hash(data: str | bytes) -> str:
-    """Lowercase hex SHA-256 of ``data`` (text is hashed as UTF-8)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return hashlib.sha256(raw).hexdigest()
+    """Lowercase hex SHA-256 of ``data`` (text is hashed as UTF-8). Raises :class:`QueryError`
+    for text that is not valid UTF-8 (a lone surrogate)."""
+    return hashlib.sha256(_utf8(data, "content") if isinstance(data, str) else data).hexdigest()
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError(f"{what} is not valid UTF-8 text: {exc.reason} at {exc.start}") from None
 
 
 def _now() -> str:
@@ -176,7 +183,7 @@ class DocumentRepository:
         other content is replaced: row updated, old chunks deleted and the new ones inserted,
         atomically (``replaced``). Otherwise a new document is created.
         """
-        raw = content.encode("utf-8") if isinstance(content, str) else content
+        raw = _utf8(content, f"document {title!r}") if isinstance(content, str) else content
         digest = content_hash(raw)
         size = len(raw)
         meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
@@ -347,7 +354,8 @@ def _chunk_row(
     document_id: str, kb_id: str, index: int, chunk: str | ChunkInput
 ) -> tuple[Any, ...]:
     if type(chunk) is str:  # the common case, kept cheap: a 10,000-chunk ingest does this often
-        return (document_id, kb_id, index, chunk, (len(chunk) + 3) // 4, content_hash(chunk), "{}")
+        digest = hashlib.sha256(_utf8(chunk, f"chunk {index}")).hexdigest()
+        return (document_id, kb_id, index, chunk, (len(chunk) + 3) // 4, digest, "{}")
     if not isinstance(chunk, ChunkInput) or not isinstance(chunk.content, str):
         raise QueryError(
             f"chunk {index}: must be text or a ChunkInput with text, not {chunk!r:.60}"
@@ -431,14 +439,23 @@ class PipelineRunRepository:
         return None if row is None else _run(row)
 
     async def list_for_pipeline(
-        self, pipeline_id: str, *, limit: int = 50, before: str | None = None
+        self, pipeline_id: str, *, limit: int = 50, before: PipelineRun | None = None
     ) -> list[PipelineRun]:
-        """A pipeline's runs, newest first; ``before`` (a started_at) pages further back."""
-        rows = await self._db.fetch_all(
-            f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE pipeline_id = ?"
-            " AND started_at < ? ORDER BY started_at DESC, id LIMIT ?",
-            (pipeline_id, before or "9999", limit),
-        )
+        """A pipeline's runs, newest first. Pass the last run of a page as ``before`` for the
+        next page: the cursor is (started_at, id), so runs that started in the same clock tick
+        are neither skipped nor repeated."""
+        if before is None:
+            rows = await self._db.fetch_all(
+                f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE pipeline_id = ?"
+                " ORDER BY started_at DESC, id DESC LIMIT ?",
+                (pipeline_id, limit),
+            )
+        else:
+            rows = await self._db.fetch_all(
+                f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE pipeline_id = ?"
+                " AND (started_at, id) < (?, ?) ORDER BY started_at DESC, id DESC LIMIT ?",
+                (pipeline_id, before.started_at, before.id, limit),
+            )
         return [_run(row) for row in rows]
 
     async def stuck(
@@ -446,7 +463,10 @@ class PipelineRunRepository:
     ) -> list[PipelineRun]:
         """Runs still ``running`` whose last heartbeat (or start) is older than ``silent_for``
         seconds: after a crash, the runs nobody will finish."""
-        cutoff = ((now or datetime.now(UTC)) - timedelta(seconds=silent_for)).strftime(
+        moment = now or datetime.now(UTC)
+        if moment.tzinfo is None:
+            raise QueryError("now must be timezone-aware (run times are stored in UTC)")
+        cutoff = (moment.astimezone(UTC) - timedelta(seconds=silent_for)).strftime(
             "%Y-%m-%dT%H:%M:%S.%fZ"
         )
         rows = await self._db.fetch_all(

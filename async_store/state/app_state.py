@@ -17,7 +17,7 @@ from typing import Any
 
 import immutables
 
-from .._json import encode_json
+from .._json import encode_json, freeze, thaw
 from ..errors import EntityExists, EntityInUse, EntityNotFound, InvalidDelta, QueryError
 from .deltas import (
     EntityAdd,
@@ -114,12 +114,12 @@ class AppState:
         data: dict[str, Any] = {"version": self.version}
         for name in COLLECTIONS:
             data[name] = [entity.to_json() for entity in self.collection(name).values()]
-        data["settings"] = dict(self.settings.items())
+        data["settings"] = {key: thaw(value) for key, value in self.settings.items()}
         data["logs"] = [event_from_delta(entry, None)[1] for entry in self.logs]
         data["metrics"] = [event_from_delta(entry, None)[1] for entry in self.metrics]
         data["errors"] = [event_from_delta(entry, None)[1] for entry in self.errors]
-        data["undo_stack"] = [[e.version, e.event_type, e.data] for e in self.undo_stack]
-        data["redo_stack"] = [[e.version, e.event_type, e.data] for e in self.redo_stack]
+        data["undo_stack"] = [[e.version, e.event_type, thaw(e.data)] for e in self.undo_stack]
+        data["redo_stack"] = [[e.version, e.event_type, thaw(e.data)] for e in self.redo_stack]
         return data
 
     @classmethod
@@ -137,9 +137,9 @@ class AppState:
             pipelines=maps["pipelines"],
             schedules=maps["schedules"],
             flows=maps["flows"],
-            settings=immutables.Map(data["settings"]),
+            settings=immutables.Map({k: freeze(v) for k, v in data["settings"].items()}),
             logs=tuple(LogAppend(**item) for item in data["logs"]),
-            metrics=tuple(MetricRecord(**item) for item in data["metrics"]),
+            metrics=tuple(MetricRecord(**freeze(item)) for item in data["metrics"]),
             errors=tuple(ErrorRecord(**item) for item in data["errors"]),
             undo_stack=tuple(UndoEntry(v, t, d) for v, t, d in data["undo_stack"]),
             redo_stack=tuple(UndoEntry(v, t, d) for v, t, d in data["redo_stack"]),
@@ -315,7 +315,7 @@ def apply_event(
 def _history(state: AppState, change: Change, version: int, limits: Limits) -> dict[str, Any]:
     """The undo and redo stacks after an undoable change (a plain one, an undo, or a redo)."""
     metadata = change.metadata or {}
-    entry = UndoEntry(version, change.event_type, change.data)
+    entry = UndoEntry(version, change.event_type, freeze(change.data))
     if "undo" in metadata:
         undone = state.undo_stack[-1]
         return {"undo_stack": state.undo_stack[:-1], "redo_stack": (*state.redo_stack, undone)}

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._json import freeze, thaw
 from ..errors import InvalidDelta
 from .entities import Entity, Flow, KnowledgeBase, Pipeline, Schedule, Tool
 
@@ -347,14 +348,14 @@ def event_from_delta(delta: StateDelta, before: Any) -> tuple[str, dict[str, Any
     elif isinstance(delta, EntityRemove):
         data = {"id": delta.id}
     elif isinstance(delta, SettingSet):
-        data = {"key": delta.key, "value": delta.value}
+        data = {"key": delta.key, "value": thaw(delta.value)}
     elif isinstance(delta, SettingDelete):
         data = {"key": delta.key}
     elif isinstance(delta, LogAppend):
         data = {"message": delta.message, "level": delta.level, "source": delta.source}
         data["at"] = delta.at
     elif isinstance(delta, MetricRecord):
-        data = {"name": delta.name, "value": delta.value, "labels": dict(delta.labels)}
+        data = {"name": delta.name, "value": delta.value, "labels": thaw(delta.labels)}
         data["at"] = delta.at
     elif isinstance(delta, ErrorRecord):
         data = {"message": delta.message, "source": delta.source, "kind": delta.kind}
@@ -364,7 +365,7 @@ def event_from_delta(delta: StateDelta, before: Any) -> tuple[str, dict[str, Any
     else:
         raise InvalidDelta(f"{type(delta).__name__} is not a delta the state manager knows")
     if delta.undoable:
-        data["before"] = before.to_json() if isinstance(before, Entity) else before
+        data["before"] = before.to_json() if isinstance(before, Entity) else thaw(before)
     return name, data
 
 
@@ -382,7 +383,7 @@ def delta_from_event(event_type: str, data: Mapping[str, Any]) -> tuple[StateDel
     elif issubclass(cls, EntityRemove):
         delta = cls(data["id"])
     else:
-        fields = {k: v for k, v in data.items() if k != "before"}
+        fields = {k: freeze(v) for k, v in data.items() if k != "before"}
         delta = cls(**fields)
     if before is not None and issubclass(cls, EntityUpdate | EntityRemove):
         before = cls.entity_type.from_json(before)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from .._json import freeze, thaw
 from ..errors import InvalidDelta
 
 __all__ = ["Entity", "Flow", "KnowledgeBase", "Pipeline", "Schedule", "Tool", "check_cron"]
@@ -45,10 +46,16 @@ class Entity:
     name: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InvalidDelta(f"{self.label} id must be a non-empty string, not {self.id!r}")
-        if not isinstance(self.name, str) or not self.name:
-            raise InvalidDelta(f"{self.label} {self.id!r}: name must be a non-empty string")
+        if not isinstance(self.id, str) or not self.id or "\x00" in self.id:
+            raise InvalidDelta(
+                f"{self.label} id must be a non-empty string without NUL, not {self.id!r}"
+            )
+        if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
+            # SQLite's length() stops at NUL, so the schema's CHECK (length(name) > 0) would
+            # refuse "\x00abc" at projection time, after the change is in the log.
+            raise InvalidDelta(
+                f"{self.label} {self.id!r}: name must be a non-empty string without NUL"
+            )
         # Every other field by its declared type, so that nothing the schema would refuse
         # (or store as something else) gets into the state.
         for item in dataclasses.fields(self):
@@ -62,9 +69,11 @@ class Entity:
                 )
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON object of every field (tuples become lists)."""
-        data = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        """A plain JSON object of every field (a fresh copy: tuples become lists)."""
+        data = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        return {
+            k: [thaw(x) for x in v] if isinstance(v, tuple) else thaw(v) for k, v in data.items()
+        }
 
     @classmethod
     def from_json(cls: type[E], data: Mapping[str, Any]) -> E:
@@ -73,8 +82,10 @@ class Entity:
         unknown = set(data) - names
         if unknown:
             raise InvalidDelta(f"{cls.label}: unknown field(s) {sorted(unknown)}")
+        # Nested JSON is frozen: the entity is shared by every reader of the state.
         values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+            k: tuple(freeze(x) for x in v) if isinstance(v, list) else freeze(v)
+            for k, v in data.items()
         }
         try:
             return cls(**values)

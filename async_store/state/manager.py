@@ -116,6 +116,7 @@ class StateManager:
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_version = 0
         self._subscribers: set[_Subscriber] = set()
+        self._in_flight: list[_Message] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class StateManager:
     # -- calls -----------------------------------------------------------------------------
 
     def __del__(self) -> None:
-        consumer = self._consumer
+        consumer = getattr(self, "_consumer", None)
         if consumer is not None and not consumer.done() and not self._closing:
             warnings.warn(
                 "StateManager was never closed; use 'async with' or 'await close()'",
@@ -260,9 +261,9 @@ class StateManager:
         await self._projector.rebuild(state)
 
     async def subscribe(self) -> AsyncIterator[tuple[int, StateDelta]]:
-        """``(version, delta)`` for each change accepted from now on, in order. Ends when the
-        manager closes; raises :class:`StoreError` if the reader falls more than
-        ``subscriber_buffer`` changes behind."""
+        """``(version, delta)`` for each change accepted after the iteration starts (the first
+        ``anext()``), in order. Ends when the manager closes; raises :class:`StoreError` if
+        the reader falls more than ``subscriber_buffer`` changes behind."""
         subscriber = _Subscriber(self._subscriber_buffer)
         self._subscribers.add(subscriber)
         try:
@@ -332,7 +333,10 @@ class StateManager:
                 batch.append(self._queue.get_nowait())
             stop = _STOP in batch
             messages = [m for m in batch if isinstance(m, _Message)]
+            # Kept until answered: if the consumer dies half-way, _consumer_done fails them.
+            self._in_flight = messages
             await self._process(messages)
+            self._in_flight = []
             if stop:
                 return
 
@@ -344,12 +348,21 @@ class StateManager:
         else:
             exc = task.exception()
             if exc is None:
+                # A clean stop (close()): anything that slipped in behind it is refused.
+                closed = StateManagerClosed("the state manager is closed")
+                while not self._queue.empty():
+                    message = self._queue.get_nowait()
+                    if isinstance(message, _Message):
+                        _fail(message.future, closed)
                 return
             failure = exc
             log.error("the state manager's consumer died", exc_info=exc)
         self._failure = failure
         error = StateManagerClosed("the state manager's consumer stopped")
         error.__cause__ = failure
+        for taken in self._in_flight:
+            _fail(taken.future, error)
+        self._in_flight = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
             if isinstance(message, _Message):
