@@ -53,9 +53,9 @@ class _Reader:
 class ReaderPool:
     """Reader connections of one database: opened on demand, up to ``limit``.
 
-    The pool starts with the connections it is given and opens another (in the background,
-    one at a time) when every reader it has is reserved or has SPILL calls queued, so a
-    service that reads little starts with one reader thread, not ``limit``.
+    The pool starts empty and opens a reader (in the background, one at a time) when every
+    reader it has is reserved or has SPILL calls queued, so start-up opens no reader threads
+    and a service that reads little runs one or two, not ``limit``.
     """
 
     def __init__(

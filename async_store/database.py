@@ -76,11 +76,10 @@ class Database(QueryMethods):
         self._state = "opening"
         opened: list[Connection] = []
         try:
-            # The writer first: it creates the file and switches it to WAL. One reader opens
-            # now (so a bad PRAGMA or file shows at once); the pool opens the others as the
-            # load asks for them (each is a thread: a service that reads little needs one).
+            # The writer opens now: it creates the file, switches it to WAL and proves every
+            # PRAGMA (a bad file or setting shows here). Readers open as the first reads ask
+            # for them: each is a thread, and a service that reads little needs one or two.
             opened.append(await open_connection(self._config, reader=False))
-            opened.append(await open_connection(self._config, reader=True))
         except BaseException:
             for connection in opened:
                 await finish(connection.close())

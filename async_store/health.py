@@ -215,15 +215,16 @@ async def collect(
 ) -> HealthReport:
     """Read every fact of the report (one short job on each writer, no table scans)."""
     reasons: list[str] = []
+    try:
+        position = int(await events.fetch_val("SELECT coalesce(max(position), 0) FROM events"))
+    except StoreError:
+        position = 0
+    # After the read above, so the pool statistics in the report are the pools as they are now.
     found: dict[str, DatabaseHealth] = {}
     for database in databases:
         health = await _database_health(database, reasons)
         if health is not None:
             found[database.name] = health
-    try:
-        position = int(await events.fetch_val("SELECT coalesce(max(position), 0) FROM events"))
-    except StoreError:
-        position = 0
     usage = shutil.disk_usage(databases[0].path.parent)
     if usage.free < min(LOW_DISK_BYTES, usage.total * 0.05) or usage.free < LOW_DISK_BYTES // 4:
         reasons.append(f"degraded: only {usage.free:,} bytes free on the data disk")

@@ -276,8 +276,8 @@ async def test_close_drains_queued_writes(db_path: Path, raw: sqlite3.Connection
 
 async def test_statistics_count_reads_and_batches(db: Database) -> None:
     stats = db.statistics()
-    assert (stats.database, stats.readers_limit, stats.readers_total) == ("app_meta", 2, 1)
-    assert stats.readers_idle == 1
+    assert (stats.database, stats.readers_limit, stats.readers_total) == ("app_meta", 2, 0)
+    assert stats.readers_idle == 0
     assert stats.writer_queue_depth == 0
     await asyncio.gather(
         *(db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",)) for i in range(40))
@@ -291,7 +291,7 @@ async def test_statistics_count_reads_and_batches(db: Database) -> None:
 
 async def test_readers_open_on_demand_up_to_the_limit(db_path: Path) -> None:
     async with Database(make_config(db_path, readers=3)) as db:
-        assert (db.statistics().readers_total, db.statistics().readers_limit) == (1, 3)
+        assert (db.statistics().readers_total, db.statistics().readers_limit) == (0, 3)
         inside = asyncio.Barrier(3)
 
         async def hold() -> None:

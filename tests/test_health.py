@@ -126,7 +126,8 @@ async def test_a_healthy_service_reports_ok_with_its_facts(tmp_path: Path, mode:
         assert db["last_checkpoint"]["checkpointed_frames"] == db["last_checkpoint"]["log_frames"]
         pool = db["pool"]
         assert pool["database"] == name
-        assert pool["readers_total"] == stats[name].readers_total > 0
+        assert pool["readers_total"] == stats[name].readers_total
+        assert pool["readers_limit"] == stats[name].readers_limit > 0
         assert pool["transactions"] == stats[name].transactions > 0
     versions = {name: db["schema_versions"] for name, db in data["databases"].items()}
     if mode == "mvp":

@@ -103,7 +103,7 @@ def all_readers_idle(db: Database) -> bool:
 async def every_reader_sees(db: Database, name: str) -> None:
     """Lend every reader at once (so each query below runs on a different reader) and check
     each one sees the committed row ``name``."""
-    total = db.statistics().readers_total
+    total = max(1, db.statistics().readers_total)  # readers open on demand: maybe none yet
     barrier = asyncio.Barrier(total)
 
     async def look() -> int:
@@ -779,7 +779,9 @@ async def test_cancelled_readers_lose_no_pool_slot(
     assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
 
     stats = db.statistics()
-    assert (stats.readers_idle, stats.readers_busy) == (2, 0)
+    # Readers open on demand: one or both may be open by now, and every one is idle.
+    assert stats.readers_total in (1, 2)
+    assert (stats.readers_idle, stats.readers_busy) == (stats.readers_total, 0)
     both_inside = asyncio.Barrier(2)
 
     async def hold_a_reader() -> int:
