@@ -72,6 +72,11 @@ class Connection:
             ticket.cancelled = True
             raise
 
+    def interrupt(self) -> None:
+        """Stop whatever statement runs on the connection now (``sqlite3_interrupt``: safe
+        from any thread, a no-op when none runs)."""
+        self._raw.interrupt()
+
     async def close(self) -> None:
         """Finish queued work, close the connection and stop its thread."""
         await self._aio.close()

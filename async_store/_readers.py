@@ -30,6 +30,9 @@ log = logging.getLogger("async_store.pool")
 
 T = TypeVar("T")
 
+CLOSE_GRACE = 5.0
+"""Seconds ``close()`` lets running reads finish before it interrupts them."""
+
 PIPELINE_DEPTH = 32
 """Calls queued on one reader before new reads wait: deep enough to keep its thread busy,
 shallow enough that one slow query delays few others."""
@@ -225,21 +228,29 @@ class ReaderPool:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Wait for every queued read and reservation to end, then close every reader."""
+    async def close(self, *, grace: float = CLOSE_GRACE) -> None:
+        """Wait for every queued read and reservation to end, then close every reader. Reads
+        still running after ``grace`` seconds are interrupted (their callers get
+        :class:`Interrupted`): a forgotten long query must not keep the service open."""
         self._closed = True
         self._wake()
         if self._opening is not None:
             await asyncio.wait({self._opening})
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        interrupted = False
         while True:
             if self._resets:
-                await asyncio.wait(set(self._resets))
+                await asyncio.wait(set(self._resets), timeout=max(0.0, deadline - loop.time()))
             elif self.idle < self.total:
                 waiter = loop.create_future()
                 self._waiters.append(waiter)
-                await waiter
+                await asyncio.wait({waiter}, timeout=max(0.0, deadline - loop.time()))
             else:
                 break
+            if not interrupted and loop.time() >= deadline:
+                interrupted = True
+                for reader in self._readers:
+                    reader.connection.interrupt()
         for reader in self._readers:
             await reader.connection.close()
