@@ -52,18 +52,22 @@ class Database(QueryMethods):
 
     @property
     def config(self) -> DatabaseConfig:
+        """The database's configuration."""
         return self._config
 
     @property
     def name(self) -> str:
+        """The name used in messages and statistics."""
         return self._config.name
 
     @property
     def path(self) -> Path:
+        """The database file."""
         return self._config.path
 
     @property
     def is_open(self) -> bool:
+        """Whether the database serves calls (opened and not closing)."""
         return self._state == "open"
 
     # -- lifecycle -------------------------------------------------------------------------

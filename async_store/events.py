@@ -132,6 +132,7 @@ class VerificationReport:
 
     @property
     def ok(self) -> bool:
+        """Nothing altered and no stream with gaps."""
         return not self.altered and not self.broken_streams
 
 
@@ -205,6 +206,7 @@ class EventStore:
 
     @property
     def database(self) -> Database:
+        """The database holding the log."""
         return self._db
 
     # -- appending ---------------------------------------------------------------------------

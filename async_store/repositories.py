@@ -57,6 +57,8 @@ def _now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Document:
+    """A row of ``documents``: one ingested file or text of a knowledge base."""
+
     id: str
     kb_id: str
     title: str
@@ -73,6 +75,8 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
+    """A row of ``document_chunks``; ``id`` is the paging cursor and never reused."""
+
     id: int
     document_id: str
     kb_id: str
@@ -95,6 +99,8 @@ class ChunkInput:
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
+    """What ``ingest`` did: ``created``, ``unchanged`` (same content) or ``replaced``."""
+
     document_id: str
     outcome: Literal["created", "unchanged", "replaced"]
     chunk_count: int
@@ -102,6 +108,8 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class KnowledgeBaseStats:
+    """Documents, chunks and bytes of one knowledge base."""
+
     kb_id: str
     documents: int
     chunks: int
@@ -110,6 +118,8 @@ class KnowledgeBaseStats:
 
 @dataclass(frozen=True, slots=True)
 class PipelineRun:
+    """A row of ``pipeline_runs``."""
+
     id: str
     pipeline_id: str
     status: RunStatus
@@ -259,12 +269,14 @@ class DocumentRepository:
         return await self._db.run_in_transaction(write, f"ingest into {kb_id}")
 
     async def get(self, document_id: str) -> Document | None:
+        """The document with this id, or None."""
         row = await self._db.fetch_one(
             f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = ?", (document_id,)
         )
         return None if row is None else _document(row)
 
     async def find_by_hash(self, kb_id: str, digest: str) -> Document | None:
+        """The knowledge base's document with this content SHA-256, or None."""
         row = await self._db.fetch_one(
             f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE kb_id = ? AND content_hash = ?",
             (kb_id, digest),
@@ -404,6 +416,7 @@ class PipelineRunRepository:
         return await self._end(run_id, "failed", stats, error)
 
     async def cancel(self, run_id: str) -> PipelineRun:
+        """Mark a running run ``cancelled``."""
         return await self._end(run_id, "cancelled", None, None)
 
     async def _end(
@@ -433,6 +446,7 @@ class PipelineRunRepository:
         return await self._db.run_in_transaction(end, f"{status} run {run_id}")
 
     async def get(self, run_id: str) -> PipelineRun | None:
+        """The run with this id, or None."""
         row = await self._db.fetch_one(
             f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE id = ?", (run_id,)
         )
@@ -496,6 +510,7 @@ class Catalog:
         return [dict(zip(row.keys(), row, strict=True)) for row in rows]
 
     async def row(self, table: str, row_id: str) -> dict[str, Any] | None:
+        """One row of a projected table by id, or None."""
         if table not in self._TABLES:
             raise QueryError(f"unknown table {table!r}; one of {', '.join(self._TABLES)}")
         row = await self._db.fetch_one(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
@@ -507,5 +522,6 @@ class Catalog:
         return {row[0]: json.loads(row[1]) for row in rows}
 
     async def setting(self, key: str, default: Any = None) -> Any:
+        """One setting, decoded from JSON (``default`` when absent)."""
         value = await self._db.fetch_val("SELECT value FROM settings WHERE key = ?", (key,))
         return default if value is None else json.loads(value)

@@ -77,6 +77,7 @@ class SqlService:
 
     @property
     def config(self) -> SqlConfig:
+        """The configuration the service was created with."""
         return self._config
 
     @property
@@ -228,6 +229,7 @@ class SqlService:
         self._components.append(component)
 
     def detach(self, component: Component) -> None:
+        """Stop reporting on ``component`` (a ``StateManager`` detaches itself on close)."""
         with contextlib.suppress(ValueError):
             self._components.remove(component)
 

@@ -96,10 +96,12 @@ class AppState:
 
     @property
     def can_undo(self) -> bool:
+        """Whether ``undo()`` has a change to take back."""
         return bool(self.undo_stack)
 
     @property
     def can_redo(self) -> bool:
+        """Whether ``redo()`` has a change to re-apply."""
         return bool(self.redo_stack)
 
     def collection(self, name: str) -> immutables.Map[str, Any]:

@@ -96,6 +96,8 @@ class EntityRemove(StateDelta):
 
 @dataclass(frozen=True)
 class KnowledgeBaseAdd(EntityAdd):
+    """Adds a knowledge base whose id does not exist yet."""
+
     event_name = "KnowledgeBaseAdded"
     collection = "knowledge_bases"
     entity_type = KnowledgeBase
@@ -108,6 +110,8 @@ class KnowledgeBaseAdd(EntityAdd):
 
 @dataclass(frozen=True)
 class KnowledgeBaseUpdate(EntityUpdate):
+    """Replaces the knowledge base with the same id."""
+
     event_name = "KnowledgeBaseUpdated"
     collection = "knowledge_bases"
     entity_type = KnowledgeBase
@@ -120,6 +124,8 @@ class KnowledgeBaseUpdate(EntityUpdate):
 
 @dataclass(frozen=True)
 class KnowledgeBaseRemove(EntityRemove):
+    """Removes the knowledge base with this id."""
+
     event_name = "KnowledgeBaseRemoved"
     collection = "knowledge_bases"
     entity_type = KnowledgeBase
@@ -127,6 +133,8 @@ class KnowledgeBaseRemove(EntityRemove):
 
 @dataclass(frozen=True)
 class ToolAdd(EntityAdd):
+    """Adds a tool whose id does not exist yet."""
+
     event_name = "ToolAdded"
     collection = "tools"
     entity_type = Tool
@@ -139,6 +147,8 @@ class ToolAdd(EntityAdd):
 
 @dataclass(frozen=True)
 class ToolUpdate(EntityUpdate):
+    """Replaces the tool with the same id."""
+
     event_name = "ToolUpdated"
     collection = "tools"
     entity_type = Tool
@@ -151,6 +161,8 @@ class ToolUpdate(EntityUpdate):
 
 @dataclass(frozen=True)
 class ToolRemove(EntityRemove):
+    """Removes the tool with this id."""
+
     event_name = "ToolRemoved"
     collection = "tools"
     entity_type = Tool
@@ -158,6 +170,8 @@ class ToolRemove(EntityRemove):
 
 @dataclass(frozen=True)
 class PipelineAdd(EntityAdd):
+    """Adds a pipeline whose id does not exist yet."""
+
     event_name = "PipelineAdded"
     collection = "pipelines"
     entity_type = Pipeline
@@ -170,6 +184,8 @@ class PipelineAdd(EntityAdd):
 
 @dataclass(frozen=True)
 class PipelineUpdate(EntityUpdate):
+    """Replaces the pipeline with the same id."""
+
     event_name = "PipelineUpdated"
     collection = "pipelines"
     entity_type = Pipeline
@@ -182,6 +198,8 @@ class PipelineUpdate(EntityUpdate):
 
 @dataclass(frozen=True)
 class PipelineRemove(EntityRemove):
+    """Removes the pipeline with this id."""
+
     event_name = "PipelineRemoved"
     collection = "pipelines"
     entity_type = Pipeline
@@ -189,6 +207,8 @@ class PipelineRemove(EntityRemove):
 
 @dataclass(frozen=True)
 class ScheduleAdd(EntityAdd):
+    """Adds a schedule whose id does not exist yet."""
+
     event_name = "ScheduleAdded"
     collection = "schedules"
     entity_type = Schedule
@@ -201,6 +221,8 @@ class ScheduleAdd(EntityAdd):
 
 @dataclass(frozen=True)
 class ScheduleUpdate(EntityUpdate):
+    """Replaces the schedule with the same id."""
+
     event_name = "ScheduleUpdated"
     collection = "schedules"
     entity_type = Schedule
@@ -213,6 +235,8 @@ class ScheduleUpdate(EntityUpdate):
 
 @dataclass(frozen=True)
 class ScheduleRemove(EntityRemove):
+    """Removes the schedule with this id."""
+
     event_name = "ScheduleRemoved"
     collection = "schedules"
     entity_type = Schedule
@@ -220,6 +244,8 @@ class ScheduleRemove(EntityRemove):
 
 @dataclass(frozen=True)
 class FlowAdd(EntityAdd):
+    """Adds a flow whose id does not exist yet."""
+
     event_name = "FlowAdded"
     collection = "flows"
     entity_type = Flow
@@ -232,6 +258,8 @@ class FlowAdd(EntityAdd):
 
 @dataclass(frozen=True)
 class FlowUpdate(EntityUpdate):
+    """Replaces the flow with the same id."""
+
     event_name = "FlowUpdated"
     collection = "flows"
     entity_type = Flow
@@ -244,6 +272,8 @@ class FlowUpdate(EntityUpdate):
 
 @dataclass(frozen=True)
 class FlowRemove(EntityRemove):
+    """Removes the flow with this id."""
+
     event_name = "FlowRemoved"
     collection = "flows"
     entity_type = Flow
