@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from ..database import Database, Transaction
+from ..database import Database
 from ..errors import PoolClosed, StoreError
 from ..events import EventStore, RecordedEvent
 from .app_state import COLLECTIONS, AppState
@@ -109,17 +111,23 @@ def _row(table: str, entity: Entity) -> tuple[Any, ...]:
     return tuple(row)
 
 
-async def project_delta(tx: Transaction, delta: StateDelta) -> None:
-    """Write what ``delta`` changes into the app_meta tables (idempotent)."""
+def projection_ops(delta: StateDelta) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements that write what ``delta`` changes into the app_meta tables (idempotent
+    upserts and deletes). Logs, metrics and errors live in the state only: none."""
     if isinstance(delta, EntityAdd | EntityUpdate):
-        await tx.execute(_UPSERT[delta.collection], _row(delta.collection, delta.entity))
-    elif isinstance(delta, EntityRemove):
-        await tx.execute(_DELETE[delta.collection], (delta.id,))
-    elif isinstance(delta, SettingSet):
-        await tx.execute(_SET_SETTING, (delta.key, json.dumps(delta.value, ensure_ascii=False)))
-    elif isinstance(delta, SettingDelete):
-        await tx.execute("DELETE FROM settings WHERE key = ?", (delta.key,))
-    # Logs, metrics and errors live in the state only.
+        return [(_UPSERT[delta.collection], _row(delta.collection, delta.entity))]
+    if isinstance(delta, EntityRemove):
+        return [(_DELETE[delta.collection], (delta.id,))]
+    if isinstance(delta, SettingSet):
+        return [(_SET_SETTING, (delta.key, json.dumps(delta.value, ensure_ascii=False)))]
+    if isinstance(delta, SettingDelete):
+        return [("DELETE FROM settings WHERE key = ?", (delta.key,))]
+    return []
+
+
+def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -> None:
+    for sql, parameters in ops:
+        conn.execute(sql, parameters)
 
 
 class Projector:
@@ -211,11 +219,15 @@ class Projector:
                 break
         if not events:
             return False
-        async with self._app.transaction() as tx:
-            for event in events:
-                delta, _ = delta_from_event(event.type, event.data)
-                await project_delta(tx, delta)
-            await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, events[-1].version))
+        ops = [
+            op
+            for event in events
+            for op in projection_ops(delta_from_event(event.type, event.data)[0])
+        ]
+        ops.append((_SET_CHECKPOINT, (CHECKPOINT, events[-1].version)))
+        # The batch and its checkpoint: one job of the app_meta writer, so one transaction
+        # (group-committed with other writes) and one hop to the writer's thread.
+        await self._app.run_in_transaction(functools.partial(_run_ops, ops), "projection")
         self._position = events[-1].version
         self.last_error = None
         self._signal_progress()
