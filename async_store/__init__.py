@@ -2,7 +2,7 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config
+    errors, config, _clock, _futures, _json
       → _connection, _shield, statistics
         → _readers, _writer, _queries → database
           → migrations, events, repositories, backup, health, logsinks

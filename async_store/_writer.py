@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from ._connection import Connection, rollback_if_open
+from ._futures import fail, resolve
 from ._shield import finish
 from .config import DatabaseConfig
 from .errors import DatabaseBusy, PoolClosed, PoolTimeout, StoreError, translate
@@ -237,9 +238,9 @@ class Writer:
         while self._backlog or not self._queue.empty():
             job = self._backlog.popleft() if self._backlog else self._queue.get_nowait()
             if isinstance(job, _StatementJob | _ExclusiveJob):
-                _set_error(job.future, error)
+                fail(job.future, error)
             elif job is not None:
-                _set_error(job.granted, error)
+                fail(job.granted, error)
 
     def _take(self, kind: type[_J]) -> _J | None:
         """Pop the next queued job if it is a ``kind``; otherwise leave it at the head."""
@@ -268,9 +269,9 @@ class Writer:
         try:
             result = await self._connection.run(functools.partial(_without_cursor, job.fn))
         except Exception as exc:
-            _set_error(job.future, translate(exc, database=self._name), cause=exc)
+            fail(job.future, translate(exc, database=self._name), cause=exc)
         else:
-            _set_result(job.future, result)
+            resolve(job.future, result)
 
     async def _serve_statements(self, first: _StatementJob) -> None:
         """A batch of statement jobs only: BEGIN, every job, COMMIT in one hop."""
@@ -293,10 +294,10 @@ class Writer:
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome.error is None:
                 committed += 1
-                _set_result(job.future, outcome.value)
+                resolve(job.future, outcome.value)
             else:
                 error = translate(outcome.error, database=self._name, sql=job.sql)
-                _set_error(job.future, error, cause=outcome.error)
+                fail(job.future, error, cause=outcome.error)
         self._counters.record_batch(committed, len(jobs) - committed)
 
     async def _serve_transactions(self, first: TransactionLease) -> None:
@@ -312,7 +313,7 @@ class Writer:
                 lambda conn: begin_immediate(conn, retries, backoff, counters, self._describe)
             )
         except Exception as exc:
-            _set_error(first.granted, translate(exc, database=self._name), cause=exc)
+            fail(first.granted, translate(exc, database=self._name), cause=exc)
             return
         deadline = time.monotonic() + self._config.max_batch_duration
         room = self._config.max_batch_size
@@ -337,7 +338,7 @@ class Writer:
                         else:
                             failed += 1
                             error = translate(outcome.error, database=self._name, sql=statement.sql)
-                            _set_error(statement.future, error, cause=outcome.error)
+                            fail(statement.future, error, cause=outcome.error)
                 if len(kept) + failed >= room or time.monotonic() >= deadline:
                     break
                 job = self._take(TransactionLease) or self._take(_StatementJob)
@@ -345,14 +346,14 @@ class Writer:
         except BaseException as exc:
             await self._abort([future for future, _ in kept], exc)
             for lease in leases:
-                _set_result(lease.committed, None)
+                resolve(lease.committed, None)
             if not isinstance(exc, Exception):
                 raise
             return
         for future, value in kept:
-            _set_result(future, value)
+            resolve(future, value)
         for lease in leases:
-            _set_result(lease.committed, None)
+            resolve(lease.committed, None)
         self._counters.record_batch(len(kept), failed)
 
     async def _serve_lease(self, lease: TransactionLease) -> bool:
@@ -380,7 +381,7 @@ class Writer:
                 f"{error} (the group commit of {len(futures)} transaction(s) was rolled back)"
             )
         for future in futures:
-            _set_error(future, error, cause=cause)
+            fail(future, error, cause=cause)
         self._counters.record_batch(0, len(futures))
 
     # -- closing ---------------------------------------------------------------------------
@@ -403,27 +404,6 @@ def _abandoned(job: _Job | None) -> bool:
     if job is None:
         return False
     return job.future.cancelled()
-
-
-def _set_result(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_error(
-    future: asyncio.Future[Any], error: BaseException, cause: BaseException | None = None
-) -> None:
-    if cause is not None and cause is not error:
-        error.__cause__ = cause
-    if not future.done():
-        future.set_exception(error)
-        # Its caller may be gone (cancelled); don't report the error as never retrieved.
-        future.add_done_callback(_retrieve)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 # -- functions that run on the writer's thread ----------------------------------------------

@@ -17,9 +17,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from ._clock import utc_now as _now
 from ._json import JsonInput, encode_json
 from .database import Database, Transaction
 from .errors import ConcurrencyError, PoolClosed, QueryError
@@ -179,10 +179,6 @@ def content_hash(
     """SHA-256 over every stored column but the position (hex)."""
     material = json.dumps([event_id, stream_id, version, type_, data, metadata, recorded_at])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _describe(expected: ExpectedVersion) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from ._clock import format_utc
+from ._clock import utc_now as _now
 from ._json import JsonInput, encode_json
 from .database import Database
 from .errors import QueryError
@@ -49,10 +51,6 @@ def _utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise QueryError(f"{what} is not valid UTF-8 text: {exc.reason} at {exc.start}") from None
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,9 +478,7 @@ class PipelineRunRepository:
         moment = now or datetime.now(UTC)
         if moment.tzinfo is None:
             raise QueryError("now must be timezone-aware (run times are stored in UTC)")
-        cutoff = (moment.astimezone(UTC) - timedelta(seconds=silent_for)).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ"
-        )
+        cutoff = format_utc(moment - timedelta(seconds=silent_for))
         rows = await self._db.fetch_all(
             f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE status = 'running'"
             " AND coalesce(heartbeat_at, started_at) <= ? ORDER BY started_at",

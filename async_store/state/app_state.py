@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import immutables
 
+from .._clock import utc_now as _now
 from .._json import encode_json, freeze, thaw
 from ..errors import EntityExists, EntityInUse, EntityNotFound, InvalidDelta, QueryError
 from .deltas import (
@@ -167,10 +167,6 @@ class Change:
     metadata: dict[str, Any] | None
     data_json: str | None = None
     """``data`` encoded (set by ``decide``, so the event store need not encode it again)."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _refs_of(entity: Entity) -> list[str]:

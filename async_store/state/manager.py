@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
+from .._futures import fail, resolve
 from .._shield import finish
 from ..database import Database
 from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
@@ -353,7 +354,7 @@ class StateManager:
                 while not self._queue.empty():
                     message = self._queue.get_nowait()
                     if isinstance(message, _Message):
-                        _fail(message.future, closed)
+                        fail(message.future, closed)
                 return
             failure = exc
             log.error("the state manager's consumer died", exc_info=exc)
@@ -361,12 +362,12 @@ class StateManager:
         error = StateManagerClosed("the state manager's consumer stopped")
         error.__cause__ = failure
         for taken in self._in_flight:
-            _fail(taken.future, error)
+            fail(taken.future, error)
         self._in_flight = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
             if isinstance(message, _Message):
-                _fail(message.future, error)
+                fail(message.future, error)
         for subscriber in self._subscribers:
             subscriber.end()
 
@@ -376,7 +377,7 @@ class StateManager:
         flushes: list[_Message] = []
         for message in messages:
             if message.abandoned:
-                _fail(message.future, asyncio.CancelledError())
+                fail(message.future, asyncio.CancelledError())
                 continue
             if message.kind == "flush":
                 flushes.append(message)
@@ -384,17 +385,17 @@ class StateManager:
             try:
                 change = self._decide(working, message)
             except InvalidDelta as exc:
-                _fail(message.future, exc)
+                fail(message.future, exc)
                 continue
             if change is None:
-                _resolve(message.future, False)
+                resolve(message.future, False)
                 continue
             working = apply(working, change, self._limits)
             accepted.append(_Accepted(message, change, working.version))
         if accepted:
             await self._commit(accepted, working)
         for message in flushes:
-            _resolve(message.future, self._state.version)
+            resolve(message.future, self._state.version)
 
     def _decide(self, state: AppState, message: _Message) -> Change | None:
         if message.kind == "delta":
@@ -424,21 +425,21 @@ class StateManager:
         except ConcurrencyError as exc:
             # Another process appended to the log: this batch did not happen; catch up.
             for item in accepted:
-                _fail(item.message.future, exc)
+                fail(item.message.future, exc)
             self._state = await self._load()
             return
         except StoreError as exc:
             for item in accepted:
-                _fail(item.message.future, exc)
+                fail(item.message.future, exc)
             return
         if cancelled and (append.cancelled() or append.exception() is not None):
             raise asyncio.CancelledError
         self._state = working
         for item in accepted:
             if item.message.kind == "delta":
-                _resolve(item.message.future, item.version)
+                resolve(item.message.future, item.version)
             else:
-                _resolve(item.message.future, True)
+                resolve(item.message.future, True)
             for subscriber in list(self._subscribers):
                 if not subscriber.offer((item.version, item.change.delta)):
                     self._subscribers.discard(subscriber)
@@ -477,26 +478,6 @@ def _encoded(change: Change) -> EncodedEvent:
     data = change.data_json if change.data_json is not None else json.dumps(change.data)
     metadata = None if change.metadata is None else json.dumps(change.metadata)
     return EncodedEvent(change.event_type, data, metadata)
-
-
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(error, asyncio.CancelledError):
-        future.cancel()
-        return
-    future.set_exception(error)
-    future.add_done_callback(_retrieved)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class _Subscriber:
