@@ -17,11 +17,8 @@ recovery after a recovered crash is covered too.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 import re
-import signal
 import sys
 import textwrap
 from collections import defaultdict
@@ -31,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from async_store import NewEvent, SqlConfig, SqlService
+from tests.faults._kill import kill_after_acks
 
 APPENDER = textwrap.dedent(
     """
@@ -82,43 +80,11 @@ async def run_until_killed(directory: Path, generation: str, tasks: int, acks: i
     """Start an appender process, SIGKILL it after ``acks`` acknowledgements, and return every
     acknowledgement it managed to write (those read before the kill and those still in the
     pipe)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        APPENDER,
-        str(directory),
-        generation,
-        str(tasks),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    lines = await kill_after_acks(
+        [sys.executable, "-c", APPENDER, str(directory), generation, str(tasks)], acks
     )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    lines: list[bytes] = []
-    try:
-        async with asyncio.timeout(60):
-            ready = await process.stdout.readline()
-            if ready != b"ready\n":
-                raise AssertionError(f"the appender did not start: {await process.stderr.read()!r}")
-            while len(lines) < acks:
-                line = await process.stdout.readline()
-                if not line.endswith(b"\n"):
-                    raise AssertionError(f"the appender died: {await process.stderr.read()!r}")
-                lines.append(line)
-            os.kill(process.pid, signal.SIGKILL)
-            rest = await process.stdout.read()
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == -signal.SIGKILL
-    # A line cut short by the kill was never fully written: only complete lines count.
-    lines += rest.splitlines(keepends=True)
     parsed: list[Ack] = []
     for line in lines:
-        if not line.endswith(b"\n"):
-            continue
         match = ACK.fullmatch(line.decode().rstrip("\n"))
         assert match is not None, line
         parsed.append(

@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -70,6 +68,7 @@ from async_store.state import (
 from async_store.state import manager as manager_module
 from async_store.state.app_state import Change, Limits, apply_event
 from async_store.state.app_state import apply as real_apply
+from tests.faults._kill import kill_after_acks
 from tests.test_state_manager import (
     SEED,
     assert_projected,
@@ -451,37 +450,10 @@ async def worker(directory: Path) -> None:
 async def run_worker_until_killed(directory: Path, acks: int) -> list[dict[str, Any]]:
     """Start the worker, SIGKILL it after ``acks`` acknowledgements, return every complete
     acknowledgement it wrote (read before the kill or still in the pipe)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.faults.test_state_faults",
-        str(directory),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    lines = await kill_after_acks(
+        [sys.executable, "-m", "tests.faults.test_state_faults", str(directory)], acks, cwd=REPO
     )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    lines: list[bytes] = []
-    try:
-        async with asyncio.timeout(60):
-            ready = await process.stdout.readline()
-            if ready != b"ready\n":
-                raise AssertionError(f"the worker did not start: {await process.stderr.read()!r}")
-            while len(lines) < acks:
-                line = await process.stdout.readline()
-                if not line.endswith(b"\n"):
-                    raise AssertionError(f"the worker died: {await process.stderr.read()!r}")
-                lines.append(line)
-            os.kill(process.pid, signal.SIGKILL)
-            lines += (await process.stdout.read()).splitlines(keepends=True)
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == -signal.SIGKILL
-    return [json.loads(line) for line in lines if line.endswith(b"\n")]
+    return [json.loads(line) for line in lines]
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
