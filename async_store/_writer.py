@@ -44,14 +44,21 @@ _SQLITE_LOCKED = 6
 
 
 class _StatementJob:
-    __slots__ = ("fn", "future", "sql", "waiting")
+    __slots__ = ("atomic", "fn", "future", "sql", "waiting")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], sql: str, future: asyncio.Future[Any]
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        sql: str,
+        future: asyncio.Future[Any],
+        atomic: bool,
     ) -> None:
         self.fn = fn
         self.sql = sql
         self.future = future
+        self.atomic = atomic
+        """``fn`` changes the database with one statement at most, so when it fails there is
+        nothing of it to undo: it needs no savepoint of its own in a group commit."""
         self.waiting = False
 
 
@@ -139,12 +146,15 @@ class Writer:
 
     # -- submitting work -------------------------------------------------------------------
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], sql: str, *, atomic: bool = False
+    ) -> T:
         """Run ``fn`` as one transaction of a group commit; return once it is committed.
+        ``atomic``: ``fn`` writes with one statement at most (see ``_StatementJob.atomic``).
 
         Cancelling the caller after the job reached the writer's thread does not undo it."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        job = _StatementJob(fn, sql, future)
+        job = _StatementJob(fn, sql, future, atomic)
         await self._enqueue(job)
         try:
             return await future
@@ -450,9 +460,18 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def _run_jobs(conn: sqlite3.Connection, jobs: list[_StatementJob]) -> list[_Outcome[Any]]:
-    """Run each job in its own savepoint inside the open transaction."""
+    """Run each job in its own savepoint inside the open transaction (an atomic job needs
+    none: SQLite undoes a failing statement by itself)."""
     outcomes: list[_Outcome[Any]] = []
     for job in jobs:
+        if job.atomic:
+            try:
+                outcomes.append(_Outcome(job.fn(conn)))
+            except Exception as exc:
+                if not conn.in_transaction:
+                    raise _BatchFailed(exc, job.sql) from exc
+                outcomes.append(_Outcome(error=exc))
+            continue
         conn.execute("SAVEPOINT async_store_job")
         try:
             value = job.fn(conn)

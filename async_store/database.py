@@ -164,13 +164,15 @@ class Database(QueryMethods):
         finally:
             self.metrics.record("read", time.perf_counter() - started)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], sql: str, *, atomic: bool = False
+    ) -> T:
         tx = self._current.get()
         if tx is not None and tx._active:
             return await tx._write(fn, sql)
         started = time.perf_counter()
         try:
-            return await self._open_parts()[0].run(fn, sql)
+            return await self._open_parts()[0].run(fn, sql, atomic=atomic)
         except StoreError as exc:
             self.metrics.count_error(exc)
             raise
@@ -210,13 +212,19 @@ class Database(QueryMethods):
         query in the block (inside a transaction: the transaction itself)."""
         return _ReadContext(self)
 
-    async def run_in_transaction(self, fn: Callable[[sqlite3.Connection], T], label: str) -> T:
+    async def run_in_transaction(
+        self, fn: Callable[[sqlite3.Connection], T], label: str, *, atomic: bool = False
+    ) -> T:
         """Run ``fn(sqlite3_connection)`` on the writer's thread as one transaction of a group
         commit (inside ``transaction()``: as part of it) and return its result once committed.
         An exception from ``fn`` rolls back its work alone and is raised, translated; ``label``
         names the work in error messages. For storage code built on the pool (the event store,
-        repositories); ``fn`` must not manage transactions itself."""
-        return await self._write(fn, label)
+        repositories); ``fn`` must not manage transactions itself.
+
+        ``atomic=True`` promises that ``fn`` changes the database with one statement at most
+        (reads before it are fine), so a failure leaves nothing to undo; the group commit then
+        spares it the savepoint it would otherwise open around ``fn``."""
+        return await self._write(fn, label, atomic=atomic)
 
     async def run_in_reader(self, fn: Callable[[sqlite3.Connection], T], label: str) -> T:
         """Run ``fn(sqlite3_connection)`` on a reader (inside ``transaction()``: on the

@@ -14,12 +14,12 @@ import hashlib
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ._clock import utc_now as _now
+from ._ids import new_id
 from ._json import JsonInput, encode_json
 from .database import Database, Transaction
 from .errors import ConcurrencyError, PoolClosed, QueryError
@@ -64,7 +64,7 @@ ExpectedVersion: TypeAlias = int | StreamState
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append. ``event_id`` (a UUID string) makes a retried append idempotent;
-    one is generated when absent."""
+    one is generated when absent (a time-ordered UUIDv7)."""
 
     type: str
     data: JsonInput
@@ -147,7 +147,7 @@ class _Prepared:
     def __init__(self, event: NewEvent | EncodedEvent, recorded_at: str) -> None:
         self.type = _check_text(event.type, "an event type")
         self.event_id = (
-            str(uuid.uuid4()) if event.event_id is None else _check_text(event.event_id, "event_id")
+            new_id() if event.event_id is None else _check_text(event.event_id, "event_id")
         )
         if isinstance(event, EncodedEvent):
             self.data: str = event.data_json
@@ -240,10 +240,14 @@ class EventStore:
         ids = [e.event_id for _, events, _ in prepared for e in events]
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
+        # One stream and few enough events for one INSERT: a failure leaves nothing behind, so
+        # the group commit needs no savepoint around it.
+        atomic = len(prepared) == 1 and len(ids) <= _ROWS_PER_INSERT
         started = time.perf_counter()
         results = await self._db.run_in_transaction(
             lambda conn: [_append(conn, s, events, expected) for s, events, expected in prepared],
             "append",
+            atomic=atomic,
         )
         self._db.metrics.record("append", time.perf_counter() - started)
         self._notify()
@@ -505,24 +509,38 @@ def _append(
         raise ConcurrencyError(
             f"stream {stream_id!r}: expected {_describe(expected)}, but it is at version {current}"
         )
+    rows = [
+        (
+            event.event_id,
+            stream_id,
+            version,
+            event.type,
+            event.data,
+            event.metadata,
+            event.recorded_at,
+            event.content_hash(stream_id, version),
+        )
+        for version, event in enumerate(events, start=current + 1)
+    ]
     position = 0
-    for version, event in enumerate(events, start=current + 1):
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
         cursor = conn.execute(
-            "INSERT INTO events(event_id, stream_id, version, type, data, metadata, recorded_at,"
-            " content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.event_id,
-                stream_id,
-                version,
-                event.type,
-                event.data,
-                event.metadata,
-                event.recorded_at,
-                event.content_hash(stream_id, version),
-            ),
+            _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(chunk)),
+            [value for row in chunk for value in row],
         )
         position = cursor.lastrowid or 0
     return AppendResult(stream_id, current + 1, current + len(events), position)
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events(event_id, stream_id, version, type, data, metadata, recorded_at,"
+    " content_hash) VALUES "
+)
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 100
+"""Events written by one multi-row INSERT (8 parameters each: within SQLite's oldest limit of
+999 parameters per statement). An append of up to this many events is one statement."""
 
 
 def _matches(expected: ExpectedVersion, current: int) -> bool:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from . import _ids
 from ._clock import format_utc
 from ._clock import utc_now as _now
 from ._json import JsonInput, encode_json
@@ -195,7 +195,7 @@ class DocumentRepository:
         digest = content_hash(raw)
         size = len(raw)
         meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
-        new_id = document_id or str(uuid.uuid4())
+        new_id = document_id or _ids.new_id()
         # Rows are built for a new document; a replaced one (rare) gets its id swapped in.
         prepared = [_chunk_row(new_id, kb_id, i, c) for i, c in enumerate(chunks)]
 
@@ -384,9 +384,7 @@ class PipelineRunRepository:
     async def start(self, pipeline_id: str, *, run_id: str | None = None) -> PipelineRun:
         """Record a run as started (``running``) now. The pipeline must exist."""
         now = _now()
-        run = PipelineRun(
-            run_id or str(uuid.uuid4()), pipeline_id, "running", now, None, {}, None, now
-        )
+        run = PipelineRun(run_id or _ids.new_id(), pipeline_id, "running", now, None, {}, None, now)
         await self._db.execute(
             "INSERT INTO pipeline_runs(id, pipeline_id, status, started_at, stats, heartbeat_at)"
             " VALUES (?, ?, 'running', ?, '{}', ?)",

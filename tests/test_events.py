@@ -34,6 +34,7 @@ from async_store import (
     STREAM_EXISTS,
     AppendResult,
     ConcurrencyError,
+    EncodedEvent,
     EventStore,
     ExpectedVersion,
     JsonInput,
@@ -335,6 +336,42 @@ async def test_concurrent_appends_at_the_same_expected_version_one_wins(
     ids = await stored_ids(sql)
     for i, pair in enumerate(contenders):
         assert set(pair) <= ids if i == winners[0] else not set(pair) & ids
+
+
+@pytest.mark.parametrize("events", [1, 3, 150], ids=["one-event", "three-events", "150-events"])
+async def test_a_failing_append_in_a_group_commit_leaves_nothing_and_fails_alone(
+    sql: SqlService, events: int
+) -> None:
+    """Appends of one INSERT statement run without a savepoint of their own; longer ones keep
+    it. Either way the append whose last event the database refuses (invalid JSON) writes
+    nothing, and the appends committed with it are kept."""
+    bad = [tick(n) for n in range(events - 1)] + [EncodedEvent("Ticked", "{not json")]
+
+    outcomes = await asyncio.gather(
+        *(sql.event_store.append(f"good-{n}", [tick(n)]) for n in range(10)),
+        sql.event_store.append("bad", bad),
+        *(sql.event_store.append(f"good-{n}", [tick(n)]) for n in range(10, 20)),
+        return_exceptions=True,
+    )
+
+    errors = [o for o in outcomes if not isinstance(o, AppendResult)]
+    assert len(errors) == 1, outcomes
+    assert isinstance(errors[0], StoreError), outcomes
+    assert await count_events(sql, "bad") == 0
+    assert await count_events(sql) == 20
+    assert (await sql.event_store.verify_events()).ok
+
+
+async def test_generated_event_ids_are_uuid7_in_time_order(sql: SqlService) -> None:
+    first = await sql.event_store.append("ids", [tick(n) for n in range(3)])
+    await asyncio.sleep(0.002)  # a later millisecond: the id's time prefix must grow
+    await sql.event_store.append("ids", [tick(3)], expected_version=first.last_version)
+
+    events = await collect(sql.event_store.read_stream("ids"))
+    ids = [uuid.UUID(e.event_id) for e in events]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids), ids
+    assert len(set(ids)) == 4
+    assert str(ids[3]) > max(str(u) for u in ids[:3]), "ids of a later moment sort after"
 
 
 # -- idempotency ----------------------------------------------------------------------------
