@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _ids
 from ._clock import format_utc
@@ -43,14 +43,36 @@ RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 def content_hash(data: str | bytes) -> str:
     """Lowercase hex SHA-256 of ``data`` (text is hashed as UTF-8). Raises :class:`QueryError`
     for text that is not valid UTF-8 (a lone surrogate)."""
-    return hashlib.sha256(_utf8(data, "content") if isinstance(data, str) else data).hexdigest()
+    return _digest(data, "content")[0]
 
 
-def _utf8(text: str, what: str) -> bytes:
+_SLICE = 1 << 16
+"""Characters of a long text encoded at a time while hashing it: a buffer this size is reused
+by the allocator, where encoding a document of megabytes whole maps fresh memory every time."""
+
+
+def _digest(data: str | bytes, what: str) -> tuple[str, int]:
+    """SHA-256 (hex) of ``data`` as UTF-8, and its size in bytes."""
+    if not isinstance(data, str):
+        return hashlib.sha256(data).hexdigest(), len(data)
+    if len(data) <= _SLICE:
+        raw = _utf8(data, what)
+        return hashlib.sha256(raw).hexdigest(), len(raw)
+    digest, size = hashlib.sha256(), 0
+    for start in range(0, len(data), _SLICE):
+        raw = _utf8(data[start : start + _SLICE], what, offset=start)
+        digest.update(raw)
+        size += len(raw)
+    return digest.hexdigest(), size
+
+
+def _utf8(text: str, what: str, *, offset: int = 0) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise QueryError(f"{what} is not valid UTF-8 text: {exc.reason} at {exc.start}") from None
+        raise QueryError(
+            f"{what} is not valid UTF-8 text: {exc.reason} at {offset + exc.start}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +213,11 @@ class DocumentRepository:
         other content is replaced: row updated, old chunks deleted and the new ones inserted,
         atomically (``replaced``). Otherwise a new document is created.
         """
-        raw = _utf8(content, f"document {title!r}") if isinstance(content, str) else content
-        digest = content_hash(raw)
-        size = len(raw)
+        digest, size = _digest(content, f"document {title!r}")
         meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
         new_id = document_id or _ids.new_id()
         # Rows are built for a new document; a replaced one (rare) gets its id swapped in.
-        prepared = [_chunk_row(new_id, kb_id, i, c) for i, c in enumerate(chunks)]
+        prepared = _chunk_rows(new_id, kb_id, chunks)
 
         def write(conn: sqlite3.Connection) -> IngestResult:
             same = conn.execute(
@@ -360,12 +380,37 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _chunk_rows(
+    document_id: str, kb_id: str, chunks: Sequence[str | ChunkInput]
+) -> list[tuple[Any, ...]]:
+    """The ``document_chunks`` rows of ``chunks``, in order."""
+    if all(type(chunk) is str for chunk in chunks):
+        # The common case, inlined: a 10,000-chunk ingest spends most of its own time here.
+        sha256, texts = hashlib.sha256, cast("Sequence[str]", chunks)
+        try:
+            return [
+                (
+                    document_id,
+                    kb_id,
+                    i,
+                    text,
+                    (len(text) + 3) // 4,
+                    sha256(text.encode()).hexdigest(),
+                    "{}",
+                )
+                for i, text in enumerate(texts)
+            ]
+        except UnicodeEncodeError:
+            pass  # the loop below names the chunk
+    return [_chunk_row(document_id, kb_id, i, chunk) for i, chunk in enumerate(chunks)]
+
+
 def _chunk_row(
     document_id: str, kb_id: str, index: int, chunk: str | ChunkInput
 ) -> tuple[Any, ...]:
-    if type(chunk) is str:  # the common case, kept cheap: a 10,000-chunk ingest does this often
+    if isinstance(chunk, str):
         digest = hashlib.sha256(_utf8(chunk, f"chunk {index}")).hexdigest()
-        return (document_id, kb_id, index, chunk, (len(chunk) + 3) // 4, digest, "{}")
+        return (document_id, kb_id, index, chunk, estimate_tokens(chunk), digest, "{}")
     if not isinstance(chunk, ChunkInput) or not isinstance(chunk.content, str):
         raise QueryError(
             f"chunk {index}: must be text or a ChunkInput with text, not {chunk!r:.60}"

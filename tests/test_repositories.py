@@ -387,6 +387,18 @@ async def test_changed_content_without_id_or_source_is_a_new_document(
             id="last-chunk-violates-check-after-old-chunks-deleted",
         ),
         pytest.param(
+            {"content": "x" * 150_000 + "\udc00" + "y" * 50_000},
+            QueryError,
+            True,
+            id="long-content-with-a-lone-surrogate",
+        ),
+        pytest.param(
+            {"chunks": ["fine", "also fine", "lone \ud800 surrogate"]},
+            QueryError,
+            True,
+            id="chunk-not-encodable",
+        ),
+        pytest.param(
             {"title": "lone surrogate \ud800"},
             QueryError,
             False,
@@ -407,8 +419,13 @@ async def test_a_replace_failing_half_way_keeps_the_old_document(
     before_counts = await table_counts(sql)
     arguments: dict[str, Any] = {"title": "v2", "content": "v2", "chunks": ["new"]}
 
-    with watch_writes(sql) as wrote, pytest.raises(error):
+    with watch_writes(sql) as wrote, pytest.raises(error) as raised:
         await docs.ingest("kb-1", document_id="doc", **(arguments | replacement))
+
+    if "content" in replacement:
+        assert "at 150000" in str(raised.value), "the position counts from the start"
+    if replacement.get("chunks", [""])[-1] == "lone \ud800 surrogate":
+        assert "chunk 2" in str(raised.value)
 
     assert not wrote.committed_change
     if refused_before_writing:
