@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: demo test lint types pytest bench clean
+.PHONY: demo test lint types pytest faults bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ pytest: $(STAMP)
 	$(BIN)/coverage report
 
 test: lint types pytest
+
+# The long fault runs: 200 crash-loop kills, 20 kills during migrations, 4 processes x 4000
+# writes, and every other fault test once more; figures summed from $(FAULTS_REPORT).
+FAULT_ROUNDS ?= 200
+FAULTS_REPORT := build/faults-report.jsonl
+faults: $(STAMP)
+	mkdir -p build
+	rm -f $(FAULTS_REPORT)
+	ASYNC_STORE_FAULT_ROUNDS=$(FAULT_ROUNDS) ASYNC_STORE_FAULT_REPORT=$(CURDIR)/$(FAULTS_REPORT) \
+		$(BIN)/python -m pytest -p no:cacheprovider tests/faults -q -rxX
+	$(BIN)/python -m tests.faults._workload summary $(FAULTS_REPORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
