@@ -372,7 +372,11 @@ def summary(report: Path) -> None:
         test = totals.setdefault(figures.pop("test"), {"runs": 0})
         test["runs"] += 1
         for figure, value in figures.items():
-            if isinstance(value, int) and not isinstance(value, bool) and figure not in ("seed", "lane"):
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and figure not in ("seed", "lane")
+            ):
                 test[figure] = test.get(figure, 0) + value
             elif isinstance(value, dict):
                 merged = test.setdefault(figure, {})
