@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
 from ._clock import utc_now as _now
@@ -176,9 +177,19 @@ def content_hash(
     metadata: str | None,
     recorded_at: str,
 ) -> str:
-    """SHA-256 over every stored column but the position (hex)."""
-    material = json.dumps([event_id, stream_id, version, type_, data, metadata, recorded_at])
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    """SHA-256 over every stored column but the position (hex): of the text
+    ``json.dumps([event_id, stream_id, version, type, data, metadata, recorded_at])``, written
+    out here with the same encoder (every append and every verified row pays for it)."""
+    meta = "null" if metadata is None else _json_text(metadata)
+    material = (
+        f"[{_json_text(event_id)}, {_json_text(stream_id)}, {int(version)}, {_json_text(type_)},"
+        f" {_json_text(data)}, {meta}, {_json_text(recorded_at)}]"
+    )
+    return hashlib.sha256(material.encode("ascii")).hexdigest()
+
+
+_json_text = encode_basestring_ascii
+"""A str as a JSON string literal, non-ASCII escaped: what ``json.dumps`` writes for it."""
 
 
 def _describe(expected: ExpectedVersion) -> str:

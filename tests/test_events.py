@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
+import json
 import math
 import re
 import sqlite3
@@ -46,6 +48,7 @@ from async_store import (
     SqlService,
     StoreError,
 )
+from async_store.events import content_hash
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
@@ -1114,6 +1117,22 @@ async def test_subscribe_from_a_position_skips_what_came_before(sql: SqlService)
 
 
 # -- verify_events and the append-only triggers ---------------------------------------------
+
+
+@given(
+    texts=st.lists(st.text(), min_size=6, max_size=6),
+    version=st.integers(min_value=1, max_value=2**62),
+    with_metadata=st.booleans(),
+)
+def test_content_hash_is_sha256_of_the_json_list_of_the_columns(
+    texts: list[str], version: int, with_metadata: bool
+) -> None:
+    """The stored hash keeps one definition, so rows written by any version verify."""
+    event_id, stream_id, type_, data, metadata, recorded_at = texts
+    meta = metadata if with_metadata else None
+    columns = [event_id, stream_id, version, type_, data, meta, recorded_at]
+    expected = hashlib.sha256(json.dumps(columns).encode("utf-8")).hexdigest()
+    assert content_hash(event_id, stream_id, version, type_, data, meta, recorded_at) == expected
 
 
 async def test_verify_events_on_a_clean_log(sql: SqlService) -> None:
