@@ -24,8 +24,10 @@ import pytest
 
 from async_store import (
     AppState,
+    ConcurrencyError,
     Database,
     InvalidDelta,
+    NewEvent,
     SqlConfig,
     SqlService,
     StateManager,
@@ -792,6 +794,28 @@ async def test_projection_equals_the_state_after_flush(any_config: SqlConfig) ->
         assert await manager.undo() is True
         await manager.flush()
         await assert_projected(sql, manager.read_state())
+
+
+async def test_changes_another_writer_appended_to_the_log_are_projected(sql: SqlService) -> None:
+    """The projector takes the manager's own changes from memory; a change that reached the
+    log another way (here: appended directly, as a second process would) leaves a gap in
+    that feed, and is read from the log, in order with the rest."""
+    async with running(sql) as manager:
+        await manager.mutate(SettingSet("theme", "dark"))
+        await manager.flush()
+        await sql.event_store.append(
+            STREAM,
+            [NewEvent("SettingSet.v1", {"key": "outside", "value": 1})],
+            expected_version=1,
+        )
+        with pytest.raises(ConcurrencyError):  # the manager learns of it, and reloads
+            await manager.mutate(SettingSet("theme", "light"))
+        assert manager.read_state().settings["outside"] == 1
+        version = await manager.mutate(SettingSet("theme", "light"))
+        assert version == 3
+        assert await manager.flush() == 3
+        await assert_projected(sql, manager.read_state())
+        assert set(manager.read_state().settings) == {"theme", "outside"}
 
 
 DOC_HASH = "0" * 64

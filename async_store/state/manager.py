@@ -423,10 +423,13 @@ class StateManager:
         except asyncio.CancelledError:
             cancelled = True
         except ConcurrencyError as exc:
-            # Another process appended to the log: this batch did not happen; catch up.
-            for item in accepted:
-                fail(item.message.future, exc)
-            self._state = await self._load()
+            # Another process appended to the log: this batch did not happen. Catch up before
+            # answering, so a caller that sees the error reads the state it lost to.
+            try:
+                self._state = await self._load()
+            finally:
+                for item in accepted:
+                    fail(item.message.future, exc)
             return
         except StoreError as exc:
             for item in accepted:
@@ -444,7 +447,8 @@ class StateManager:
                 if not subscriber.offer((item.version, item.change.delta)):
                     self._subscribers.discard(subscriber)
         if self._projector is not None:
-            self._projector.wake()
+            for item in accepted:
+                self._projector.feed(item.version, item.change.delta)
         self._maybe_snapshot()
         if cancelled:
             raise asyncio.CancelledError

@@ -10,6 +10,7 @@ deletes, so a batch applied twice leaves the same rows.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -20,7 +21,7 @@ from typing import Any
 
 from ..database import Database
 from ..errors import PoolClosed, StoreError
-from ..events import EventStore, RecordedEvent
+from ..events import EventStore
 from .app_state import COLLECTIONS, AppState
 from .deltas import (
     EntityAdd,
@@ -41,6 +42,9 @@ CHECKPOINT = "app_state"
 """The projector's row in ``projection_checkpoints``."""
 
 STREAM = "$app"
+
+_FEED_LIMIT = 10_000
+"""Committed changes kept in memory for the projector; past this it reads the log instead."""
 
 # Entity field → app_meta column, where they differ; JSON-typed fields are stored as JSON text.
 _JSON_FIELDS = {"metadata", "config", "definition", "steps"}
@@ -141,6 +145,7 @@ class Projector:
         self._batch_size = batch_size
         self._retry_delay = retry_delay
         self._position = 0
+        self._fed: collections.deque[tuple[int, StateDelta]] = collections.deque()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -168,6 +173,17 @@ class Projector:
 
     def wake(self) -> None:
         """New events may be waiting."""
+        self._wake.set()
+
+    def feed(self, version: int, delta: StateDelta) -> None:
+        """The change of ``version`` is committed to the log: project it from memory instead of
+        reading it back. Changes must come in version order; anything the feed misses (another
+        process's appends, a feed that overflowed while the projector was stuck) is read from
+        the log."""
+        fed = self._fed
+        if (fed and fed[-1][0] + 1 != version) or len(fed) >= _FEED_LIMIT:
+            fed.clear()
+        fed.append((version, delta))
         self._wake.set()
 
     async def wait_for(self, version: int) -> None:
@@ -210,28 +226,38 @@ class Projector:
         progress.set()
 
     async def _project_batch(self) -> bool:
-        events: list[RecordedEvent] = []
-        async for event in self._store.read_stream(
-            STREAM, self._position + 1, batch_size=self._batch_size
-        ):
-            events.append(event)
-            if len(events) >= self._batch_size:
-                break
-        if not events:
+        changes = self._take_fed() or await self._read_log()
+        if not changes:
             return False
-        ops = [
-            op
-            for event in events
-            for op in projection_ops(delta_from_event(event.type, event.data)[0])
-        ]
-        ops.append((_SET_CHECKPOINT, (CHECKPOINT, events[-1].version)))
+        ops = [op for _, delta in changes for op in projection_ops(delta)]
+        last = changes[-1][0]
+        ops.append((_SET_CHECKPOINT, (CHECKPOINT, last)))
         # The batch and its checkpoint: one job of the app_meta writer, so one transaction
         # (group-committed with other writes) and one hop to the writer's thread.
         await self._app.run_in_transaction(functools.partial(_run_ops, ops), "projection")
-        self._position = events[-1].version
+        self._position = last
         self.last_error = None
         self._signal_progress()
         return True
+
+    def _take_fed(self) -> list[tuple[int, StateDelta]]:
+        """The fed changes that follow the position without a gap, up to a batch."""
+        fed, position = self._fed, self._position
+        while fed and fed[0][0] <= position:
+            fed.popleft()
+        if not fed or fed[0][0] != position + 1:
+            return []
+        return [fed.popleft() for _ in range(min(len(fed), self._batch_size))]
+
+    async def _read_log(self) -> list[tuple[int, StateDelta]]:
+        changes: list[tuple[int, StateDelta]] = []
+        async for event in self._store.read_stream(
+            STREAM, self._position + 1, batch_size=self._batch_size
+        ):
+            changes.append((event.version, delta_from_event(event.type, event.data)[0]))
+            if len(changes) >= self._batch_size:
+                break
+        return changes
 
     async def rebuild(self, state: AppState) -> None:
         """Make the tables equal to ``state`` (upserting every entity and setting, deleting
