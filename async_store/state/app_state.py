@@ -9,9 +9,8 @@ reader holding an old state sees it unchanged. ``decide`` validates a delta agai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import immutables
@@ -237,11 +236,11 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
         text = encode_json(data, what)
     except QueryError as exc:
         raise InvalidDelta(str(exc)) from None
-    # Apply what the log will hold, decoded: the state then shares nothing mutable with the
-    # caller, and the live state is built exactly as a replay builds it.
-    stored = json.loads(text)
-    delta, before = delta_from_event(event_type, stored)
-    return Change(delta, before, event_type, stored, metadata, text)
+    # Apply what the log will hold, as a replay decodes it: encode_json refused anything that
+    # would not read back equal, and delta_from_event freezes copies of every dict and list,
+    # so the state shares nothing mutable with the caller and equals a replayed one.
+    delta, before = delta_from_event(event_type, data)
+    return Change(delta, before, event_type, data, metadata, text)
 
 
 def _check_entity(delta: StateDelta, entity: object) -> None:
@@ -294,7 +293,18 @@ def apply(state: AppState, change: Change, limits: Limits) -> AppState:
         updates["errors"] = ()
     if delta.undoable:
         updates.update(_history(state, change, version, limits))
-    return replace(state, **updates)
+    return _evolve(state, updates)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(AppState))
+
+
+def _evolve(state: AppState, updates: dict[str, Any]) -> AppState:
+    """``dataclasses.replace(state, **updates)`` at half the cost (one per mutation)."""
+    new = object.__new__(AppState)
+    for name in _STATE_FIELDS:
+        object.__setattr__(new, name, updates[name] if name in updates else getattr(state, name))
+    return new
 
 
 def apply_event(
