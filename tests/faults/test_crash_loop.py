@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,12 @@ def backups(root: Path) -> tuple[list[Path], list[Path]]:
     folders = sorted(root.glob("backup-*"))
     partial = [f for f in folders if f.name.endswith(".partial")]
     return [f for f in folders if f not in partial], partial
+
+
+def a_new_partial_backup(root: Path) -> Callable[[list[bytes]], bool]:
+    """A kill condition: a ``.partial`` folder appeared that was not there before."""
+    earlier = len(backups(root)[1])
+    return lambda _: len(backups(root)[1]) > earlier
 
 
 def split_rows(rows: list[sqlite3.Row]) -> dict[tuple[str, str], set[str]]:
@@ -165,19 +172,21 @@ async def test_acknowledged_work_survives_repeated_sigkill(tmp_path: Path, lane:
     root = tmp_path / "backups"
     acks = Acks()
     verified: set[Path] = set()
-    mid_backup = partial_left = 0
+    mid_backup = mid_backup_kills = partials = 0
     for generation in range(GENERATIONS):
         at_backup = rng.random() < 0.35
         mid_backup += at_backup
         lines = await kill_worker(
             worker_args("mixed", tmp_path, generation),
             rng.randint(10, 400),
-            until=(lambda _: bool(backups(root)[1])) if at_backup else None,
+            until=a_new_partial_backup(root) if at_backup else None,
         )
         parse_acks(lines, acks)
         figures = await check_after_kill(tmp_path, acks, verified)
         assert figures["lost"] == 0
-        partial_left = figures["partial_backups"]
+        # A kill that left a new .partial folder hit a backup in progress.
+        mid_backup_kills += figures["partial_backups"] > partials
+        partials = figures["partial_backups"]
 
     # The next backup works, and the command line verifies it (and refuses a .partial).
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
@@ -195,7 +204,7 @@ async def test_acknowledged_work_survives_repeated_sigkill(tmp_path: Path, lane:
         lane=lane,
         kills=GENERATIONS,
         kills_aimed_at_a_backup=mid_backup,
-        partial_backups_left=partial_left,
+        kills_during_a_backup=mid_backup_kills,
         backups_verified=len(verified) + 1,
         acknowledged=acks.count(),
         acknowledged_events=len(acks.events),
