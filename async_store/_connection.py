@@ -19,7 +19,14 @@ import aiosqlite
 from .config import DatabaseConfig
 from .errors import Interrupted, PragmaMismatch, translate
 
-__all__ = ["Connection", "Row", "open_connection", "rollback_if_open", "run_on_file"]
+__all__ = [
+    "MANAGED_PRAGMAS",
+    "Connection",
+    "Row",
+    "open_connection",
+    "rollback_if_open",
+    "run_on_file",
+]
 
 T = TypeVar("T")
 
@@ -28,6 +35,23 @@ Row = sqlite3.Row
 
 _SYNCHRONOUS_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _TEMP_STORE_MEMORY = 2
+
+MANAGED_PRAGMAS = frozenset(
+    {
+        "busy_timeout",
+        "journal_mode",
+        "synchronous",
+        "foreign_keys",
+        "cache_size",
+        "temp_store",
+        "mmap_size",
+        "wal_autocheckpoint",
+        "journal_size_limit",
+        "trusted_schema",
+        "query_only",
+    }
+)
+"""The PRAGMAs set and read back on every connection; a query may read them, not set them."""
 
 # trusted_schema=OFF keeps a tampered schema from calling functions with side effects. Before
 # SQLite 3.41 it also forbade json_valid() in CHECK constraints, which the schema relies on, so
@@ -173,6 +197,7 @@ def _configure(
         "trusted_schema": _TRUSTED_SCHEMA,
         "query_only": 1 if reader else 0,
     }
+    assert wanted.keys() == MANAGED_PRAGMAS
     # journal_mode first: WAL is a property of the file, and readers should find it set.
     for name, value in wanted.items():
         conn.execute(f"PRAGMA {name} = {value}").fetchall()
