@@ -7,6 +7,7 @@ the service: one database in MVP mode, or ``app_meta`` and ``events`` in product
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,7 +83,33 @@ class DatabaseConfig:
     10 000: enough for every task of a busy service, small enough to keep memory bounded."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"a database name must be a non-empty str, not {self.name!r:.60}")
         object.__setattr__(self, "path", _as_path(self.path, self.name))
+        for attr, limit in _INT_FIELDS.items():
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or abs(value) > limit:
+                raise ConfigError(
+                    f"{self.name}: {attr} must be an int of at most {limit}, not {value!r:.60}"
+                )
+        for attr in _SECONDS_FIELDS:
+            value = getattr(self, attr)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"{self.name}: {attr} must be a finite number of seconds, not {value!r:.60}"
+                )
+        # SQLite reads busy_timeout (milliseconds) as a 32-bit int.
+        _require(
+            self.busy_timeout * 1000 <= _INT32,
+            self.name,
+            "busy_timeout",
+            self.busy_timeout,
+            f"at most {_INT32 // 1000} seconds",
+        )
         if self.synchronous not in _SYNCHRONOUS:
             raise ConfigError(
                 f"{self.name}: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
@@ -129,6 +156,12 @@ class SqlConfig:
     """``events``: the event store, at ``synchronous=FULL``. ``None`` in MVP mode."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.app, DatabaseConfig):
+            raise ConfigError(f"app must be a DatabaseConfig, not {type(self.app).__name__}")
+        if self.events is not None and not isinstance(self.events, DatabaseConfig):
+            raise ConfigError(
+                f"events must be a DatabaseConfig or None, not {type(self.events).__name__}"
+            )
         if self.events is not None and _same_file(self.app.path, self.events.path):
             raise ConfigError(
                 f"production mode needs two files; app_meta and events are both {self.app.path}"
@@ -219,6 +252,23 @@ class SqlConfig:
         return (self.app,) if self.events is None else (self.app, self.events)
 
 
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+
+# Integer fields and the largest magnitude SQLite keeps: cache_size and wal_autocheckpoint are
+# read as 32-bit ints (a larger value reads back as 0), the others as 64-bit ones.
+_INT_FIELDS: dict[str, int] = {
+    "readers": _INT32,
+    "busy_retries": _INT32,
+    "cache_size_kib": _INT32,
+    "mmap_size": _INT64,
+    "wal_autocheckpoint": _INT32,
+    "journal_size_limit": _INT64,
+    "max_batch_size": _INT64,
+    "max_queued": _INT64,
+}
+_SECONDS_FIELDS = ("busy_timeout", "busy_backoff", "acquire_timeout", "max_batch_duration")
+
 _ENV_FIELDS: dict[str, Any] = {
     "readers": int,
     "busy_timeout": float,
@@ -252,6 +302,12 @@ def _as_path(value: object, name: str) -> Path:
 def _check_creatable(path: Path, name: str) -> None:
     """Refuse a path whose parent directory cannot exist or cannot be written, without creating
     anything: the nearest existing ancestor must be a writable directory."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name}: {path!r} cannot be encoded as a file name") from None
+    if "\x00" in str(path):
+        raise ConfigError(f"{name}: {path!r} holds a NUL character")
     if path.is_dir():
         raise ConfigError(f"{name}: {path} is a directory, not a database file")
     ancestor = path.absolute().parent
