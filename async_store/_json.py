@@ -25,7 +25,11 @@ def encode_json(value: object, what: str) -> str:
     infinities, non-string keys, tuples, sets, other objects. Raises :class:`QueryError`
     naming ``what`` and the path to the offending value."""
     _check_json(value, what, "$", 0)
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        # An int past Python's digit limit for str(): it could not be read back either.
+        raise QueryError(f"{what} is not JSON: {exc}") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -80,12 +84,15 @@ def _check_json(value: object, what: str, path: str, depth: int) -> None:
     if isinstance(value, dict) and kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise QueryError(f"{what} is not JSON: {path} has the non-string key {key!r}")
+                raise QueryError(
+                    f"{what} is not JSON: {path} has a non-string key (a {type(key).__name__})"
+                )
             _check_json(item, what, f"{path}.{key}", depth + 1)
         return
+    # The type, not the value: values may be secrets, and error messages end up in logs.
     raise QueryError(
-        f"{what} is not JSON: {path} is a {kind.__name__} ({value!r:.60}); use lists, str-keyed "
-        "dicts, str, int, float, bool and None"
+        f"{what} is not JSON: {path} is a {kind.__name__}; use lists, str-keyed dicts, str, int, "
+        "float, bool and None"
     )
 
 

@@ -194,6 +194,19 @@ def _check_references(state: AppState, entity: Entity) -> None:
 def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None = None) -> Change:
     """Validate ``delta`` against ``state``; return the change to store, or raise
     :class:`InvalidDelta` saying what is wrong and why. Never changes ``state``."""
+    try:
+        return _decide(state, delta, metadata)
+    except InvalidDelta:
+        raise
+    except Exception as exc:
+        # A delta built from values of the wrong type (an unhashable id, ...) is refused like
+        # any other invalid delta: the state manager's consumer must not die of it.
+        raise InvalidDelta(
+            f"{type(delta).__name__} was refused: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None) -> Change:
     before: Any = None
     if isinstance(delta, EntityAdd):
         _check_entity(delta, delta.entity)
@@ -207,6 +220,8 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
             raise EntityNotFound(f"{delta.entity.label} {delta.entity.id!r} does not exist")
         _check_references(state, delta.entity)
     elif isinstance(delta, EntityRemove):
+        if not isinstance(delta.id, str):
+            raise InvalidDelta(f"{type(delta).__name__}: an id is a str, not {type(delta.id)}")
         before = state.collection(delta.collection).get(delta.id)
         label = delta.entity_type.label
         if before is None:
@@ -223,7 +238,7 @@ def decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None =
         if delta.key in state.settings:
             before = {"value": state.settings[delta.key]}
     elif isinstance(delta, SettingDelete):
-        if delta.key not in state.settings:
+        if not isinstance(delta.key, str) or delta.key not in state.settings:
             raise EntityNotFound(f"setting {delta.key!r} does not exist")
         before = {"value": state.settings[delta.key]}
     elif isinstance(delta, LogAppend | MetricRecord | ErrorRecord):
@@ -255,15 +270,24 @@ def _stamped(
     delta: LogAppend | MetricRecord | ErrorRecord,
 ) -> LogAppend | MetricRecord | ErrorRecord:
     if isinstance(delta, LogAppend):
-        if not isinstance(delta.message, str) or not isinstance(delta.level, str):
-            raise InvalidDelta("a log entry needs a message and a level (strings)")
+        if not _all_str(delta.message, delta.level, delta.source):
+            raise InvalidDelta("a log entry needs a message, a level and a source (strings)")
     elif isinstance(delta, MetricRecord):
         value_ok = isinstance(delta.value, int | float) and not isinstance(delta.value, bool)
-        if not isinstance(delta.name, str) or not delta.name or not value_ok:
-            raise InvalidDelta(f"a metric needs a name and a number, got {delta!r}")
-    elif not isinstance(delta.message, str):
-        raise InvalidDelta("an error record needs a message (a string)")
+        labels_ok = isinstance(delta.labels, Mapping) and _all_str(
+            *delta.labels.keys(), *delta.labels.values()
+        )
+        if not isinstance(delta.name, str) or not delta.name or not value_ok or not labels_ok:
+            raise InvalidDelta("a metric needs a name and a number (and labels mapping str to str)")
+    elif not _all_str(delta.message, delta.source, delta.kind):
+        raise InvalidDelta("an error record needs a message, a source and a kind (strings)")
+    if delta.at is not None and not isinstance(delta.at, str):
+        raise InvalidDelta(f"{type(delta).__name__}: at is an ISO-8601 str or None")
     return delta if delta.at is not None else replace(delta, at=_now())
+
+
+def _all_str(*values: object) -> bool:
+    return all(isinstance(value, str) for value in values)
 
 
 def apply(state: AppState, change: Change, limits: Limits) -> AppState:

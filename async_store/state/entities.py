@@ -18,8 +18,20 @@ from ..errors import InvalidDelta
 __all__ = ["Entity", "Flow", "KnowledgeBase", "Pipeline", "Schedule", "Tool", "check_cron"]
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An int SQLite can store as an INTEGER (64-bit): a larger one would be accepted by the
+    state and then refused by the projection, stopping it for good."""
+    return isinstance(value, int) and not isinstance(value, bool) and value in _INT64
+
+
+def _describe(value: object, declared: str) -> str:
+    """What is wrong with a field's value, without quoting it (it may be a secret)."""
+    if "int" in declared and isinstance(value, int) and not isinstance(value, bool):
+        return "an int outside SQLite's 64-bit range"
+    return f"a {type(value).__name__}"
 
 
 _FIELD_TYPES: dict[str, Callable[[object], bool]] = {
@@ -65,7 +77,8 @@ class Entity:
             expected = _FIELD_TYPES.get(str(item.type))
             if expected is not None and not expected(value):
                 raise InvalidDelta(
-                    f"{self.label} {self.id!r}: {item.name} must be {item.type}, not {value!r}"
+                    f"{self.label} {self.id!r}: {item.name} must be {item.type}, not "
+                    f"{_describe(value, str(item.type))}"
                 )
 
     def to_json(self) -> dict[str, Any]:
