@@ -9,7 +9,8 @@
   restoring the append-only trigger), or by editing the bytes of the file: ``integrity_check``
   cannot see it; ``verify_events()`` names exactly that position.
 * **A torn WAL tail.** The files of a worker killed with SIGKILL (its WAL not checkpointed) are
-  copied and the events WAL is cut in the middle of its last commit frame, as a power loss
+  copied and the events WAL is cut in the middle of its last commit frame (once; 20 times,
+  after kills at seeded moments, in the long version), as a power loss
   during that write would leave it. That transaction never completed, so it must vanish whole:
   the service starts, ``integrity_check`` and ``verify_events()`` are ok, the log is exactly
   the intact copy's log without its last transaction, and it takes new appends.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import sqlite3
 import struct
@@ -45,10 +47,12 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from tests.faults._workload import cli, integrity, kill_worker, record, worker_args
+from tests.faults._workload import ROUNDS, SEED, cli, integrity, kill_worker, record, worker_args
 
 EVENTS = 600
 LOGS = 400
+TEARS = max(1, ROUNDS // 10)
+"""WALs torn, each after a worker killed at a seeded moment (20 in the long version)."""
 
 
 async def filled(directory: Path) -> Path:
@@ -260,9 +264,13 @@ def copy_data(source: Path, target: Path) -> Path:
     return target
 
 
-async def test_a_torn_wal_tail_loses_only_the_unfinished_transaction(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tear", [pytest.param(n, id=f"tear-{n}") for n in range(TEARS)])
+async def test_a_torn_wal_tail_loses_only_the_unfinished_transaction(
+    tmp_path: Path, tear: int
+) -> None:
     killed = tmp_path / "killed"
-    await kill_worker(worker_args("mixed", killed, 0), 300)
+    acks = random.Random(f"{SEED}-tear-{tear}").randint(50, 500)
+    await kill_worker(worker_args("mixed", killed, 0), acks)
     assert (killed / "events.db-wal").stat().st_size > 0
 
     intact = copy_data(killed, tmp_path / "intact")
@@ -275,13 +283,12 @@ async def test_a_torn_wal_tail_loses_only_the_unfinished_transaction(tmp_path: P
     found = rows(torn / "events.db", "events")
     assert integrity(torn / "events.db") == "ok"
     # The intact log without its newest transaction: a prefix, shorter or (when that
-    # transaction wrote a snapshot, not events) the same, never anything else.
+    # transaction wrote a snapshot or a checkpoint, not events) the same, never anything else.
     assert found == expected[: len(found)]
-    snapshots = (
-        rows(intact / "events.db", "aggregate_snapshots"),
-        rows(torn / "events.db", "aggregate_snapshots"),
-    )
-    assert (expected, snapshots[0]) != (found, snapshots[1]), "the tear lost nothing"
+    others = ("aggregate_snapshots", "event_checkpoints")
+    before = [rows(intact / "events.db", table) for table in others]
+    after = [rows(torn / "events.db", table) for table in others]
+    assert (expected, before) != (found, after), "the tear lost nothing"
     async with SqlService(SqlConfig.in_directory(torn)) as sql:
         assert await sql.migrate() == []
         report = await sql.event_store.verify_events()

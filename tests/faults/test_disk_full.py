@@ -10,9 +10,10 @@ One scenario, two ways to run out of room, on a production-mode service with a S
   returns when the ballast is deleted. The scenario then runs in that namespace, in a separate
   process (``python -m tests.faults.test_disk_full DIR``), and reports its figures as JSON.
 
-The scenario writes a baseline, takes the room away, and then writes rounds of every kind (an
-``execute`` of a 2 KiB row, a two-row transaction, an event append, StateManager mutations)
-until every kind has failed. Every failure is a :class:`DatabaseFull`; a write that failed
+The scenario writes a baseline; then, once (ten times in the long version, on the same
+service), it takes the room away and writes rounds of every kind (an ``execute`` of a 2 KiB
+row, a two-row transaction, an event append, StateManager mutations) until every kind has
+failed, and gives the room back. Every failure is a :class:`DatabaseFull`; a write that failed
 left nothing behind, so the rows on disk are exactly the acknowledged ones. While full: reads,
 ``read_state()``, ``verify_events()`` and ``health()`` work. Once room returns, every kind of
 write succeeds again on the same objects, ``flush()`` brings the projections up to the state,
@@ -40,13 +41,15 @@ import pytest
 
 from async_store import DatabaseFull, NewEvent, SqlConfig, SqlService, StateManager, StoreError
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet
-from tests.faults._workload import REPO, integrity, record
+from tests.faults._workload import REPO, ROUNDS, integrity, record
 from tests.test_state_manager import assert_projected
 
 ROW = "x" * 2048
 MAX_ROUNDS = 3000
 """Rounds of writes after the room is gone before the test gives up waiting for failures."""
 TMPFS_SIZE = "8m"
+CYCLES = max(1, ROUNDS // 20)
+"""Times the room is taken away and given back on one service (10 in the long version)."""
 
 
 @dataclass
@@ -209,38 +212,49 @@ class Ballast(Room):
         self.path.unlink()
 
 
+async def fill_until_every_write_fails(
+    sql: SqlService, manager: StateManager, room: Room, n: int, acked: Acked
+) -> tuple[int, list[str]]:
+    """Take the room away and write until every kind of write has failed; check what works
+    while full. Returns the next round number and what ``health()`` said."""
+    await room.take(sql)
+    failed: set[str] = set()
+    first = n
+    while failed != {"execute", "transaction", "append", "mutate"}:
+        assert n - first < MAX_ROUNDS, f"writes still succeed after {n - first} rounds: {failed}"
+        failed |= await write_round(sql, manager, n, acked)
+        n += 1
+    # Full: reads work, and exactly the acknowledged writes are there.
+    await assert_exactly_acknowledged(sql, acked)
+    assert manager.read_state().version == acked.state_version
+    assert (await sql.event_store.verify_events()).ok
+    report = await sql.health()
+    assert report.status != "ok"
+    assert any("full" in reason for reason in report.reasons), report.reasons
+    return n, [report.status, *report.reasons]
+
+
 async def scenario(directory: Path, room: Room) -> dict[str, Any]:
-    """The scenario of the module docstring; returns its figures."""
+    """The scenario of the module docstring, ``CYCLES`` times on one service; returns its
+    figures."""
     config = SqlConfig.in_directory(directory / "data")
     acked = Acked()
+    stale = 0
     async with SqlService(config) as sql, StateManager(sql) as manager:
         for n in range(5):
             assert await write_round(sql, manager, n, acked) == set()
         await manager.flush()
-        await room.take(sql)
-
-        failed: set[str] = set()
         n = 5
-        while failed != {"execute", "transaction", "append", "mutate"}:
-            assert n < MAX_ROUNDS, f"writes still succeed after {n} rounds: {failed}"
-            failed |= await write_round(sql, manager, n, acked)
-            n += 1
-        full_rounds = n - 5
-
-        # Full: reads work, and exactly the acknowledged writes are there.
-        await assert_exactly_acknowledged(sql, acked)
-        assert manager.read_state().version == acked.state_version
-        assert (await sql.event_store.verify_events()).ok
-        report = await sql.health()
-        assert report.status != "ok"
-        assert any("full" in reason for reason in report.reasons), report.reasons
-
-        await room.give_back(sql)
-        for m in range(n, n + 3):
-            assert await write_round(sql, manager, m, acked) == set()
-        stale = await flush_once_room_returned(manager)
-        await assert_projected(sql, manager.read_state())
-        await assert_exactly_acknowledged(sql, acked)
+        for _ in range(CYCLES):
+            n, health = await fill_until_every_write_fails(sql, manager, room, n, acked)
+            await room.give_back(sql)
+            # The same service, without a restart: every kind of write succeeds again.
+            for m in range(n, n + 3):
+                assert await write_round(sql, manager, m, acked) == set()
+            n += 3
+            stale += await flush_once_room_returned(manager)
+            await assert_projected(sql, manager.read_state())
+            await assert_exactly_acknowledged(sql, acked)
         state = manager.read_state()
 
     for name in ("app_meta.db", "events.db"):
@@ -250,13 +264,13 @@ async def scenario(directory: Path, room: Room) -> dict[str, Any]:
         assert manager.read_state() == state
         await assert_projected(sql, state)
     return {
-        "rounds_until_every_kind_failed": full_rounds,
+        "cycles": CYCLES,
         "database_full_errors": dict(acked.failures),
         "acknowledged_rows": len(acked.rows),
         "acknowledged_events": len(acked.events),
         "acknowledged_state_version": acked.state_version,
         "flushes_refused_after_room_returned": stale,
-        "health_while_full": [report.status, *report.reasons],
+        "health_while_full": health,
         "lost": 0,
     }
 
