@@ -31,8 +31,9 @@ pytest: $(STAMP)
 
 test: lint types pytest
 
-# The long fault runs: 200 crash-loop kills, 20 kills during migrations, 4 processes x 4000
-# writes, and every other fault test once more; figures summed from $(FAULTS_REPORT).
+# The long fault runs: 200 crash-loop kills, 20 kills during migrations, 20 torn WALs, 10
+# disk-full cycles, 4 processes x 4000 contending writes, and every other fault test once
+# more; the figures are summed up from $(FAULTS_REPORT).
 FAULT_ROUNDS ?= 200
 FAULTS_REPORT := build/faults-report.jsonl
 faults: $(STAMP)
