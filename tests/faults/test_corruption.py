@@ -296,7 +296,7 @@ async def test_a_torn_wal_tail_loses_only_the_unfinished_transaction(
         assert report.checked == len(found)
         result = await sql.event_store.append("after-tear", [NewEvent("Recovered", {})])
         assert result.last_position > (found[-1][0] if found else 0)  # type: ignore[operator]
-    record("torn_wal", events_intact=len(expected), events_after_tear=len(found), frame=frame)
+    record("torn_wal", events_intact=len(expected), events_after_tear=len(found))
 
 
 # -- foreign files ----------------------------------------------------------------------------
