@@ -113,10 +113,10 @@ class BackupManifest:
         path = directory / MANIFEST
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            files = tuple(BackupFile(**item) for item in data["files"])
             if data.get("format") != FORMAT:
-                raise BackupError(f"{path}: unknown manifest format {data.get('format')!r}")
-            return cls(
+                raise BackupError(f"{path}: unknown manifest format {data.get('format')!r:.40}")
+            files = tuple(BackupFile(**item) for item in data["files"])
+            manifest = cls(
                 directory,
                 data["created_at"],
                 data["mode"],
@@ -126,8 +126,52 @@ class BackupManifest:
             )
         except BackupError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(f"{path}: not a readable async_store backup manifest: {exc}") from exc
+        _check_entries(path, files)
+        return manifest
+
+
+def _check_entries(path: Path, files: Sequence[BackupFile]) -> None:
+    """Refuse a manifest whose entries could make a verify or a restore read or replace a file
+    outside the backup folder (a name with a path in it), or that are not what a backup
+    writes."""
+    if not files:
+        raise BackupError(f"{path}: the manifest lists no files")
+    names: set[str] = set()
+    databases: set[str] = set()
+    for item in files:
+        name = item.name
+        if (
+            not isinstance(name, str)
+            or name in ("", ".", "..")
+            or name != os.path.basename(name)
+            or "\\" in name
+            or "\x00" in name
+            or name == MANIFEST
+        ):
+            raise BackupError(
+                f"{path}: {name!r:.80} is not a plain file name inside the backup; refused"
+            )
+        checks = {
+            "database": isinstance(item.database, str) and item.database != "",
+            "size_bytes": _is_count(item.size_bytes),
+            "sha256": isinstance(item.sha256, str),
+            "user_version": _is_count(item.user_version),
+            "schema_versions": isinstance(item.schema_versions, dict)
+            and all(isinstance(k, str) and _is_count(v) for k, v in item.schema_versions.items()),
+        }
+        wrong = [field for field, ok in checks.items() if not ok]
+        if wrong:
+            raise BackupError(f"{path}: {name}: malformed {', '.join(wrong)} in the manifest")
+        if name in names or item.database in databases:
+            raise BackupError(f"{path}: {name} ({item.database}) is listed twice")
+        names.add(name)
+        databases.add(item.database)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 # -- creating --------------------------------------------------------------------------------
@@ -319,6 +363,8 @@ async def verify_backup(directory: Path) -> BackupManifest:
     manifest = BackupManifest.read(directory)
     for item in manifest.files:
         path = directory / item.name
+        if path.is_symlink():
+            raise BackupError(f"{path}: a symbolic link; a backup holds its own files")
         if not path.is_file():
             raise BackupError(f"{directory}: {item.name} is missing")
         if path.stat().st_size != item.size_bytes:
