@@ -88,7 +88,7 @@ class QueryMethods(ABC):
         """Run one statement for each parameter set, all in one transaction; return the number
         of rows changed. Either every row is written or none is."""
         _check_sql(query)
-        if isinstance(parameters, str | bytes):
+        if isinstance(parameters, str | bytes) or not isinstance(parameters, Iterable):
             raise QueryError(
                 f"execute_many() takes a list of parameter sets, not {type(parameters).__name__}"
             )

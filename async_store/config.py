@@ -178,7 +178,7 @@ class SqlConfig:
 
         ``options`` are :class:`DatabaseConfig` fields (``readers=8``, ``synchronous="FULL"``).
         """
-        return cls(app=DatabaseConfig(path=Path(path), **options))
+        return cls(app=DatabaseConfig(path=_as_path(path, "app_meta"), **options))
 
     @classmethod
     def production(
@@ -194,8 +194,8 @@ class SqlConfig:
         app_options = {"synchronous": "NORMAL", **options}
         event_options = {**options, "synchronous": "FULL", "name": "events"}
         return cls(
-            app=DatabaseConfig(path=Path(app_path), **app_options),
-            events=DatabaseConfig(path=Path(events_path), **event_options),
+            app=DatabaseConfig(path=_as_path(app_path, "app_meta"), **app_options),
+            events=DatabaseConfig(path=_as_path(events_path, "events"), **event_options),
         )
 
     @classmethod
@@ -203,7 +203,7 @@ class SqlConfig:
         cls, directory: str | os.PathLike[str], *, mvp: bool = False, **options: Any
     ) -> SqlConfig:
         """``DIR/app_meta.db`` and ``DIR/events.db`` (MVP: ``DIR/app_meta.db`` alone)."""
-        root = Path(directory)
+        root = _as_path(directory, "the data directory")
         if mvp:
             return cls.mvp(root / "app_meta.db", **options)
         return cls.production(root / "app_meta.db", root / "events.db", **options)
