@@ -34,6 +34,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+from ._connection import run_on_file
 from ._writer import begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate
@@ -46,6 +47,7 @@ __all__ = [
     "MigrationStatus",
     "apply_migrations",
     "migration_status",
+    "refuse_foreign_file",
     "split_statements",
 ]
 
@@ -402,6 +404,44 @@ def _migrate_set(
         done.append(f"{'applied' if direction == 'up' else 'reverted'} {migration.label}")
 
 
+def _foreign(database: str, user_version: int) -> MigrationError:
+    return MigrationError(
+        f"{database}: the file has user_version {user_version} but no async_store migration "
+        "record; it belongs to another application"
+    )
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+async def refuse_foreign_file(path: Path, database: str) -> None:
+    """Raise :class:`MigrationError` if ``path`` is another application's SQLite database (a
+    ``user_version`` but no migration record), reading it only. Run before the pool opens the
+    file: switching a rollback-journal file to WAL rewrites its header, and a file that is not
+    ours must be refused exactly as it was found. A file in WAL mode already is left to the
+    migration check, which refuses it before writing anything."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except OSError:
+        return  # missing (created on open) or unreadable (the open reports it)
+    if len(header) < 100 or not header.startswith(_HEADER) or header[18:20] != b"\x01\x01":
+        return
+    user_version = int.from_bytes(header[60:64], "big", signed=True)
+    if user_version == 0:
+        return
+    try:
+        recorded = await run_on_file(path, _has_migration_record, readonly=True)
+    except sqlite3.Error:
+        return  # damaged: the pool's open reports it
+    if not recorded:
+        raise _foreign(database, user_version)
+
+
+def _has_migration_record(conn: sqlite3.Connection) -> bool:
+    return bool(_applied_rows(conn))
+
+
 def _current_version(
     conn: sqlite3.Connection, migration_set: MigrationSet, database: str, tracks: bool
 ) -> int:
@@ -415,10 +455,7 @@ def _current_version(
     known = {m.version: m for m in migration_set.migrations}
     newest = max(applied, default=0)
     if tracks and user_version > newest and not applied:
-        raise MigrationError(
-            f"{database}: the file has user_version {user_version} but no async_store migration "
-            "record; it belongs to another application"
-        )
+        raise _foreign(database, user_version)
     if newest > migration_set.latest or (tracks and user_version > migration_set.latest):
         raise MigrationError(
             f"{database}: the database is at {migration_set.name} version "

@@ -22,7 +22,13 @@ from .database import Database
 from .errors import BackupError, MigrationError, PoolClosed
 from .events import EventStore
 from .health import HealthReport, collect, metrics_text
-from .migrations import MigrationSet, MigrationStatus, apply_migrations, migration_status
+from .migrations import (
+    MigrationSet,
+    MigrationStatus,
+    apply_migrations,
+    migration_status,
+    refuse_foreign_file,
+)
 from .retention import BackupScheduler, list_backups
 
 __all__ = ["Component", "SqlService"]
@@ -107,6 +113,9 @@ class SqlService:
             raise PoolClosed("SqlService.start() was already called")
         self._started = True
         try:
+            if self._auto_migrate:
+                for database in self.databases:
+                    await refuse_foreign_file(database.path, database.name)
             opened = await asyncio.gather(
                 *(database.open() for database in self.databases), return_exceptions=True
             )

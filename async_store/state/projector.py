@@ -147,6 +147,7 @@ class Projector:
         self._position = 0
         self._fed: collections.deque[tuple[int, StateDelta]] = collections.deque()
         self._wake = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -187,14 +188,21 @@ class Projector:
         self._wake.set()
 
     async def wait_for(self, version: int) -> None:
-        """Return once the tables reflect ``version`` (or raise if the projector stopped)."""
+        """Return once the tables reflect ``version``. A projector waiting to retry a failed
+        batch retries at once; raises if that attempt fails too (the error says why) or if the
+        projector stopped."""
+        failures: int | None = None
         while self._position < version:
             if self._task is None or self._task.done():
                 raise PoolClosed(f"the projector stopped at version {self._position}")
             if self.last_error is not None:
-                raise StoreError(
-                    f"projection is stuck at version {self._position}: {self.last_error}"
-                )
+                if failures is not None and self.failures > failures:
+                    raise StoreError(
+                        f"projection is stuck at version {self._position}: {self.last_error}"
+                    )
+                if failures is None:
+                    failures = self.failures
+                self._retry_now.set()
             progress = self._progress
             self.wake()
             await progress.wait()
@@ -212,7 +220,11 @@ class Projector:
                 self.last_error = str(exc)
                 log.error("projection of %s stopped at version %d: %s", STREAM, self._position, exc)
                 self._signal_progress()  # waiters see the error instead of waiting on
-                await asyncio.sleep(self._retry_delay)
+                with contextlib.suppress(TimeoutError):
+                    # Until the retry is due, or a flush() asks for it now.
+                    async with asyncio.timeout(self._retry_delay):
+                        await self._retry_now.wait()
+                self._retry_now.clear()
                 continue
             if moved or self._closed:
                 continue

@@ -322,6 +322,15 @@ def another_applications_database(path: Path) -> None:
         connection.close()
 
 
+def another_applications_wal_database(path: Path) -> None:
+    another_applications_database(path)
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    finally:
+        connection.close()  # the last connection: checkpoints and removes the -wal file
+
+
 @pytest.mark.parametrize(
     ("write", "error"),
     [
@@ -331,13 +340,11 @@ def another_applications_database(path: Path) -> None:
             another_applications_database,
             MigrationError,
             id="another-applications-sqlite-database",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the writer connection switches the file to WAL "
-                "(async_store/_connection.py, _configure: PRAGMA journal_mode=wal) before the "
-                "migrations find that the file belongs to another application and refuse it: "
-                "bytes 18-19 of the other application's database are rewritten",
-            ),
+        ),
+        pytest.param(
+            another_applications_wal_database,
+            MigrationError,
+            id="another-applications-wal-database",
         ),
     ],
 )

@@ -280,12 +280,6 @@ async def test_max_page_count_reached_then_raised(tmp_path: Path) -> None:
     record("disk_full_max_page_count", **figures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Projector.wait_for (async_store/state/projector.py) raises the error of the last "
-    "failed batch while the projector is alive and about to retry: flush() right after the disk "
-    "has room again fails with the stale 'database or disk is full' until the next retry (1 s)",
-)
 async def test_flush_right_after_room_returned_waits_for_the_projector(tmp_path: Path) -> None:
     room = PageLimit("app_meta")
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql, StateManager(sql) as manager:
