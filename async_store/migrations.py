@@ -283,6 +283,11 @@ async def apply_migrations(
     counters = Counters()
 
     def run(conn: sqlite3.Connection) -> list[str]:
+        # No race with other processes migrating: their first migration commits its tables
+        # and its record together, so a file never holds one without the other.
+        reason = _foreign_reason(conn)
+        if reason is not None:
+            raise MigrationError(f"{database.name}: {reason}; it belongs to another application")
         done: list[str] = []
         for migration_set in sets:
             if target_set is not None and migration_set.name != target_set:
@@ -404,22 +409,15 @@ def _migrate_set(
         done.append(f"{'applied' if direction == 'up' else 'reverted'} {migration.label}")
 
 
-def _foreign(database: str, user_version: int) -> MigrationError:
-    return MigrationError(
-        f"{database}: the file has user_version {user_version} but no async_store migration "
-        "record; it belongs to another application"
-    )
-
-
 _HEADER = b"SQLite format 3\x00"
 
 
 async def refuse_foreign_file(path: Path, database: str) -> None:
-    """Raise :class:`MigrationError` if ``path`` is another application's SQLite database (a
-    ``user_version`` but no migration record), reading it only. Run before the pool opens the
-    file: switching a rollback-journal file to WAL rewrites its header, and a file that is not
-    ours must be refused exactly as it was found. A file in WAL mode already is left to the
-    migration check, which refuses it before writing anything."""
+    """Raise :class:`MigrationError` if ``path`` is another application's SQLite database
+    (tables or a ``user_version``, but no migration record), reading it only. Run before the
+    pool opens the file: switching a rollback-journal file to WAL rewrites its header, and a
+    file that is not ours must be refused exactly as it was found. A file in WAL mode already
+    is left to the migration check, which refuses it before writing anything."""
     try:
         with path.open("rb") as handle:
             header = handle.read(100)
@@ -427,19 +425,32 @@ async def refuse_foreign_file(path: Path, database: str) -> None:
         return  # missing (created on open) or unreadable (the open reports it)
     if len(header) < 100 or not header.startswith(_HEADER) or header[18:20] != b"\x01\x01":
         return
-    user_version = int.from_bytes(header[60:64], "big", signed=True)
-    if user_version == 0:
-        return
     try:
-        recorded = await run_on_file(path, _has_migration_record, readonly=True)
+        reason = await run_on_file(path, _foreign_reason, readonly=True)
     except sqlite3.Error:
         return  # damaged: the pool's open reports it
-    if not recorded:
-        raise _foreign(database, user_version)
+    if reason is not None:
+        raise MigrationError(f"{database}: {reason}; it belongs to another application")
 
 
-def _has_migration_record(conn: sqlite3.Connection) -> bool:
-    return bool(_applied_rows(conn))
+def _foreign_reason(conn: sqlite3.Connection) -> str | None:
+    """Why the file is not an async_store database (None: it is one, or is empty)."""
+    if _applied_rows(conn):
+        return None
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if user_version:
+        return f"the file has user_version {user_version} but no async_store migration record"
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+            " AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name"
+        )
+    ]
+    if tables and tables != ["schema_migrations"]:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        return f"the file holds tables ({shown}) but no async_store migration record"
+    return None
 
 
 def _current_version(
@@ -455,7 +466,10 @@ def _current_version(
     known = {m.version: m for m in migration_set.migrations}
     newest = max(applied, default=0)
     if tracks and user_version > newest and not applied:
-        raise _foreign(database, user_version)
+        raise MigrationError(
+            f"{database}: the file has user_version {user_version} but no async_store migration "
+            f"record for the {migration_set.name} set; it belongs to another application"
+        )
     if newest > migration_set.latest or (tracks and user_version > migration_set.latest):
         raise MigrationError(
             f"{database}: the database is at {migration_set.name} version "

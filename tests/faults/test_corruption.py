@@ -311,15 +311,20 @@ def zip_file(path: Path) -> None:
         archive.writestr("notes.txt", "not a database " * 500)
 
 
-def another_applications_database(path: Path) -> None:
+def another_applications_database(path: Path, *, user_version: int = 7) -> None:
     connection = sqlite3.connect(path)
     try:
         connection.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)")
         connection.executemany("INSERT INTO notes(body) VALUES (?)", [("note",)] * 100)
-        connection.execute("PRAGMA user_version = 7")
+        connection.execute(f"PRAGMA user_version = {user_version}")
         connection.commit()
     finally:
         connection.close()
+
+
+def another_applications_unversioned_database(path: Path) -> None:
+    """Most applications never set user_version: their tables give them away."""
+    another_applications_database(path, user_version=0)
 
 
 def another_applications_wal_database(path: Path) -> None:
@@ -346,6 +351,11 @@ def another_applications_wal_database(path: Path) -> None:
             MigrationError,
             id="another-applications-wal-database",
         ),
+        pytest.param(
+            another_applications_unversioned_database,
+            MigrationError,
+            id="another-applications-unversioned-database",
+        ),
     ],
 )
 @pytest.mark.parametrize("mvp", [False, True], ids=["production", "mvp"])
@@ -360,6 +370,8 @@ async def test_a_foreign_file_is_refused_and_left_as_it_was(
         async with SqlService(SqlConfig.in_directory(data, mvp=mvp)):
             pass
     assert "app_meta" in str(caught.value)
+    if write is another_applications_unversioned_database:
+        assert "tables (notes)" in str(caught.value)
     assert digests(data)["app_meta.db"] == before
     assert not (data / "app_meta.db-wal").exists()
 
