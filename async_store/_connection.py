@@ -23,6 +23,7 @@ __all__ = [
     "MANAGED_PRAGMAS",
     "Connection",
     "Row",
+    "create_private_dirs",
     "open_connection",
     "rollback_if_open",
     "run_on_file",
@@ -216,12 +217,29 @@ def _configure(
 def _create_owner_only(path: Path) -> None:
     """Create missing parent directories (0700) and the database file itself (0600), so the
     WAL and shared-memory files SQLite creates beside it inherit owner-only permissions."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    create_private_dirs(path.parent)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
     os.close(fd)
+
+
+def create_private_dirs(path: Path) -> None:
+    """Create ``path`` and every missing parent, each 0700. (``mkdir(parents=True)`` gives the
+    parents the umask's default instead: 0777 under ``umask 0``, a folder anyone could use to
+    swap the database directory.)"""
+    missing = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
 
 
 def rollback_if_open(conn: sqlite3.Connection) -> None:

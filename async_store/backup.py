@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._connection import open_connection, run_on_file
+from ._connection import create_private_dirs, open_connection, run_on_file
 from .database import Database
 from .errors import BackupError, StoreError
 
@@ -337,7 +337,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    create_private_dirs(path)
     with contextlib.suppress(OSError):
         os.chmod(path, 0o700)
 

@@ -3,6 +3,7 @@ has them open, keeping the replaced files aside."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
@@ -89,9 +90,13 @@ def _lock_exclusively(name: str, live: Path) -> sqlite3.Connection:
 
 def _swap_in(source: Path, live: Path, aside: Path, report: Callable[[int], None]) -> None:
     partial = live.with_name(live.name + ".restoring")
+    # A file left by an interrupted restore may have other permissions (O_CREAT's mode applies
+    # only to a new file): start afresh, so the restored database is owner-only.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
     with (
         source.open("rb") as src,
-        open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as dst,
+        open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst,
     ):
         while chunk := src.read(CHUNK):
             dst.write(chunk)
