@@ -800,8 +800,25 @@ def test_state_deltas(world: World, delta: Any) -> None:
         await state.flush()
         assert state.projection_error is None, state.projection_error
         assert state.read_state().settings["probe"] == world.probes
+        # An accepted delta, however odd its values, can be undone and redone.
+        if done and delta.undoable:
+            after = _contents(state.read_state())
+            assert await state.undo()
+            assert await state.undo()
+            assert _contents(state.read_state()) == _contents(before_state)
+            assert await state.redo()
+            assert await state.redo()
+            assert _contents(state.read_state()) == after
+            await state.flush()
+            assert state.projection_error is None, state.projection_error
 
     world.run(example)
+
+
+def _contents(state: Any) -> tuple[Any, ...]:
+    """What undo and redo restore: the entity collections and the settings."""
+    names = ("knowledge_bases", "tools", "pipelines", "schedules", "flows", "settings")
+    return tuple(dict(getattr(state, name)) for name in names)
 
 
 @pytest.mark.xfail(
