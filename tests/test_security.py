@@ -216,6 +216,21 @@ async def test_restore_refuses_a_manifest_whose_names_leave_the_backup(
     assert tree(tmp_path) == before, "a refused restore wrote or changed a file"
 
 
+@pytest.mark.parametrize(("name", "decoy"), ESCAPES)
+async def test_online_restore_refuses_a_manifest_whose_names_leave_the_backup(
+    tmp_path: Path, backup: Path, name: object, decoy: object
+) -> None:
+    assert callable(name)
+    assert callable(decoy)
+    plant_decoy(backup, decoy(backup))
+    rename_in_manifest(backup, name(backup))
+    async with SqlService(SqlConfig.in_directory(tmp_path / "data")) as sql:
+        await sql.app.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('live', '1')")
+        with pytest.raises(BackupError, match="not a plain file name inside the backup"):
+            await sql.restore(backup)
+        assert await sql.app.fetch_val("SELECT value FROM settings WHERE key = 'live'") == "1"
+
+
 async def test_a_backup_file_that_is_a_symbolic_link_is_refused(
     tmp_path: Path, backup: Path
 ) -> None:
