@@ -341,6 +341,48 @@ async def test_invalid_delta_changes_nothing(
     assert await manager.mutate(LogAppend("still here")) == before.version + 1
 
 
+@pytest.mark.parametrize("thing", [None, "KnowledgeBaseAdd", 5, {"key": "k"}])
+async def test_what_is_not_a_delta_is_refused_before_it_is_queued(
+    manager: StateManager, thing: Any
+) -> None:
+    before = manager.read_state()
+    with pytest.raises(InvalidDelta, match="takes a StateDelta"):
+        await manager.mutate(thing)
+    with pytest.raises(InvalidDelta, match="takes a StateDelta"):
+        manager.mutate_nowait(thing)
+    assert manager.read_state() is before
+    assert await manager.mutate(LogAppend("still here")) == before.version + 1
+
+
+async def test_a_flaw_in_validation_fails_its_caller_and_spares_the_actor(
+    manager: StateManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import async_store.state.manager as manager_module
+
+    real = manager_module.decide  # type: ignore[attr-defined]
+
+    def flawed(state: AppState, delta: StateDelta, metadata: Any = None) -> Any:
+        if isinstance(delta, SettingSet) and delta.key == "trips-a-bug":
+            raise RuntimeError("a flaw in validation")
+        return real(state, delta, metadata)
+
+    monkeypatch.setattr(manager_module, "decide", flawed)
+    before = manager.read_state()
+    outcomes = await asyncio.gather(
+        manager.mutate(SettingSet("fine", 1)),
+        manager.mutate(SettingSet("trips-a-bug", 2)),
+        manager.mutate(SettingSet("also fine", 3)),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == before.version + 1
+    assert isinstance(outcomes[1], InvalidDelta)
+    assert "could not be validated (RuntimeError)" in str(outcomes[1])
+    assert isinstance(outcomes[1].__cause__, RuntimeError)
+    assert outcomes[2] == before.version + 2
+    assert set(manager.read_state().settings) == {*before.settings, "fine", "also fine"}
+    assert "validating a SettingSet failed" in caplog.text
+
+
 async def test_valid_and_invalid_deltas_interleaved_concurrently(
     sql: SqlService, manager: StateManager
 ) -> None:

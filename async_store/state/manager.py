@@ -298,6 +298,8 @@ class StateManager:
         return None if self._projector is None else self._projector.last_error
 
     def _message(self, kind: _Kind, delta: StateDelta | None) -> _Message:
+        if kind == "delta" and not isinstance(delta, StateDelta):
+            raise InvalidDelta(f"mutate() takes a StateDelta, not {type(delta).__name__}")
         if self._closing:
             raise StateManagerClosed("the state manager is closed")
         if self._failure is not None:
@@ -387,6 +389,16 @@ class StateManager:
             except InvalidDelta as exc:
                 fail(message.future, exc)
                 continue
+            except Exception as exc:
+                # A flaw in validation answers its caller and spares the actor: decide is
+                # pure, so the state is untouched.
+                log.error("validating a %s failed", type(message.delta).__name__, exc_info=exc)
+                error = InvalidDelta(
+                    f"{type(message.delta).__name__} could not be validated "
+                    f"({type(exc).__name__}); nothing changed"
+                )
+                fail(message.future, error, cause=exc)
+                continue
             if change is None:
                 resolve(message.future, False)
                 continue
@@ -399,7 +411,7 @@ class StateManager:
 
     def _decide(self, state: AppState, message: _Message) -> Change | None:
         if message.kind == "delta":
-            assert message.delta is not None
+            assert message.delta is not None  # mutate() refuses None
             return decide(state, message.delta)
         stack = state.undo_stack if message.kind == "undo" else state.redo_stack
         if not stack:
