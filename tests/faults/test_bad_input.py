@@ -772,8 +772,7 @@ def deltas(draw: st.DrawFn) -> Any:
         )
     if choice == 8:
         return ErrorRecord(draw(FIELD_VALUE), draw(FIELD_VALUE), draw(FIELD_VALUE), draw(IDS))
-    # None is left out: it kills the consumer (test_mutate_none_is_refused, below).
-    return draw(st.sampled_from([ErrorsClear(), StateDelta(), "delta", 5, object()]))
+    return draw(st.sampled_from([ErrorsClear(), StateDelta(), None, "delta", 5, object()]))
 
 
 @SETTINGS
@@ -821,11 +820,6 @@ def _contents(state: Any) -> tuple[Any, ...]:
     return tuple(dict(getattr(state, name)) for name in names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StateManager._decide (state/manager.py) asserts message.delta is not None: "
-    "mutate(None) raises AssertionError in the consumer, which dies",
-)
 async def test_mutate_none_is_refused(tmp_path: Path) -> None:
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql, StateManager(sql) as state:
         with pytest.raises(StoreError):
