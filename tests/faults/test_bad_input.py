@@ -20,6 +20,9 @@ One service, one scratch database and one state manager serve the whole module, 
 ``asyncio.Runner``: each example is a coroutine run to completion on it. Examples per test come
 from ``ASYNC_STORE_FAULT_EXAMPLES`` (default 200; ``make faults`` raises it). The number of inputs
 tried and refused per kind is printed at the end of the module.
+
+Wrongly typed arguments that the event store and the repositories do not refuse yet are pinned
+as strict expected failures, one example each.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from async_store import (
     ConfigError,
     Database,
     DatabaseConfig,
+    DocumentRepository,
     NewEvent,
+    PipelineRunRepository,
     SqlConfig,
     SqlService,
     StateManager,
@@ -667,6 +672,43 @@ async def test_event_store_refuses_wrongly_typed_arguments(
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
         with pytest.raises(StoreError):
             await call(sql.event_store)
+
+
+REPOSITORY_TYPE_ERRORS = [
+    pytest.param(lambda d, r: d.ingest("kb", title="t", content=5, chunks=["a"]), id="content-int"),
+    pytest.param(
+        lambda d, r: d.ingest("kb", title="t", content=None, chunks=["a"]), id="content-none"
+    ),
+    pytest.param(lambda d, r: d.ingest("kb", title="t", content="x", chunks=5), id="chunks-int"),
+    pytest.param(
+        lambda d, r: d.ingest("kb", title="t", content="x", chunks=["a"], metadata=5),
+        id="metadata-int",
+    ),
+    pytest.param(
+        lambda d, r: d.ingest("kb", title="t", content="x", chunks=["a"], document_id=5),
+        id="document-id-int",
+    ),
+    pytest.param(lambda d, r: d.chunk_page("kb", limit="x"), id="chunk-page-limit-str"),
+    pytest.param(lambda d, r: r.finish("run", stats=5), id="run-stats-int"),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="repositories.py: DocumentRepository.ingest hashes content and iterates chunks and "
+    "metadata unchecked (TypeError), stores an int document_id, chunk_page compares limit "
+    "unchecked, PipelineRunRepository._end iterates stats unchecked (TypeError)",
+)
+@pytest.mark.parametrize("call", REPOSITORY_TYPE_ERRORS)
+async def test_repositories_refuse_wrongly_typed_arguments(
+    tmp_path: Path, call: Callable[[Any, Any], Awaitable[Any]]
+) -> None:
+    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
+        async with StateManager(sql) as state:
+            await state.mutate(KnowledgeBaseAdd(KnowledgeBase("kb", "Docs")))
+            await state.flush()
+        with pytest.raises(StoreError):
+            await call(DocumentRepository(sql.app), PipelineRunRepository(sql.app))
 
 
 # -- the state manager ---------------------------------------------------------------------------
