@@ -18,8 +18,9 @@ every input:
 
 One service, one scratch database and one state manager serve the whole module, driven by one
 ``asyncio.Runner``: each example is a coroutine run to completion on it. Examples per test come
-from ``ASYNC_STORE_FAULT_EXAMPLES`` (default 200; ``make faults`` raises it). The number of inputs
-tried and refused per kind is printed at the end of the module.
+from ``ASYNC_STORE_FAULT_EXAMPLES`` (default 200; ten per round under ``make faults``). The
+number of inputs tried and refused per kind is printed at the end of the module and added to
+the ``make faults`` report.
 
 Wrongly typed arguments that the event store and the repositories do not refuse yet are pinned
 as strict expected failures, one example each.
@@ -91,11 +92,13 @@ from async_store.state import (
     ToolRemove,
     ToolUpdate,
 )
+from tests.faults._workload import ROUNDS, record
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("ASYNC_STORE_FAULT_EXAMPLES", "200"))
-"""Examples per test (the cheap configuration tests run four times as many)."""
+EXAMPLES = int(os.environ.get("ASYNC_STORE_FAULT_EXAMPLES") or (10 * ROUNDS if ROUNDS else 200))
+"""Examples per test (the cheap configuration tests run four times as many): 200, or ten per
+round of ``make faults`` (``ASYNC_STORE_FAULT_ROUNDS``), or ``ASYNC_STORE_FAULT_EXAMPLES``."""
 
 DEADLINE = 30.0
 """Seconds one example may take before it counts as a hang."""
@@ -185,6 +188,13 @@ def _report(config: pytest.Config) -> None:
         f"  {kind:<12} {TRIED[kind]:>6} {REFUSED[kind]:>6} {NOT_STORE_ERROR[kind]:>3}"
         for kind in sorted(TRIED)
     ]
+    record(
+        "bad_input",
+        examples=EXAMPLES,
+        tried=dict(TRIED),
+        refused=dict(REFUSED),
+        not_store_error={kind: NOT_STORE_ERROR[kind] for kind in TRIED},
+    )
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.write_line("")
         for line in lines:
