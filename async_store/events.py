@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeAlias
 
+from ._checks import check_int, check_sequence, check_text
 from ._clock import utc_now as _now
 from ._ids import new_id
 from ._json import JsonInput, encode_json
@@ -146,13 +147,19 @@ class _Prepared:
     __slots__ = ("data", "event_id", "metadata", "recorded_at", "type")
 
     def __init__(self, event: NewEvent | EncodedEvent, recorded_at: str) -> None:
-        self.type = _check_text(event.type, "an event type")
+        if not isinstance(event, NewEvent | EncodedEvent):
+            raise QueryError(f"an event must be a NewEvent, not a {type(event).__name__}")
+        self.type = check_text(event.type, "an event type")
         self.event_id = (
-            new_id() if event.event_id is None else _check_text(event.event_id, "event_id")
+            new_id() if event.event_id is None else check_text(event.event_id, "event_id")
         )
         if isinstance(event, EncodedEvent):
-            self.data: str = event.data_json
-            self.metadata: str | None = event.metadata_json
+            self.data: str = _check_json_text(event.data_json, "data_json")
+            self.metadata: str | None = (
+                None
+                if event.metadata_json is None
+                else _check_json_text(event.metadata_json, "metadata_json")
+            )
         else:
             self.data = encode_json(event.data, f"event {self.type!r} data")
             self.metadata = (
@@ -241,9 +248,10 @@ class EventStore:
     ) -> list[AppendResult]:
         """Append to several streams atomically: all of them, or (on any error) none."""
         recorded_at = _now()
+        checked = [_check_append(append) for append in check_sequence(appends, "appends")]
         prepared = [
-            (_check_stream(stream_id), [_Prepared(e, recorded_at) for e in events], expected)
-            for stream_id, events, expected in appends
+            (stream_id, [_Prepared(e, recorded_at) for e in events], expected)
+            for stream_id, events, expected in checked
         ]
         for stream_id, events, _ in prepared:
             if not events:
@@ -273,7 +281,8 @@ class EventStore:
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
         version = await self._db.fetch_val(
-            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?",
+            (_check_stream(stream_id),),
         )
         return int(version)
 
@@ -286,8 +295,9 @@ class EventStore:
     ) -> AsyncIterator[RecordedEvent]:
         """The stream's events with version >= ``from_version``, ascending, fetched
         ``batch_size`` at a time (memory stays flat on long streams)."""
+        _check_stream(stream_id)
         _check_batch(batch_size)
-        version = from_version - 1
+        version = check_int(from_version, "from_version") - 1
         while True:
             rows = await self._db.fetch_all(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ?"
@@ -306,7 +316,7 @@ class EventStore:
         """Every event with a position greater than ``from_position``, ascending, fetched
         ``batch_size`` at a time."""
         _check_batch(batch_size)
-        position = from_position
+        position = check_int(from_position, "from_position")
         while True:
             rows = await self._db.fetch_all(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
@@ -325,7 +335,8 @@ class EventStore:
         commits. Appends through this store wake the subscription at once; appends by other
         processes are found by polling every ``poll_interval`` seconds. Ends when the store or
         its database closes."""
-        position = from_position
+        position = check_int(from_position, "from_position")
+        _check_batch(batch_size)
         while not self._closed:
             waiter = self._committed
             try:
@@ -358,6 +369,11 @@ class EventStore:
         """:meth:`save_snapshot` for a state already encoded as JSON text (encoding a large
         state is best done off the event loop)."""
         keep = self._keep_snapshots
+        _check_stream(stream_id)
+        check_int(version, "a snapshot's version", 0)
+        check_int(schema_version, "schema_version", 1)
+        if not isinstance(state_json, str):
+            raise QueryError(f"state_json must be JSON text, not a {type(state_json).__name__}")
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -378,6 +394,7 @@ class EventStore:
         self, stream_id: str, *, schema_version: int | None = None
     ) -> Snapshot | None:
         """The newest snapshot of the stream (of ``schema_version`` when given), or None."""
+        _check_stream(stream_id)
         if schema_version is None:
             row = await self._db.fetch_one(
                 "SELECT stream_id, version, state, schema_version, created_at"
@@ -400,7 +417,8 @@ class EventStore:
     async def get_checkpoint(self, name: str) -> int:
         """The position stored under ``name`` (0 when none)."""
         position = await self._db.fetch_val(
-            "SELECT position FROM event_checkpoints WHERE name = ?", (name,)
+            "SELECT position FROM event_checkpoints WHERE name = ?",
+            (check_text(name, "a checkpoint name"),),
         )
         return 0 if position is None else int(position)
 
@@ -413,8 +431,8 @@ class EventStore:
         in that transaction, together with the consumer's own writes: both commit or neither
         does, so a consumer that resumes from its checkpoint handles each event exactly once.
         """
-        if position < 0:
-            raise QueryError(f"checkpoint {name!r}: position must be >= 0, not {position}")
+        check_text(name, "a checkpoint name")
+        check_int(position, f"checkpoint {name!r}: position", 0)
         sql = (
             "INSERT INTO event_checkpoints(name, position, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT(name) DO UPDATE SET position = excluded.position,"
@@ -460,24 +478,30 @@ class EventStore:
         self._committed.set()
 
 
-def _check_stream(stream_id: str) -> str:
-    return _check_text(stream_id, "stream_id")
+def _check_stream(stream_id: object) -> str:
+    return check_text(stream_id, "stream_id")
 
 
-def _check_text(value: str, what: str) -> str:
-    """A non-empty string that is valid UTF-8 (no lone surrogates)."""
-    if not isinstance(value, str) or not value:
-        raise QueryError(f"{what} must be a non-empty string, not {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryError(f"{what} {value!r} holds a lone surrogate (not valid UTF-8)") from None
-    return value
+def _check_batch(batch_size: object) -> None:
+    check_int(batch_size, "batch_size", 1)
 
 
-def _check_batch(batch_size: int) -> None:
-    if batch_size < 1:
-        raise QueryError(f"batch_size must be at least 1, not {batch_size}")
+def _check_append(append: object) -> tuple[str, Sequence[Any], ExpectedVersion]:
+    """One ``(stream_id, events, expected_version)`` of ``append_many``."""
+    if not isinstance(append, tuple) or len(append) != 3:
+        got = f"{len(append)} items" if isinstance(append, tuple) else type(append).__name__
+        raise QueryError(
+            f"append_many() takes (stream_id, events, expected_version) tuples, not {got}"
+        )
+    stream_id, events, expected = append
+    return _check_stream(stream_id), check_sequence(events, "events"), expected
+
+
+def _check_json_text(text: object, what: str) -> str:
+    """JSON text of an ``EncodedEvent``: a str (the database refuses text that is not JSON)."""
+    if not isinstance(text, str):
+        raise QueryError(f"an EncodedEvent's {what} must be JSON text, not a {type(text).__name__}")
+    return text
 
 
 def _recorded(row: sqlite3.Row) -> RecordedEvent:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 from . import _ids
+from ._checks import check_int, check_mapping, check_sequence, check_text
 from ._clock import format_utc
 from ._clock import utc_now as _now
 from ._json import JsonInput, encode_json
@@ -213,8 +214,19 @@ class DocumentRepository:
         other content is replaced: row updated, old chunks deleted and the new ones inserted,
         atomically (``replaced``). Otherwise a new document is created.
         """
+        check_text(kb_id, "kb_id")
+        check_text(title, "title")
+        for value, what in ((source_uri, "source_uri"), (mime_type, "mime_type")):
+            if not isinstance(value, str):
+                raise QueryError(f"{what} must be a str, not a {type(value).__name__}")
+        if not isinstance(content, str | bytes):
+            raise QueryError(f"content must be str or bytes, not a {type(content).__name__}")
+        chunks = check_sequence(chunks, "chunks")
+        if document_id is not None:
+            check_text(document_id, "document_id")
         digest, size = _digest(content, f"document {title!r}")
-        meta_text = encode_json(dict(metadata or {}), f"metadata of document {title!r}")
+        meta = check_mapping(metadata, "metadata")
+        meta_text = encode_json(dict(meta), f"metadata of document {title!r}")
         new_id = document_id or _ids.new_id()
         # Rows are built for a new document; a replaced one (rare) gets its id swapped in.
         prepared = _chunk_rows(new_id, kb_id, chunks)
@@ -334,8 +346,8 @@ class DocumentRepository:
     async def chunk_page(self, kb_id: str, *, after: int = 0, limit: int = 500) -> list[Chunk]:
         """Up to ``limit`` chunks of the knowledge base with ids greater than ``after``, by id:
         pass the last id of one page as ``after`` for the next (stable under inserts)."""
-        if limit < 1:
-            raise QueryError(f"limit must be at least 1, not {limit}")
+        check_int(limit, "limit", 1)
+        check_int(after, "after")
         rows = await self._db.fetch_all(
             f"SELECT {_CHUNK_COLUMNS} FROM document_chunks WHERE kb_id = ? AND id > ?"
             " ORDER BY id LIMIT ?",
@@ -412,9 +424,8 @@ def _chunk_row(
         digest = hashlib.sha256(_utf8(chunk, f"chunk {index}")).hexdigest()
         return (document_id, kb_id, index, chunk, estimate_tokens(chunk), digest, "{}")
     if not isinstance(chunk, ChunkInput) or not isinstance(chunk.content, str):
-        raise QueryError(
-            f"chunk {index}: must be text or a ChunkInput with text, not {chunk!r:.60}"
-        )
+        got = type(chunk.content if isinstance(chunk, ChunkInput) else chunk).__name__
+        raise QueryError(f"chunk {index}: must be text or a ChunkInput with text, not {got}")
     tokens = chunk.token_count if chunk.token_count is not None else estimate_tokens(chunk.content)
     metadata = "{}" if not chunk.metadata else encode_json(dict(chunk.metadata), f"chunk {index}")
     return (document_id, kb_id, index, chunk.content, tokens, content_hash(chunk.content), metadata)
@@ -428,6 +439,9 @@ class PipelineRunRepository:
 
     async def start(self, pipeline_id: str, *, run_id: str | None = None) -> PipelineRun:
         """Record a run as started (``running``) now. The pipeline must exist."""
+        check_text(pipeline_id, "pipeline_id")
+        if run_id is not None:
+            check_text(run_id, "run_id")
         now = _now()
         run = PipelineRun(run_id or _ids.new_id(), pipeline_id, "running", now, None, {}, None, now)
         await self._db.execute(
@@ -467,7 +481,8 @@ class PipelineRunRepository:
         stats: Mapping[str, JsonInput] | None,
         error: str | None,
     ) -> PipelineRun:
-        stats_text = encode_json(dict(stats or {}), f"stats of run {run_id}")
+        check_text(run_id, "run_id")
+        stats_text = encode_json(dict(check_mapping(stats, "stats")), f"stats of run {run_id}")
 
         def end(conn: sqlite3.Connection) -> PipelineRun:
             changed = conn.execute(

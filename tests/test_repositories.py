@@ -401,8 +401,8 @@ async def test_changed_content_without_id_or_source_is_a_new_document(
         pytest.param(
             {"title": "lone surrogate \ud800"},
             QueryError,
-            False,
-            id="title-not-encodable-mid-transaction",
+            True,
+            id="title-not-encodable",
         ),
     ],
 )

@@ -668,13 +668,6 @@ EVENT_STORE_TYPE_ERRORS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events.py checks the types of stream ids and events in append only: wrongly typed "
-    "positions, versions and batch sizes raise TypeError/AttributeError/ValueError, or are "
-    "stored coerced (an int stream id of a snapshot or checkpoint as text, bytes as a BLOB, "
-    "1.5 as a REAL version, 'x' as a schema version)",
-)
 @pytest.mark.parametrize("call", EVENT_STORE_TYPE_ERRORS)
 async def test_event_store_refuses_wrongly_typed_arguments(
     tmp_path: Path, call: Callable[[Any], Awaitable[Any]]
@@ -700,15 +693,13 @@ REPOSITORY_TYPE_ERRORS = [
     ),
     pytest.param(lambda d, r: d.chunk_page("kb", limit="x"), id="chunk-page-limit-str"),
     pytest.param(lambda d, r: r.finish("run", stats=5), id="run-stats-int"),
+    pytest.param(lambda d, r: r.start("p", run_id=5), id="run-id-int"),
+    pytest.param(
+        lambda d, r: d.ingest("kb", title="t", content="x", chunks=[b"bytes"]), id="chunk-bytes"
+    ),
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repositories.py: DocumentRepository.ingest hashes content and iterates chunks and "
-    "metadata unchecked (TypeError), stores an int document_id, chunk_page compares limit "
-    "unchecked, PipelineRunRepository._end iterates stats unchecked (TypeError)",
-)
 @pytest.mark.parametrize("call", REPOSITORY_TYPE_ERRORS)
 async def test_repositories_refuse_wrongly_typed_arguments(
     tmp_path: Path, call: Callable[[Any, Any], Awaitable[Any]]
