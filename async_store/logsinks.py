@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import logging.handlers
+import os
 import queue
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ._connection import create_private_dirs
 from ._shield import finish
 from .database import Database
 from .errors import StoreError
@@ -56,6 +59,15 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(record_to_dict(record), ensure_ascii=False)
 
 
+class _OwnerOnlyRotatingFile(logging.handlers.RotatingFileHandler):
+    """Log files created 0600 (the records may say what the application stores), whatever
+    the umask; rotation opens each new file the same way."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 class JsonlSink(logging.handlers.QueueHandler):
     """One JSON object per line in ``path``, rotated when it passes ``max_bytes`` (keeping
     ``backup_count`` old files). Records are written by a background thread; ``close()``
@@ -66,8 +78,8 @@ class JsonlSink(logging.handlers.QueueHandler):
     ) -> None:
         self._records: queue.Queue[logging.LogRecord] = queue.Queue()
         super().__init__(self._records)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._file = logging.handlers.RotatingFileHandler(
+        create_private_dirs(Path(path).parent)
+        self._file = _OwnerOnlyRotatingFile(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
         )
         self._file.setFormatter(_JsonFormatter())

@@ -97,6 +97,23 @@ async def test_database_wal_and_shm_files_are_owner_only(tmp_path: Path, mvp: bo
 
 
 @pytest.mark.usefixtures("open_umask")
+def test_jsonl_log_files_are_owner_only_and_stay_so_after_rotation(tmp_path: Path) -> None:
+    logger = logging.getLogger("async_store.test.jsonl_modes")
+    sink = JsonlSink(tmp_path / "logs" / "store.jsonl", max_bytes=2_000, backup_count=2)
+    logger.addHandler(sink)
+    try:
+        for n in range(100):
+            logger.warning("record %d", n)
+    finally:
+        logger.removeHandler(sink)
+        sink.close()
+    files = sorted((tmp_path / "logs").iterdir())
+    assert [f.name for f in files] == ["store.jsonl", "store.jsonl.1", "store.jsonl.2"]
+    assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+    assert mode(tmp_path / "logs") == 0o700
+
+
+@pytest.mark.usefixtures("open_umask")
 async def test_backup_folders_and_files_are_owner_only(tmp_path: Path) -> None:
     async with SqlService(SqlConfig.in_directory(tmp_path / "data")) as sql:
         await write_some(sql)
