@@ -48,7 +48,7 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store.events import content_hash
+from async_store._event_log import content_hash
 
 # -- fixtures and helpers -------------------------------------------------------------------
 

@@ -1,0 +1,208 @@
+"""Appending on the writer's thread: the stored form of an event, its content hash, and the
+append itself (idempotency, then the expected version, then one INSERT per 100 events).
+
+``EventStore.append_many`` prepares events on the event loop (so bad input fails before anything
+is queued) and runs ``append_rows`` for each stream as one writer job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from json.encoder import encode_basestring_ascii
+
+from ._checks import check_text
+from ._event_records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EncodedEvent,
+    ExpectedVersion,
+    NewEvent,
+    StreamState,
+)
+from ._ids import new_id
+from ._json import encode_json
+from .errors import ConcurrencyError, QueryError
+
+__all__ = ["ROWS_PER_INSERT", "PreparedEvent", "append_rows", "content_hash"]
+
+
+class PreparedEvent:
+    """An event encoded on the event loop (so bad input fails before anything is queued)."""
+
+    __slots__ = ("data", "event_id", "metadata", "recorded_at", "type")
+
+    def __init__(self, event: NewEvent | EncodedEvent, recorded_at: str) -> None:
+        if not isinstance(event, NewEvent | EncodedEvent):
+            raise QueryError(f"an event must be a NewEvent, not a {type(event).__name__}")
+        self.type = check_text(event.type, "an event type")
+        self.event_id = (
+            new_id() if event.event_id is None else check_text(event.event_id, "event_id")
+        )
+        if isinstance(event, EncodedEvent):
+            self.data: str = _check_json_text(event.data_json, "data_json")
+            self.metadata: str | None = (
+                None
+                if event.metadata_json is None
+                else _check_json_text(event.metadata_json, "metadata_json")
+            )
+        else:
+            self.data = encode_json(event.data, f"event {self.type!r} data")
+            self.metadata = (
+                None
+                if event.metadata is None
+                else encode_json(event.metadata, f"event {self.type!r} metadata")
+            )
+        self.recorded_at = recorded_at
+
+    def content_hash(self, stream_id: str, version: int) -> str:
+        return content_hash(
+            self.event_id, stream_id, version, self.type, self.data, self.metadata, self.recorded_at
+        )
+
+
+def content_hash(
+    event_id: str,
+    stream_id: str,
+    version: int,
+    type_: str,
+    data: str,
+    metadata: str | None,
+    recorded_at: str,
+) -> str:
+    """SHA-256 over every stored column but the position (hex): of the text
+    ``json.dumps([event_id, stream_id, version, type, data, metadata, recorded_at])``, written
+    out here with the same encoder (every append and every verified row pays for it)."""
+    meta = "null" if metadata is None else _json_text(metadata)
+    material = (
+        f"[{_json_text(event_id)}, {_json_text(stream_id)}, {int(version)}, {_json_text(type_)},"
+        f" {_json_text(data)}, {meta}, {_json_text(recorded_at)}]"
+    )
+    return hashlib.sha256(material.encode("ascii")).hexdigest()
+
+
+_json_text = encode_basestring_ascii
+"""A str as a JSON string literal, non-ASCII escaped: what ``json.dumps`` writes for it."""
+
+
+def _describe(expected: ExpectedVersion) -> str:
+    if isinstance(expected, StreamState):
+        return expected.value
+    return "no stream (version 0)" if expected == 0 else f"version {expected}"
+
+
+def _check_json_text(text: object, what: str) -> str:
+    """JSON text of an ``EncodedEvent``: a str (the database refuses text that is not JSON)."""
+    if not isinstance(text, str):
+        raise QueryError(f"an EncodedEvent's {what} must be JSON text, not a {type(text).__name__}")
+    return text
+
+
+def append_rows(
+    conn: sqlite3.Connection,
+    stream_id: str,
+    events: list[PreparedEvent],
+    expected: ExpectedVersion,
+) -> AppendResult:
+    """Runs on the writer's thread, inside the append's savepoint."""
+    ids = [e.event_id for e in events]
+    placeholders = ",".join("?" * len(ids))
+    current, stored_count = conn.execute(
+        f"SELECT coalesce(max(version), 0),"
+        f" (SELECT count(*) FROM events WHERE event_id IN ({placeholders}))"
+        f" FROM events WHERE stream_id = ?",
+        [*ids, stream_id],
+    ).fetchone()
+    if stored_count:
+        stored = conn.execute(
+            f"SELECT event_id, stream_id, version, position, type, data, metadata"
+            f" FROM events WHERE event_id IN ({placeholders}) ORDER BY position",
+            ids,
+        ).fetchall()
+        return _replayed(stream_id, events, stored)
+    if not _matches(expected, current):
+        raise ConcurrencyError(
+            f"stream {stream_id!r}: expected {_describe(expected)}, but it is at version {current}"
+        )
+    rows = [
+        (
+            event.event_id,
+            stream_id,
+            version,
+            event.type,
+            event.data,
+            event.metadata,
+            event.recorded_at,
+            event.content_hash(stream_id, version),
+        )
+        for version, event in enumerate(events, start=current + 1)
+    ]
+    position = 0
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        cursor = conn.execute(
+            _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(chunk)),
+            [value for row in chunk for value in row],
+        )
+        position = cursor.lastrowid or 0
+    return AppendResult(stream_id, current + 1, current + len(events), position)
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events(event_id, stream_id, version, type, data, metadata, recorded_at,"
+    " content_hash) VALUES "
+)
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+ROWS_PER_INSERT = 100
+"""Events written by one multi-row INSERT (8 parameters each: within SQLite's oldest limit of
+999 parameters per statement). An append of up to this many events is one statement."""
+
+
+def _matches(expected: ExpectedVersion, current: int) -> bool:
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return current == 0
+    if expected is STREAM_EXISTS:
+        return current > 0
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        return current == expected
+    raise QueryError(f"expected_version must be an int >= 0 or a StreamState, not {expected!r}")
+
+
+def _same_json(stored: str | None, sent: str | None) -> bool:
+    """The same JSON value: key order aside (a retry may order an object's keys differently),
+    but ``true``, ``1`` and ``1.0`` stay different (Python's ``==`` would merge them)."""
+    if stored is None or sent is None:
+        return stored is sent
+    return _canonical(stored) == _canonical(sent)
+
+
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _replayed(
+    stream_id: str, events: list[PreparedEvent], stored: list[sqlite3.Row]
+) -> AppendResult:
+    """A retried append: the original result if every event is stored as sent."""
+    by_id = {row[0]: row for row in stored}
+    if len(by_id) != len(events):
+        missing = [e.event_id for e in events if e.event_id not in by_id]
+        raise ConcurrencyError(
+            f"stream {stream_id!r}: {len(by_id)} of {len(events)} event ids are stored already "
+            f"and {len(missing)} are not (first missing: {missing[0]}); a retry must resend "
+            "exactly the original events"
+        )
+    for event in events:
+        row = by_id[event.event_id]
+        same = (row[1], row[4]) == (stream_id, event.type) and _same_json(row[5], event.data)
+        if not same or not _same_json(row[6], event.metadata):
+            raise ConcurrencyError(
+                f"event_id {event.event_id} is stored already with other content (stream "
+                f"{row[1]!r}, type {row[4]!r}); an event_id names one event forever"
+            )
+    versions = sorted(row[2] for row in stored)
+    return AppendResult(stream_id, versions[0], versions[-1], max(row[3] for row in stored))
