@@ -6,6 +6,7 @@ the same file.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -40,9 +41,19 @@ def payload(n: int) -> str:
 def create_database(path: Path, rows: int = 0) -> None:
     """Create `path` in WAL mode with the benchmark table holding `rows` rows (ids 1..rows).
 
-    WAL mode is stored in the file, so every copy of it opens in WAL mode; the per-connection
+    The file is created and migrated by async_store in MVP mode first (the service refuses a
+    file holding tables it has no migration record of), then the table is added; every contender
+    uses the same file, and the empty tables of the migrations cost none of them anything. WAL
+    mode is stored in the file, so every copy of it opens in WAL mode; the per-connection
     PRAGMAs (`synchronous`, `busy_timeout`) are each contender's job.
     """
+    from async_store import SqlConfig, SqlService
+
+    async def migrate() -> None:
+        async with SqlService(SqlConfig.mvp(path)):
+            pass
+
+    asyncio.run(migrate())
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
