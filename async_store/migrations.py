@@ -435,6 +435,19 @@ async def refuse_foreign_file(path: Path, database: str) -> None:
 
 def _foreign_reason(conn: sqlite3.Connection) -> str | None:
     """Why the file is not an async_store database (None: it is one, or is empty)."""
+    if conn.in_transaction:
+        return _foreign_reason_in(conn)
+    # One read transaction: read statement by statement, the record and user_version of a
+    # first migration another process commits in between would look like another
+    # application's file.
+    conn.execute("BEGIN")
+    try:
+        return _foreign_reason_in(conn)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _foreign_reason_in(conn: sqlite3.Connection) -> str | None:
     if _applied_rows(conn):
         return None
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
