@@ -6,6 +6,7 @@ is queued) and runs ``append_rows`` for each stream as one writer job."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -24,9 +25,18 @@ from ._event_records import (
 )
 from ._ids import new_id
 from ._json import encode_json
-from .errors import ConcurrencyError, QueryError
+from .errors import ConcurrencyError, QueryError, StoreError
 
-__all__ = ["ROWS_PER_INSERT", "PreparedEvent", "append_rows", "content_hash"]
+__all__ = [
+    "ROWS_PER_BATCH",
+    "ROWS_PER_INSERT",
+    "Plan",
+    "PreparedEvent",
+    "Waiting",
+    "append_rows",
+    "content_hash",
+    "write_plan",
+]
 
 
 class PreparedEvent:
@@ -158,6 +168,115 @@ _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
 ROWS_PER_INSERT = 100
 """Events written by one multi-row INSERT (8 parameters each: within SQLite's oldest limit of
 999 parameters per statement). An append of up to this many events is one statement."""
+
+ROWS_PER_BATCH = 4095 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
+"""Events of the appends coalesced into one INSERT: 8 parameters each, within the 32,766
+parameters a statement may have since SQLite 3.32 (999 before)."""
+
+Row = tuple[str, str, int, str, str, "str | None", str, str]
+
+
+class Waiting:
+    """An append of one stream waiting for the next coalesced write (see ``EventStore``)."""
+
+    __slots__ = ("events", "expected", "future", "stream_id")
+
+    def __init__(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        future: asyncio.Future[AppendResult],
+    ) -> None:
+        self.stream_id = stream_id
+        self.events = events
+        self.expected = expected
+        self.future = future
+
+
+class Plan:
+    """One coalesced write: the rows of the appends whose stream version the store knew, as
+    one INSERT, and the appends to make one by one (checked against the database)."""
+
+    __slots__ = ("direct", "rows", "size", "slow")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows: list[Row] = []
+        self.direct: list[tuple[int, Waiting, int]] = []
+        """(index in the batch, the append, its first version), in order."""
+        self.slow: list[tuple[int, Waiting]] = []
+
+    def add_direct(self, index: int, append: Waiting, current: int) -> int:
+        """Write ``append`` at versions ``current + 1 ...``; returns its last version."""
+        stream_id = append.stream_id
+        for version, event in enumerate(append.events, start=current + 1):
+            self.rows.append(
+                (
+                    event.event_id,
+                    stream_id,
+                    version,
+                    event.type,
+                    event.data,
+                    event.metadata,
+                    event.recorded_at,
+                    event.content_hash(stream_id, version),
+                )
+            )
+        self.direct.append((index, append, current + 1))
+        return current + len(append.events)
+
+
+def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exception]:
+    """Runs on the writer's thread: the direct rows in one INSERT, then the other appends, each
+    in a savepoint of its own. Returns each append's result or error, in batch order; raises
+    only when the transaction itself is lost (then nothing of the plan stands)."""
+    outcomes: list[AppendResult | Exception | None] = [None] * plan.size
+    slow = plan.slow
+    if plan.rows:
+        try:
+            cursor = conn.execute(
+                _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
+                [value for row in plan.rows for value in row],
+            )
+        except sqlite3.Error:
+            if not conn.in_transaction:
+                raise
+            # A version believed current was taken (another process appended) or an event_id
+            # is stored already (a retry): the statement left nothing behind; make every
+            # append the careful way, in batch order.
+            slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda item: item[0])
+        else:
+            position = (cursor.lastrowid or 0) - len(plan.rows)
+            for index, append, first in plan.direct:
+                count = len(append.events)
+                position += count
+                outcomes[index] = AppendResult(append.stream_id, first, first + count - 1, position)
+    if slow:
+        conn.execute("SAVEPOINT async_store_appends")
+        try:
+            for index, append in slow:
+                conn.execute("SAVEPOINT async_store_append")
+                try:
+                    outcomes[index] = append_rows(
+                        conn, append.stream_id, append.events, append.expected
+                    )
+                except (sqlite3.Error, StoreError) as exc:
+                    if not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK TO async_store_append")
+                    outcomes[index] = exc
+                conn.execute("RELEASE async_store_append")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO async_store_appends")
+                conn.execute("RELEASE async_store_appends")
+            raise
+        conn.execute("RELEASE async_store_appends")
+    done = [outcome for outcome in outcomes if outcome is not None]
+    if len(done) != plan.size:  # every append of the plan is answered, or its caller hangs
+        raise RuntimeError(f"{plan.size - len(done)} append(s) of the batch got no outcome")
+    return done
 
 
 def _matches(expected: ExpectedVersion, current: int) -> bool:

@@ -9,6 +9,9 @@ are durable. One append's conflict fails only that append.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import json
 import sqlite3
 import time
@@ -17,7 +20,16 @@ from typing import Any
 
 from ._checks import check_int, check_sequence, check_text
 from ._clock import utc_now as _now
-from ._event_log import ROWS_PER_INSERT, PreparedEvent, append_rows, content_hash
+from ._event_log import (
+    ROWS_PER_BATCH,
+    ROWS_PER_INSERT,
+    Plan,
+    PreparedEvent,
+    Waiting,
+    append_rows,
+    content_hash,
+    write_plan,
+)
 from ._event_records import (
     ANY,
     NO_STREAM,
@@ -31,9 +43,11 @@ from ._event_records import (
     StreamState,
     VerificationReport,
 )
+from ._futures import fail, resolve
 from ._json import JsonInput, encode_json
+from ._shield import finish
 from .database import Database, Transaction
-from .errors import PoolClosed, QueryError
+from .errors import PoolClosed, QueryError, StoreError, translate
 
 __all__ = [
     "encode_json",
@@ -68,6 +82,12 @@ class EventStore:
         self._keep_snapshots = keep_snapshots
         self._committed = asyncio.Event()
         self._closed = False
+        self._waiting: collections.deque[Waiting] = collections.deque()
+        self._writing: asyncio.Task[None] | None = None
+        self._versions: dict[str, int] = {}
+        """Stream → a version it has reached, learnt from this store's own commits. Events are
+        never removed, so it is never ahead of the database: at worst behind, and then the
+        write that relied on it fails whole and is redone the careful way."""
 
     @property
     def database(self) -> Database:
@@ -110,10 +130,14 @@ class EventStore:
         ids = [e.event_id for _, events, _ in prepared for e in events]
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
+        started = time.perf_counter()
+        if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT:
+            result = await self._append_one(*prepared[0])
+            self._db.metrics.record("append", time.perf_counter() - started)
+            return [result]
         # One stream and few enough events for one INSERT: a failure leaves nothing behind, so
         # the group commit needs no savepoint around it.
         atomic = len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT
-        started = time.perf_counter()
         results = await self._db.run_in_transaction(
             lambda conn: [
                 append_rows(conn, s, events, expected) for s, events, expected in prepared
@@ -128,6 +152,118 @@ class EventStore:
     def _notify(self) -> None:
         committed, self._committed = self._committed, asyncio.Event()
         committed.set()
+
+    # Appends of one stream are coalesced: they wait in ``_waiting`` while the write before them
+    # is under way, then go to the writer together as one job. For each, the store knows the
+    # version its stream is at (from its own commits), so the job is one multi-row INSERT, and
+    # the writer's thread runs no Python per append. An append whose stream or expectation the
+    # store cannot vouch for is made as before (idempotency, then version, then INSERT) in the
+    # same job; so are all of them when the INSERT fails (an id stored already, a version
+    # another process took), since a failed statement leaves nothing behind.
+
+    async def _append_one(
+        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(Waiting(stream_id, events, expected, future))
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(
+                self._write_waiting(), name=f"async_store.{self._db.name}.appends"
+            )
+        # Cancelled while waiting, the append is dropped; once its write is under way, it
+        # stands (as for any job the writer has taken).
+        return await future
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._take_batch()
+                if batch:
+                    await self._write_batch(batch)
+        finally:
+            self._writing = None
+            while self._waiting:  # only when cancelled: nobody would answer them
+                fail(self._waiting.popleft().future, PoolClosed("the event store stopped"))
+
+    def _take_batch(self) -> list[Waiting]:
+        batch: list[Waiting] = []
+        rows = 0
+        while self._waiting:
+            append = self._waiting[0]
+            if batch and rows + len(append.events) > ROWS_PER_BATCH:
+                break
+            self._waiting.popleft()
+            if not append.future.cancelled():
+                batch.append(append)
+                rows += len(append.events)
+        return batch
+
+    async def _write_batch(self, batch: list[Waiting]) -> None:
+        plan = Plan(len(batch))
+        reached: dict[str, int] = {}
+        careful: set[str] = set()
+        for index, append in enumerate(batch):
+            stream_id = append.stream_id
+            current = reached.get(stream_id, self._versions.get(stream_id))
+            if stream_id in careful or not _vouched(append.expected, current):
+                careful.add(stream_id)  # and every later append of the stream, in order
+                plan.slow.append((index, append))
+            else:
+                reached[stream_id] = plan.add_direct(index, append, current or 0)
+        job = asyncio.ensure_future(
+            self._db.run_in_transaction(
+                functools.partial(write_plan, plan=plan), "append", atomic=True
+            )
+        )
+        try:
+            await finish(job)
+        except asyncio.CancelledError:
+            self._answer(batch, job)  # the write ran to its end: its callers hear how
+            raise
+        except Exception:
+            pass  # answered below, append by append
+        self._answer(batch, job)
+
+    def _answer(
+        self, batch: list[Waiting], job: asyncio.Future[list[AppendResult | Exception]]
+    ) -> None:
+        error = job.exception()
+        if error is not None:
+            for append in batch:
+                self._versions.pop(append.stream_id, None)
+                fail(append.future, error)
+            return
+        for append, outcome in zip(batch, job.result(), strict=True):
+            if isinstance(outcome, AppendResult):
+                self._learn(append.stream_id, outcome.last_version)
+                resolve(append.future, outcome)
+            else:
+                self._versions.pop(append.stream_id, None)
+                error = (
+                    outcome
+                    if isinstance(outcome, StoreError)
+                    else translate(outcome, database=self._db.name, sql="append")
+                )
+                fail(append.future, error, cause=outcome)
+        self._notify()
+
+    def _learn(self, stream_id: str, version: int) -> None:
+        if len(self._versions) >= _KNOWN_STREAMS and stream_id not in self._versions:
+            self._versions.clear()  # a bound on memory; the next appends look versions up
+        if version > self._versions.get(stream_id, 0):
+            self._versions[stream_id] = version
+
+    def _forget_versions(self) -> None:
+        """Drop the stream versions learnt from this store's appends: for when the log was
+        replaced under it (a restore) or its schema moved (a migration)."""
+        self._versions.clear()
+
+    async def _drain(self) -> None:
+        """Return once every append made so far is written (or has failed)."""
+        writing = self._writing
+        if writing is not None:
+            with contextlib.suppress(Exception):
+                await finish(writing)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -329,6 +465,26 @@ class EventStore:
         """End every subscription (at its next wake-up, at once for waiting ones)."""
         self._closed = True
         self._committed.set()
+
+
+_KNOWN_STREAMS = 65_536
+"""Streams whose version the store keeps in mind for coalesced appends."""
+
+
+def _vouched(expected: ExpectedVersion, current: int | None) -> bool:
+    """Whether an append expecting ``expected`` can be written at ``current + 1`` without
+    asking the database: the store knows the stream's version and it is what the append
+    expects. (A stream the store has not seen counts as new for an append that says so: if it
+    exists after all, its version 1 is taken and the write is redone the careful way.)"""
+    if current is None:
+        return expected is NO_STREAM or (type(expected) is int and expected == 0)
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return current == 0
+    if expected is STREAM_EXISTS:
+        return current > 0
+    return type(expected) is int and expected == current
 
 
 def _check_stream(stream_id: object) -> str:

@@ -180,6 +180,8 @@ class SqlService:
             done += await apply_migrations(
                 database, sets, track_user_version=tracked, target=target, target_set=migration_set
             )
+        if done:
+            self._event_store._forget_versions()  # a migration down may have emptied the log
         return done
 
     async def migration_status(self) -> list[MigrationStatus]:
@@ -230,6 +232,7 @@ class SqlService:
         for database in self.databases:
             source = Path(backup) / by_database[database.name].name
             await database.run_on_writer(functools.partial(_copy_from, source=source))
+        self._event_store._forget_versions()
         await self._migrate()
         return manifest
 
@@ -268,6 +271,7 @@ class SqlService:
         if self._closed:
             return
         self._closed = True
+        await self._event_store._drain()
         self._event_store.close()
         background = self._background
         try:
