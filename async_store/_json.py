@@ -24,12 +24,15 @@ def encode_json(value: object, what: str) -> str:
     """Encode ``value`` as compact JSON, refusing what would not read back unchanged: NaN and
     infinities, non-string keys, tuples, sets, other objects. Raises :class:`QueryError`
     naming ``what`` and the path to the offending value."""
-    _check_json(value, what, "$", 0)
+    if not _is_json(value, 0):
+        _check_json(value, what, "$", 0)  # raises, saying where
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except ValueError as exc:
         # An int past Python's digit limit for str(): it could not be read back either.
         raise QueryError(f"{what} is not JSON: {exc}") from None
+    if text.isascii():  # a flag of the str, no scan: most JSON needs no UTF-8 check
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -65,6 +68,29 @@ def _first_unencodable(value: object, path: str) -> str:
 
 _JSON_SCALARS = (str, int, bool, type(None))
 _MAX_DEPTH = 200
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""``json.dumps`` with these options builds an encoder per call; one is enough."""
+
+
+def _is_json(value: object, depth: int) -> bool:
+    """What ``_check_json`` accepts, without building the paths its errors name: every event
+    and every mutation is checked, and almost all of them pass."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if depth > _MAX_DEPTH:
+        return False
+    if kind is list:
+        return all(_is_json(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(
+            type(key) is str and _is_json(item, depth + 1)
+            for key, item in value.items()  # type: ignore[attr-defined]
+        )
+    return False
 
 
 def _check_json(value: object, what: str, path: str, depth: int) -> None:

@@ -111,7 +111,14 @@ class EventStore:
         only some of the ids are stored, or when an id is stored with other content; and
         :class:`QueryError` for data that is not JSON. Nothing is written when it raises.
         """
-        (result,) = await self.append_many([(stream_id, events, expected_version)])
+        stream_id = _check_stream(stream_id)
+        prepared = _prepared(stream_id, events, _now())
+        started = time.perf_counter()
+        if len(prepared) <= ROWS_PER_INSERT:
+            result = await self._append_one(stream_id, prepared, expected_version)
+        else:
+            (result,) = await self._append_apart([(stream_id, prepared, expected_version)])
+        self._db.metrics.record("append", time.perf_counter() - started)
         return result
 
     async def append_many(
@@ -121,31 +128,33 @@ class EventStore:
         recorded_at = _now()
         checked = [_check_append(append) for append in check_sequence(appends, "appends")]
         prepared = [
-            (stream_id, [PreparedEvent(e, recorded_at) for e in events], expected)
+            (stream_id, _prepared(stream_id, events, recorded_at), expected)
             for stream_id, events, expected in checked
         ]
-        for stream_id, events, _ in prepared:
-            if not events:
-                raise QueryError(f"append to {stream_id!r}: no events given")
         ids = [e.event_id for _, events, _ in prepared for e in events]
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
         started = time.perf_counter()
         if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT:
-            result = await self._append_one(*prepared[0])
-            self._db.metrics.record("append", time.perf_counter() - started)
-            return [result]
-        # One stream and few enough events for one INSERT: a failure leaves nothing behind, so
-        # the group commit needs no savepoint around it.
-        atomic = len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT
+            results = [await self._append_one(*prepared[0])]
+        else:
+            results = await self._append_apart(prepared)
+        self._db.metrics.record("append", time.perf_counter() - started)
+        return results
+
+    async def _append_apart(
+        self, prepared: list[tuple[str, list[PreparedEvent], ExpectedVersion]]
+    ) -> list[AppendResult]:
+        """Appends to several streams, or of more events than one INSERT takes: one writer
+        job of their own, made the careful way."""
         results = await self._db.run_in_transaction(
             lambda conn: [
                 append_rows(conn, s, events, expected) for s, events, expected in prepared
             ],
             "append",
-            atomic=atomic,
         )
-        self._db.metrics.record("append", time.perf_counter() - started)
+        for result in results:
+            self._learn(result.stream_id, result.last_version)
         self._notify()
         return results
 
@@ -485,6 +494,18 @@ def _vouched(expected: ExpectedVersion, current: int | None) -> bool:
     if expected is STREAM_EXISTS:
         return current > 0
     return type(expected) is int and expected == current
+
+
+def _prepared(
+    stream_id: str, events: Sequence[NewEvent | EncodedEvent], recorded_at: str
+) -> list[PreparedEvent]:
+    """The events of one stream's append, encoded (bad input fails here, before queueing)."""
+    prepared = [PreparedEvent(event, recorded_at) for event in check_sequence(events, "events")]
+    if not prepared:
+        raise QueryError(f"append to {stream_id!r}: no events given")
+    if len(prepared) > 1 and len({e.event_id for e in prepared}) != len(prepared):
+        raise QueryError("the same event_id appears twice in one append")
+    return prepared
 
 
 def _check_stream(stream_id: object) -> str:
