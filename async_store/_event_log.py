@@ -230,48 +230,56 @@ class Plan:
 def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exception]:
     """Runs on the writer's thread: the direct rows in one INSERT, then the other appends, each
     in a savepoint of its own. Returns each append's result or error, in batch order; raises
-    only when the transaction itself is lost (then nothing of the plan stands)."""
+    only when something unforeseen fails, and then nothing of the plan stands (a savepoint
+    spans the plan whenever more than the one INSERT runs)."""
     outcomes: list[AppendResult | Exception | None] = [None] * plan.size
     slow = plan.slow
-    if plan.rows:
-        try:
-            cursor = conn.execute(
-                _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
-                [value for row in plan.rows for value in row],
-            )
-        except sqlite3.Error:
-            if not conn.in_transaction:
-                raise
-            # A version believed current was taken (another process appended) or an event_id
-            # is stored already (a retry): the statement left nothing behind; make every
-            # append the careful way, in batch order.
-            slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda item: item[0])
-        else:
-            position = (cursor.lastrowid or 0) - len(plan.rows)
-            for index, append, first in plan.direct:
-                count = len(append.events)
-                position += count
-                outcomes[index] = AppendResult(append.stream_id, first, first + count - 1, position)
-    if slow:
+    guarded = bool(slow)
+    if guarded:
         conn.execute("SAVEPOINT async_store_appends")
-        try:
-            for index, append in slow:
-                conn.execute("SAVEPOINT async_store_append")
-                try:
-                    outcomes[index] = append_rows(
-                        conn, append.stream_id, append.events, append.expected
+    try:
+        if plan.rows:
+            try:
+                cursor = conn.execute(
+                    _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
+                    [value for row in plan.rows for value in row],
+                )
+            except sqlite3.Error:
+                if not conn.in_transaction:
+                    raise
+                # A version believed current was taken (another process appended) or an
+                # event_id is stored already (a retry): the statement left nothing behind;
+                # make every append the careful way, in batch order.
+                slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda x: x[0])
+            else:
+                position = (cursor.lastrowid or 0) - len(plan.rows)
+                for index, append, first in plan.direct:
+                    count = len(append.events)
+                    position += count
+                    outcomes[index] = AppendResult(
+                        append.stream_id, first, first + count - 1, position
                     )
-                except (sqlite3.Error, StoreError) as exc:
-                    if not conn.in_transaction:
-                        raise
-                    conn.execute("ROLLBACK TO async_store_append")
-                    outcomes[index] = exc
-                conn.execute("RELEASE async_store_append")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK TO async_store_appends")
-                conn.execute("RELEASE async_store_appends")
-            raise
+        if slow and not guarded:
+            conn.execute("SAVEPOINT async_store_appends")
+            guarded = True
+        for index, append in slow:
+            conn.execute("SAVEPOINT async_store_append")
+            try:
+                outcomes[index] = append_rows(
+                    conn, append.stream_id, append.events, append.expected
+                )
+            except (sqlite3.Error, StoreError) as exc:
+                if not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK TO async_store_append")
+                outcomes[index] = exc
+            conn.execute("RELEASE async_store_append")
+    except BaseException:
+        if guarded and conn.in_transaction:
+            conn.execute("ROLLBACK TO async_store_appends")
+            conn.execute("RELEASE async_store_appends")
+        raise
+    if guarded:
         conn.execute("RELEASE async_store_appends")
     done = [outcome for outcome in outcomes if outcome is not None]
     if len(done) != plan.size:  # every append of the plan is answered, or its caller hangs

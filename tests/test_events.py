@@ -19,6 +19,7 @@ import re
 import sqlite3
 import sys
 import textwrap
+import threading
 import tracemalloc
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -408,6 +409,50 @@ async def test_an_append_by_another_writer_is_never_skipped_or_overwritten(
             4,
             5,
         ]
+
+
+async def test_an_unforeseen_failure_in_a_coalesced_write_leaves_none_of_it(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch mixes appends written by the one INSERT (a stream the store knows) and appends
+    made the careful way (a stream it has not seen). If the careful part fails in a way
+    nobody planned for, the INSERT before it is undone too: every caller hears of the failure
+    and no event of the batch is stored."""
+    import async_store._event_log as event_log
+
+    await sql.event_store.append("known", [tick(0)])
+    careful = event_log.append_rows
+
+    def flawed(conn: sqlite3.Connection, stream_id: str, *args: Any) -> AppendResult:
+        if stream_id == "unseen":
+            raise RuntimeError("a flaw in the careful path")
+        return careful(conn, stream_id, *args)
+
+    monkeypatch.setattr(event_log, "append_rows", flawed)
+    # Hold the writer so that the coalesced write and another caller's write queue up and
+    # share one group commit: the other write must keep its work, the batch must not.
+    started, release = threading.Event(), threading.Event()
+    holder = asyncio.ensure_future(
+        sql.events.run_on_writer(lambda conn: (started.set(), release.wait(30)))
+    )
+    assert await asyncio.to_thread(started.wait, 10)
+    appends = [
+        asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
+        asyncio.ensure_future(sql.event_store.append("unseen", [tick(2)])),
+    ]
+    await asyncio.sleep(0.01)  # the appends are handed to the writer as one job
+    other = asyncio.ensure_future(sql.event_store.set_checkpoint("other-work", 7))
+    await asyncio.sleep(0.01)
+    release.set()
+    await holder
+    outcomes = await asyncio.gather(*appends, return_exceptions=True)
+    await other
+    assert all(isinstance(o, StoreError) for o in outcomes), outcomes
+    assert await count_events(sql) == 1
+    assert await sql.event_store.get_checkpoint("other-work") == 7
+    monkeypatch.undo()
+    result = await sql.event_store.append("known", [tick(1)])
+    assert result.last_version == 2
 
 
 async def test_appends_cancelled_while_waiting_leave_no_gap(sql: SqlService) -> None:
