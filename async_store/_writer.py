@@ -57,8 +57,8 @@ class _StatementJob:
         self.sql = sql
         self.future = future
         self.atomic = atomic
-        """``fn`` changes the database with one statement at most, so when it fails there is
-        nothing of it to undo: it needs no savepoint of its own in a group commit."""
+        """When ``fn`` fails there is nothing of it to undo (one statement at most, or a
+        savepoint of its own): it needs no savepoint from the writer in a group commit."""
         self.waiting = False
 
 

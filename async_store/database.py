@@ -221,9 +221,10 @@ class Database(QueryMethods):
         names the work in error messages. For storage code built on the pool (the event store,
         repositories); ``fn`` must not manage transactions itself.
 
-        ``atomic=True`` promises that ``fn`` changes the database with one statement at most
-        (reads before it are fine), so a failure leaves nothing to undo; the group commit then
-        spares it the savepoint it would otherwise open around ``fn``."""
+        ``atomic=True`` promises that an exception from ``fn`` leaves nothing to undo: it
+        changes the database with one statement at most (reads before it are fine), or guards
+        its statements with a savepoint of its own. The group commit then spares it the
+        savepoint it would otherwise open around ``fn``."""
         return await self._write(fn, label, atomic=atomic)
 
     async def run_in_reader(self, fn: Callable[[sqlite3.Connection], T], label: str) -> T:
