@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
 from ._checks import check_text
@@ -25,7 +26,7 @@ from ._event_records import (
 )
 from ._ids import new_id
 from ._json import encode_json
-from .errors import ConcurrencyError, QueryError, StoreError
+from .errors import ConcurrencyError, QueryError
 
 __all__ = [
     "ROWS_PER_BATCH",
@@ -198,10 +199,15 @@ class Plan:
     """One coalesced write: the rows of the appends whose stream version the store knew, as
     one INSERT, and the appends to make one by one (checked against the database)."""
 
-    __slots__ = ("direct", "rows", "size", "slow")
+    __slots__ = ("current", "direct", "generation", "rows", "size", "slow")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, generation: int, current: Callable[[], int]) -> None:
         self.size = size
+        self.generation = generation
+        """What the store knew when it planned (see ``EventStore._forget_versions``)."""
+        self.current = current
+        """What the store knows now: when it has moved on (the log was replaced, a migration
+        ran), the versions planned from are void, and every append is made the careful way."""
         self.rows: list[Row] = []
         self.direct: list[tuple[int, Waiting, int]] = []
         """(index in the batch, the append, its first version), in order."""
@@ -238,7 +244,12 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
     if guarded:
         conn.execute("SAVEPOINT async_store_appends")
     try:
-        if plan.rows:
+        if plan.rows and plan.current() != plan.generation:
+            slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda x: x[0])
+            if not guarded:
+                conn.execute("SAVEPOINT async_store_appends")
+                guarded = True
+        elif plan.rows:
             try:
                 cursor = conn.execute(
                     _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
@@ -268,7 +279,7 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
                 outcomes[index] = append_rows(
                     conn, append.stream_id, append.events, append.expected
                 )
-            except (sqlite3.Error, StoreError) as exc:
+            except Exception as exc:  # this append's failure alone: its savepoint undoes it
                 if not conn.in_transaction:
                     raise
                 conn.execute("ROLLBACK TO async_store_append")
@@ -304,7 +315,10 @@ def _same_json(stored: str | None, sent: str | None) -> bool:
     but ``true``, ``1`` and ``1.0`` stay different (Python's ``==`` would merge them)."""
     if stored is None or sent is None:
         return stored is sent
-    return _canonical(stored) == _canonical(sent)
+    try:
+        return _canonical(stored) == _canonical(sent)
+    except ValueError:  # sent text that is not JSON (an EncodedEvent) is not what was stored
+        return False
 
 
 def _canonical(text: str) -> str:

@@ -243,6 +243,13 @@ class Database(QueryMethods):
 
     # -- statistics --------------------------------------------------------------------------
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the current task is inside a ``transaction()`` block of this database (its
+        queries then run in that transaction)."""
+        tx = self._current.get()
+        return tx is not None and tx._active
+
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool and the writer; no I/O."""
         counters = self._counters

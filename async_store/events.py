@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import json
 import sqlite3
@@ -84,6 +85,7 @@ class EventStore:
         self._closed = False
         self._waiting: collections.deque[Waiting] = collections.deque()
         self._writing: asyncio.Task[None] | None = None
+        self._generation = 0
         self._versions: dict[str, int] = {}
         """Stream → a version it has reached, learnt from this store's own commits. Events are
         never removed, so it is never ahead of the database: at worst behind, and then the
@@ -114,7 +116,7 @@ class EventStore:
         stream_id = _check_stream(stream_id)
         prepared = _prepared(stream_id, events, _now())
         started = time.perf_counter()
-        if len(prepared) <= ROWS_PER_INSERT:
+        if len(prepared) <= ROWS_PER_INSERT and not self._db.in_transaction:
             result = await self._append_one(stream_id, prepared, expected_version)
         else:
             (result,) = await self._append_apart([(stream_id, prepared, expected_version)])
@@ -135,7 +137,7 @@ class EventStore:
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
         started = time.perf_counter()
-        if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT:
+        if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT and not self._db.in_transaction:
             results = [await self._append_one(*prepared[0])]
         else:
             results = await self._append_apart(prepared)
@@ -145,16 +147,21 @@ class EventStore:
     async def _append_apart(
         self, prepared: list[tuple[str, list[PreparedEvent], ExpectedVersion]]
     ) -> list[AppendResult]:
-        """Appends to several streams, or of more events than one INSERT takes: one writer
-        job of their own, made the careful way."""
+        """Appends to several streams, of more events than one INSERT takes, or inside a
+        ``transaction()``: a writer job of their own (or part of that transaction), made the
+        careful way."""
+        in_transaction = self._db.in_transaction
+        generation = self._generation
         results = await self._db.run_in_transaction(
             lambda conn: [
                 append_rows(conn, s, events, expected) for s, events, expected in prepared
             ],
             "append",
         )
-        for result in results:
-            self._learn(result.stream_id, result.last_version)
+        if not in_transaction and generation == self._generation:
+            # (Inside a transaction nothing is committed yet: it may still roll back.)
+            for result in results:
+                self._learn(result.stream_id, result.last_version)
         self._notify()
         return results
 
@@ -176,8 +183,12 @@ class EventStore:
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._waiting.append(Waiting(stream_id, events, expected, future))
         if self._writing is None:
+            # A context of its own: a copy of this caller's would carry the caller's
+            # transaction() (a context variable) into every batch the task writes.
             self._writing = asyncio.get_running_loop().create_task(
-                self._write_waiting(), name=f"async_store.{self._db.name}.appends"
+                self._write_waiting(),
+                name=f"async_store.{self._db.name}.appends",
+                context=contextvars.Context(),
             )
         # Cancelled while waiting, the append is dropped; once its write is under way, it
         # stands (as for any job the writer has taken).
@@ -208,7 +219,7 @@ class EventStore:
         return batch
 
     async def _write_batch(self, batch: list[Waiting]) -> None:
-        plan = Plan(len(batch))
+        plan = Plan(len(batch), self._generation, lambda: self._generation)
         reached: dict[str, int] = {}
         careful: set[str] = set()
         for index, append in enumerate(batch):
@@ -227,16 +238,20 @@ class EventStore:
         try:
             await finish(job)
         except asyncio.CancelledError:
-            self._answer(batch, job)  # the write ran to its end: its callers hear how
+            self._answer(batch, plan, job)  # the write ran to its end: its callers hear how
             raise
         except Exception:
             pass  # answered below, append by append
-        self._answer(batch, job)
+        self._answer(batch, plan, job)
 
     def _answer(
-        self, batch: list[Waiting], job: asyncio.Future[list[AppendResult | Exception]]
+        self, batch: list[Waiting], plan: Plan, job: asyncio.Future[list[AppendResult | Exception]]
     ) -> None:
-        error = job.exception()
+        error: BaseException | None = (
+            PoolClosed(f"{self._db.name}: the write of these appends was cancelled")
+            if job.cancelled()
+            else job.exception()
+        )
         if error is not None:
             for append in batch:
                 self._versions.pop(append.stream_id, None)
@@ -244,7 +259,8 @@ class EventStore:
             return
         for append, outcome in zip(batch, job.result(), strict=True):
             if isinstance(outcome, AppendResult):
-                self._learn(append.stream_id, outcome.last_version)
+                if plan.generation == self._generation:
+                    self._learn(append.stream_id, outcome.last_version)
                 resolve(append.future, outcome)
             else:
                 self._versions.pop(append.stream_id, None)
@@ -263,9 +279,12 @@ class EventStore:
             self._versions[stream_id] = version
 
     def _forget_versions(self) -> None:
-        """Drop the stream versions learnt from this store's appends: for when the log was
-        replaced under it (a restore) or its schema moved (a migration)."""
+        """Drop the stream versions learnt from this store's appends, before the log is
+        replaced under it (a restore) or its schema moves (a migration). Batches planned
+        earlier but written later are then made the careful way, and what they commit is not
+        learnt."""
         self._versions.clear()
+        self._generation += 1
 
     async def _drain(self) -> None:
         """Return once every append made so far is written (or has failed)."""

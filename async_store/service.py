@@ -177,11 +177,11 @@ class SqlService:
         for database, sets, tracked in plan:
             if migration_set is not None and all(s.name != migration_set for s in sets):
                 continue
+            if database is self._events:
+                self._event_store._forget_versions()  # a migration down may empty the log
             done += await apply_migrations(
                 database, sets, track_user_version=tracked, target=target, target_set=migration_set
             )
-        if done:
-            self._event_store._forget_versions()  # a migration down may have emptied the log
         return done
 
     async def migration_status(self) -> list[MigrationStatus]:
@@ -231,8 +231,11 @@ class SqlService:
             raise BackupError(f"{backup}: holds no copy of {', '.join(missing)}")
         for database in self.databases:
             source = Path(backup) / by_database[database.name].name
+            if database is self._events:
+                # Right before the copy is queued: appends planned from what the store knew
+                # of the old log and written after the copy are then made the careful way.
+                self._event_store._forget_versions()
             await database.run_on_writer(functools.partial(_copy_from, source=source))
-        self._event_store._forget_versions()
         await self._migrate()
         return manifest
 
@@ -271,10 +274,10 @@ class SqlService:
         if self._closed:
             return
         self._closed = True
-        await self._event_store._drain()
-        self._event_store.close()
         background = self._background
         try:
+            self._event_store.close()  # ends subscriptions
+            await self._event_store._drain()  # appends made before close() are written
             if background is not None:
                 background.cancel()
                 try:

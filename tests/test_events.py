@@ -411,13 +411,13 @@ async def test_an_append_by_another_writer_is_never_skipped_or_overwritten(
         ]
 
 
-async def test_an_unforeseen_failure_in_a_coalesced_write_leaves_none_of_it(
+async def test_a_flaw_in_one_careful_append_fails_that_append_only(
     sql: SqlService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch mixes appends written by the one INSERT (a stream the store knows) and appends
-    made the careful way (a stream it has not seen). If the careful part fails in a way
-    nobody planned for, the INSERT before it is undone too: every caller hears of the failure
-    and no event of the batch is stored."""
+    made the careful way (a stream it has not seen), and shares its group commit with another
+    caller's write. One careful append failing in a way nobody planned for fails that append
+    alone: the others in the batch and the other caller's write are kept."""
     import async_store._event_log as event_log
 
     await sql.event_store.append("known", [tick(0)])
@@ -432,9 +432,12 @@ async def test_an_unforeseen_failure_in_a_coalesced_write_leaves_none_of_it(
     # Hold the writer so that the coalesced write and another caller's write queue up and
     # share one group commit: the other write must keep its work, the batch must not.
     started, release = threading.Event(), threading.Event()
-    holder = asyncio.ensure_future(
-        sql.events.run_on_writer(lambda conn: (started.set(), release.wait(30)))
-    )
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(30)
+
+    holder = asyncio.ensure_future(sql.events.run_on_writer(hold))
     assert await asyncio.to_thread(started.wait, 10)
     appends = [
         asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
@@ -447,12 +450,82 @@ async def test_an_unforeseen_failure_in_a_coalesced_write_leaves_none_of_it(
     await holder
     outcomes = await asyncio.gather(*appends, return_exceptions=True)
     await other
-    assert all(isinstance(o, StoreError) for o in outcomes), outcomes
-    assert await count_events(sql) == 1
+    known, unseen = outcomes
+    assert isinstance(known, AppendResult), known
+    assert known.last_version == 2
+    assert isinstance(unseen, StoreError), unseen
+    assert "a flaw in the careful path" in str(unseen)
+    assert await count_events(sql) == 2
+    assert await count_events(sql, "unseen") == 0
     assert await sql.event_store.get_checkpoint("other-work") == 7
-    monkeypatch.undo()
-    result = await sql.event_store.append("known", [tick(1)])
-    assert result.last_version == 2
+    assert (await sql.event_store.verify_events()).ok
+
+
+async def test_appends_inside_a_rolled_back_transaction_leave_no_gap(sql: SqlService) -> None:
+    """Inside ``transaction()`` an append is part of that transaction: nothing of it is known
+    committed until the block ends, so a rollback leaves the next append at version 1."""
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo):
+        async with sql.events.transaction():
+            await sql.event_store.append("single", [tick(0)])
+            await sql.event_store.append_many([("a", [tick(1)], ANY), ("b", [tick(2)], ANY)])
+            raise Undo
+    for stream_id in ("single", "a", "b"):
+        result = await sql.event_store.append(stream_id, [tick(3)])
+        assert result.last_version == 1, stream_id
+    assert (await sql.event_store.verify_events()).ok
+
+
+async def test_an_append_inside_a_transaction_does_not_wait_for_other_appends(
+    sql: SqlService,
+) -> None:
+    """Other tasks' appends queue behind the open transaction; the one made inside it runs in
+    the transaction and does not queue behind them (which would never end)."""
+    outside = [
+        asyncio.ensure_future(sql.event_store.append(f"outside-{n}", [tick(n)])) for n in range(5)
+    ]
+    async with sql.events.transaction():
+        await asyncio.sleep(0.02)  # the outside appends are queued behind this transaction
+        async with asyncio.timeout(10):
+            inside = await sql.event_store.append("inside", [tick(0)])
+    assert inside.last_version == 1
+    assert all(r.last_version == 1 for r in await asyncio.gather(*outside))
+
+
+async def test_appends_during_an_online_restore_leave_no_gap(tmp_path: Path) -> None:
+    async with SqlService(SqlConfig.in_directory(tmp_path / "data")) as sql:
+        await sql.event_store.append("s", [tick(n) for n in range(3)])
+        backup = await sql.backup(tmp_path / "backups")
+        for n in range(3, 10):
+            await sql.event_store.append("s", [tick(n)])
+        restore = asyncio.ensure_future(sql.restore(backup.directory))
+        while not restore.done():
+            await sql.event_store.append("s", [tick(99)])
+        await restore
+        await sql.event_store.append("s", [tick(100)])
+        report = await sql.event_store.verify_events()
+        assert report.ok, report
+
+
+async def test_a_bogus_retry_in_a_coalesced_batch_fails_alone(sql: SqlService) -> None:
+    """A retry of a stored event_id whose data is not JSON text is refused; the appends
+    written in the same batch are not."""
+    await sql.event_store.append("dup", [tick(0, event_id="stored-id")])
+    for n in range(5):
+        await sql.event_store.append(f"s{n}", [tick(n)])
+    busy = asyncio.ensure_future(sql.event_store.append("warm-up", [tick(0)]))
+    await asyncio.sleep(0)  # the rest wait for the next write, together
+    calls = [sql.event_store.append(f"s{n}", [tick(n)]) for n in range(5)]
+    bogus = EncodedEvent("Ticked", "not json", event_id="stored-id")
+    outcomes = await asyncio.gather(
+        busy, *calls, sql.event_store.append("dup", [bogus]), return_exceptions=True
+    )
+    assert all(isinstance(o, AppendResult) for o in outcomes[:-1]), outcomes
+    assert isinstance(outcomes[-1], ConcurrencyError), outcomes[-1]
+    assert "other content" in str(outcomes[-1])
 
 
 async def test_appends_cancelled_while_waiting_leave_no_gap(sql: SqlService) -> None:

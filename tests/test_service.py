@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from async_store import PoolClosed, SqlConfig, SqlService
+from async_store import NewEvent, PoolClosed, SqlConfig, SqlService
 
 
 async def test_mvp_shares_one_database(tmp_path: Path) -> None:
@@ -102,3 +104,24 @@ def test_forgetting_to_close_neither_hangs_nor_complains(tmp_path: Path, ending:
         check=True,
     )
     assert reopened.stdout.strip() == "1"
+
+
+async def test_a_close_cancelled_while_appends_drain_still_closes_every_database(
+    tmp_path: Path,
+) -> None:
+    sql = SqlService(SqlConfig.in_directory(tmp_path))
+    await sql.start()
+    appends = [
+        asyncio.ensure_future(sql.event_store.append(f"s{n % 50}", [NewEvent("E", {"n": n})]))
+        for n in range(3000)
+    ]
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(sql.close())
+    await asyncio.sleep(0.005)  # close() is draining the appends
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    await asyncio.gather(*appends, return_exceptions=True)
+    for database in sql.databases:
+        with pytest.raises(PoolClosed):
+            await database.fetch_val("SELECT 1")
