@@ -2,7 +2,7 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, _checks, _clock, _futures, _ids, _json
+    errors, config, _checks, _clock, _futures, _ids, _json, _tasks
       → _connection, _shield, statistics, _event_records
         → _readers, _writer, _queries → database, _event_log
           → migrations, events, repositories, backup, health, logsinks

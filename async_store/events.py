@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import functools
 import json
 import sqlite3
@@ -47,6 +46,7 @@ from ._event_records import (
 from ._futures import fail, resolve
 from ._json import JsonInput, encode_json
 from ._shield import finish
+from ._tasks import start_background
 from .database import Database, Transaction
 from .errors import PoolClosed, QueryError, StoreError, translate
 
@@ -183,12 +183,9 @@ class EventStore:
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._waiting.append(Waiting(stream_id, events, expected, future))
         if self._writing is None:
-            # A context of its own: a copy of this caller's would carry the caller's
-            # transaction() (a context variable) into every batch the task writes.
-            self._writing = asyncio.get_running_loop().create_task(
-                self._write_waiting(),
-                name=f"async_store.{self._db.name}.appends",
-                context=contextvars.Context(),
+            # (In a context of its own: this caller may be inside a transaction() block.)
+            self._writing = start_background(
+                self._write_waiting(), name=f"async_store.{self._db.name}.appends"
             )
         # Cancelled while waiting, the append is dropped; once its write is under way, it
         # stands (as for any job the writer has taken).

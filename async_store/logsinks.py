@@ -22,6 +22,7 @@ from typing import Any
 
 from ._connection import create_private_dirs
 from ._shield import finish
+from ._tasks import start_background
 from .database import Database
 from .errors import StoreError
 
@@ -134,7 +135,7 @@ class SqlLogSink(logging.Handler):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="async_store.logsink")
+        self._task = start_background(self._run(), name="async_store.logsink")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

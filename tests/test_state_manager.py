@@ -860,6 +860,32 @@ async def test_changes_another_writer_appended_to_the_log_are_projected(sql: Sql
         assert set(manager.read_state().settings) == {"theme", "outside"}
 
 
+async def test_a_manager_started_inside_a_transaction_block_works_outside_it(
+    sql: SqlService,
+) -> None:
+    """The manager's consumer and projector are tasks of their own: started inside a caller's
+    ``transaction()`` block, they do not run their writes in it (to be rolled back with it)."""
+    async with running(sql, project=False) as manager:
+        for n in range(5):
+            await manager.mutate(SettingSet(f"key-{n}", n))
+
+    class Undo(Exception):
+        pass
+
+    manager = StateManager(sql)
+    with pytest.raises(Undo):
+        async with sql.app.transaction():
+            await manager.__aenter__()  # the projector starts here, with 5 changes to project
+            await asyncio.sleep(0.05)
+            raise Undo
+    try:
+        version = await manager.mutate(SettingSet("after", 1))
+        assert await manager.flush() == version == 6
+        await assert_projected(sql, manager.read_state())
+    finally:
+        await manager.close()
+
+
 DOC_HASH = "0" * 64
 
 TAMPERING = [

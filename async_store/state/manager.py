@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 from .._futures import fail, resolve
 from .._shield import finish
+from .._tasks import start_background
 from ..database import Database
 from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
 from ..events import EncodedEvent, EventStore
@@ -134,9 +135,7 @@ class StateManager:
     def _start_consumer(self) -> None:
         self._failure = None
         self._queue = asyncio.Queue(self._queue_size)
-        self._consumer = asyncio.get_running_loop().create_task(
-            self._consume(), name="async_store.state.consumer"
-        )
+        self._consumer = start_background(self._consume(), name="async_store.state.consumer")
         self._consumer.add_done_callback(self._consumer_done)
 
     async def _load(self) -> AppState:
@@ -473,7 +472,7 @@ class StateManager:
         if not due or (self._snapshotting is not None and not self._snapshotting.done()):
             return
         self._snapshot_version = state.version
-        self._snapshotting = asyncio.get_running_loop().create_task(
+        self._snapshotting = start_background(
             self._snapshot(state), name="async_store.state.snapshot"
         )
 

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from .._tasks import start_background
 from ..database import Database
 from ..errors import PoolClosed, StoreError
 from ..events import EventStore
@@ -162,9 +163,7 @@ class Projector:
 
     async def start(self) -> None:
         self._position = await self.checkpoint()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name="async_store.state.projector"
-        )
+        self._task = start_background(self._run(), name="async_store.state.projector")
 
     async def checkpoint(self) -> int:
         value = await self._app.fetch_val(
