@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import QueryError
 
-__all__ = ["check_int", "check_mapping", "check_sequence", "check_text"]
+__all__ = ["check_int", "check_json_text", "check_mapping", "check_sequence", "check_text"]
 
 
 def check_text(value: object, what: str) -> str:
@@ -48,4 +48,12 @@ def check_mapping(value: object, what: str) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise QueryError(f"{what} must be a mapping, not a {type(value).__name__}")
+    return value
+
+
+def check_json_text(value: object, what: str) -> str:
+    """Text said to be JSON already: a ``str`` (the database's ``json_valid`` CHECK refuses
+    text that is not JSON)."""
+    if not isinstance(value, str):
+        raise QueryError(f"{what} must be JSON text, not a {type(value).__name__}")
     return value

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 
-from ._checks import check_text
+from ._checks import check_json_text, check_text
 from ._event_records import (
     ANY,
     NO_STREAM,
@@ -36,8 +36,14 @@ __all__ = [
     "Waiting",
     "append_rows",
     "content_hash",
+    "expectation_met",
     "write_plan",
 ]
+
+
+Row = tuple[str, str, int, str, str, "str | None", str, str]
+"""An ``events`` row as written: event_id, stream_id, version, type, data, metadata,
+recorded_at, content_hash."""
 
 
 class PreparedEvent:
@@ -53,11 +59,11 @@ class PreparedEvent:
             new_id() if event.event_id is None else check_text(event.event_id, "event_id")
         )
         if isinstance(event, EncodedEvent):
-            self.data: str = _check_json_text(event.data_json, "data_json")
+            self.data: str = check_json_text(event.data_json, "an EncodedEvent's data_json")
             self.metadata: str | None = (
                 None
                 if event.metadata_json is None
-                else _check_json_text(event.metadata_json, "metadata_json")
+                else check_json_text(event.metadata_json, "an EncodedEvent's metadata_json")
             )
         else:
             self.data = encode_json(event.data, f"event {self.type!r} data")
@@ -68,9 +74,26 @@ class PreparedEvent:
             )
         self.recorded_at = recorded_at
 
-    def content_hash(self, stream_id: str, version: int) -> str:
-        return content_hash(
-            self.event_id, stream_id, version, self.type, self.data, self.metadata, self.recorded_at
+    def row(self, stream_id: str, version: int) -> Row:
+        """The ``events`` row of this event at ``version`` of ``stream_id``: the columns of
+        ``_INSERT_EVENTS``, its content hash last."""
+        return (
+            self.event_id,
+            stream_id,
+            version,
+            self.type,
+            self.data,
+            self.metadata,
+            self.recorded_at,
+            content_hash(
+                self.event_id,
+                stream_id,
+                version,
+                self.type,
+                self.data,
+                self.metadata,
+                self.recorded_at,
+            ),
         )
 
 
@@ -104,13 +127,6 @@ def _describe(expected: ExpectedVersion) -> str:
     return "no stream (version 0)" if expected == 0 else f"version {expected}"
 
 
-def _check_json_text(text: object, what: str) -> str:
-    """JSON text of an ``EncodedEvent``: a str (the database refuses text that is not JSON)."""
-    if not isinstance(text, str):
-        raise QueryError(f"an EncodedEvent's {what} must be JSON text, not a {type(text).__name__}")
-    return text
-
-
 def append_rows(
     conn: sqlite3.Connection,
     stream_id: str,
@@ -133,22 +149,12 @@ def append_rows(
             ids,
         ).fetchall()
         return _replayed(stream_id, events, stored)
-    if not _matches(expected, current):
+    if not expectation_met(expected, current):
         raise ConcurrencyError(
             f"stream {stream_id!r}: expected {_describe(expected)}, but it is at version {current}"
         )
     rows = [
-        (
-            event.event_id,
-            stream_id,
-            version,
-            event.type,
-            event.data,
-            event.metadata,
-            event.recorded_at,
-            event.content_hash(stream_id, version),
-        )
-        for version, event in enumerate(events, start=current + 1)
+        event.row(stream_id, version) for version, event in enumerate(events, start=current + 1)
     ]
     position = 0
     for start in range(0, len(rows), ROWS_PER_INSERT):
@@ -173,8 +179,6 @@ ROWS_PER_INSERT = 100
 ROWS_PER_BATCH = 4095 if sqlite3.sqlite_version_info >= (3, 32, 0) else 124
 """Events of the appends coalesced into one INSERT: 8 parameters each, within the 32,766
 parameters a statement may have since SQLite 3.32 (999 before)."""
-
-Row = tuple[str, str, int, str, str, "str | None", str, str]
 
 
 class Waiting:
@@ -216,21 +220,16 @@ class Plan:
     def add_direct(self, index: int, append: Waiting, current: int) -> int:
         """Write ``append`` at versions ``current + 1 ...``; returns its last version."""
         stream_id = append.stream_id
-        for version, event in enumerate(append.events, start=current + 1):
-            self.rows.append(
-                (
-                    event.event_id,
-                    stream_id,
-                    version,
-                    event.type,
-                    event.data,
-                    event.metadata,
-                    event.recorded_at,
-                    event.content_hash(stream_id, version),
-                )
-            )
+        self.rows += [
+            event.row(stream_id, version)
+            for version, event in enumerate(append.events, start=current + 1)
+        ]
         self.direct.append((index, append, current + 1))
         return current + len(append.events)
+
+    def all_careful(self) -> list[tuple[int, Waiting]]:
+        """Every append of the plan, to be made the careful way, in batch order."""
+        return sorted([(i, a) for i, a, _ in self.direct] + self.slow, key=lambda item: item[0])
 
 
 def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exception]:
@@ -239,17 +238,13 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
     only when something unforeseen fails, and then nothing of the plan stands (a savepoint
     spans the plan whenever more than the one INSERT runs)."""
     outcomes: list[AppendResult | Exception | None] = [None] * plan.size
-    slow = plan.slow
-    guarded = bool(slow)
+    direct = bool(plan.rows) and plan.current() == plan.generation
+    careful = plan.slow if direct or not plan.rows else plan.all_careful()
+    guarded = bool(careful)
     if guarded:
         conn.execute("SAVEPOINT async_store_appends")
     try:
-        if plan.rows and plan.current() != plan.generation:
-            slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda x: x[0])
-            if not guarded:
-                conn.execute("SAVEPOINT async_store_appends")
-                guarded = True
-        elif plan.rows:
+        if direct:
             try:
                 cursor = conn.execute(
                     _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
@@ -261,7 +256,10 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
                 # A version believed current was taken (another process appended) or an
                 # event_id is stored already (a retry): the statement left nothing behind;
                 # make every append the careful way, in batch order.
-                slow = sorted([(i, a) for i, a, _ in plan.direct] + slow, key=lambda x: x[0])
+                careful = plan.all_careful()
+                if not guarded:
+                    conn.execute("SAVEPOINT async_store_appends")
+                    guarded = True
             else:
                 position = (cursor.lastrowid or 0) - len(plan.rows)
                 for index, append, first in plan.direct:
@@ -270,10 +268,7 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
                     outcomes[index] = AppendResult(
                         append.stream_id, first, first + count - 1, position
                     )
-        if slow and not guarded:
-            conn.execute("SAVEPOINT async_store_appends")
-            guarded = True
-        for index, append in slow:
+        for index, append in careful:
             conn.execute("SAVEPOINT async_store_append")
             try:
                 outcomes[index] = append_rows(
@@ -298,7 +293,9 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
     return done
 
 
-def _matches(expected: ExpectedVersion, current: int) -> bool:
+def expectation_met(expected: ExpectedVersion, current: int) -> bool:
+    """Whether a stream at version ``current`` is what ``expected`` asks for. Raises
+    :class:`QueryError` for an expectation that is not one."""
     if expected is ANY:
         return True
     if expected is NO_STREAM:

@@ -150,23 +150,20 @@ class Writer:
         self, fn: Callable[[sqlite3.Connection], T], sql: str, *, atomic: bool = False
     ) -> T:
         """Run ``fn`` as one transaction of a group commit; return once it is committed.
-        ``atomic``: ``fn`` writes with one statement at most (see ``_StatementJob.atomic``).
+        ``atomic``: a failure of ``fn`` leaves nothing to undo (see ``_StatementJob.atomic``).
 
         Cancelling the caller after the job reached the writer's thread does not undo it."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        job = _StatementJob(fn, sql, future, atomic)
-        await self._enqueue(job)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._stop_waiting(job)
-            raise
+        return await self._submit(_StatementJob(fn, sql, future, atomic), future)
 
     async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
         transactions."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        job = _ExclusiveJob(fn, future)
+        return await self._submit(_ExclusiveJob(fn, future), future)
+
+    async def _submit(self, job: _StatementJob | _ExclusiveJob, future: asyncio.Future[T]) -> T:
+        """Queue ``job`` and wait for its ``future``."""
         await self._enqueue(job)
         try:
             return await future

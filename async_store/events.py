@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ._checks import check_int, check_sequence, check_text
+from ._checks import check_int, check_json_text, check_sequence, check_text
 from ._clock import utc_now as _now
 from ._event_log import (
     ROWS_PER_BATCH,
@@ -28,6 +28,7 @@ from ._event_log import (
     Waiting,
     append_rows,
     content_hash,
+    expectation_met,
     write_plan,
 )
 from ._event_records import (
@@ -386,8 +387,7 @@ class EventStore:
         _check_stream(stream_id)
         check_int(version, "a snapshot's version", 0)
         check_int(schema_version, "schema_version", 1)
-        if not isinstance(state_json, str):
-            raise QueryError(f"state_json must be JSON text, not a {type(state_json).__name__}")
+        check_json_text(state_json, "state_json")
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -500,16 +500,14 @@ def _vouched(expected: ExpectedVersion, current: int | None) -> bool:
     """Whether an append expecting ``expected`` can be written at ``current + 1`` without
     asking the database: the store knows the stream's version and it is what the append
     expects. (A stream the store has not seen counts as new for an append that says so: if it
-    exists after all, its version 1 is taken and the write is redone the careful way.)"""
+    exists after all, its version 1 is taken and the write is redone the careful way.) An
+    expectation that is not one goes the careful way, which says so."""
     if current is None:
         return expected is NO_STREAM or (type(expected) is int and expected == 0)
-    if expected is ANY:
-        return True
-    if expected is NO_STREAM:
-        return current == 0
-    if expected is STREAM_EXISTS:
-        return current > 0
-    return type(expected) is int and expected == current
+    try:
+        return expectation_met(expected, current)
+    except QueryError:
+        return False
 
 
 def _prepared(
