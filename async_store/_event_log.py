@@ -77,7 +77,7 @@ class PreparedEvent:
     def row(self, stream_id: str, version: int) -> Row:
         """The ``events`` row of this event at ``version`` of ``stream_id``: the columns of
         ``_INSERT_EVENTS``, its content hash last."""
-        return (
+        columns = (
             self.event_id,
             stream_id,
             version,
@@ -85,16 +85,8 @@ class PreparedEvent:
             self.data,
             self.metadata,
             self.recorded_at,
-            content_hash(
-                self.event_id,
-                stream_id,
-                version,
-                self.type,
-                self.data,
-                self.metadata,
-                self.recorded_at,
-            ),
         )
+        return (*columns, content_hash(*columns))
 
 
 def content_hash(
