@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ __all__ = [
     "Connection",
     "Row",
     "create_private_dirs",
+    "is_busy",
     "open_connection",
     "rollback_if_open",
     "run_on_file",
@@ -199,9 +202,12 @@ def _configure(
         "query_only": 1 if reader else 0,
     }
     assert wanted.keys() == MANAGED_PRAGMAS
-    # journal_mode first: WAL is a property of the file, and readers should find it set.
+    conn.execute(f"PRAGMA busy_timeout = {wanted['busy_timeout']}").fetchall()
+    # journal_mode next: WAL is a property of the file, and readers should find it set.
+    _switch_to_wal(conn, config)
     for name, value in wanted.items():
-        conn.execute(f"PRAGMA {name} = {value}").fetchall()
+        if name not in ("busy_timeout", "journal_mode"):
+            conn.execute(f"PRAGMA {name} = {value}").fetchall()
     for name, value in wanted.items():
         row = conn.execute(f"PRAGMA {name}").fetchone()
         actual = row[0] if row is not None else None
@@ -212,6 +218,30 @@ def _configure(
                 f"{config.name} ({config.path}): PRAGMA {name} was set to {value!r} "
                 f"but reads back {actual!r}"
             )
+
+
+def _switch_to_wal(conn: sqlite3.Connection, config: DatabaseConfig) -> None:
+    """``PRAGMA journal_mode = wal``, retried with jittered backoff like ``BEGIN IMMEDIATE``:
+    processes opening a new file at once each hold its read lock while asking to switch it, and
+    SQLite answers all but one BUSY at once, without waiting (waiting could deadlock)."""
+    for attempt in range(config.busy_retries + 1):
+        try:
+            conn.execute("PRAGMA journal_mode = wal").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == config.busy_retries:
+                raise
+            time.sleep(config.busy_backoff * (2**attempt) * random.uniform(0.5, 1.5))
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
 
 
 def _create_owner_only(path: Path) -> None:

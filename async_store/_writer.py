@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from ._connection import Connection, rollback_if_open
+from ._connection import Connection, is_busy, rollback_if_open
 from ._futures import fail, resolve
 from ._shield import finish
 from .config import DatabaseConfig
@@ -38,9 +38,6 @@ from .statistics import Counters
 __all__ = ["TransactionLease", "Writer", "begin_immediate"]
 
 T = TypeVar("T")
-
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 
 
 class _StatementJob:
@@ -427,12 +424,12 @@ def begin_immediate(
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc) and attempt < retries:
+            if is_busy(exc) and attempt < retries:
                 counters.busy_retries += 1
                 # Sleeping blocks only the writer's own thread, which nothing else may use now.
                 time.sleep(backoff * (2**attempt) * random.uniform(0.5, 1.5))
                 continue
-            if _is_busy(exc):
+            if is_busy(exc):
                 raise DatabaseBusy(
                     f"{database}: locked by another process past busy_timeout and "
                     f"{retries} {'retry' if retries == 1 else 'retries'} ({exc})"
@@ -449,11 +446,6 @@ def _without_cursor(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Conne
         result.close()
         return rows
     return result
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    return code in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def _run_jobs(conn: sqlite3.Connection, jobs: list[_StatementJob]) -> list[_Outcome[Any]]:
