@@ -17,6 +17,8 @@ def check_text(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         shown = "an empty string" if value == "" else f"a {type(value).__name__}"
         raise QueryError(f"{what} must be a non-empty string, not {shown}")
+    if value.isascii():  # a flag of the str: no copy
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

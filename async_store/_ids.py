@@ -10,23 +10,13 @@ import time
 
 __all__ = ["new_id"]
 
-_VERSION_7 = 0x7 << 76
-_VARIANT = 0b10 << 62
-_RAND_A = (1 << 12) - 1
-_RAND_B = (1 << 62) - 1
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0b11] for digit in "0123456789abcdef"}
+"""The hex digit that opens the fourth group: the variant bits ``10``, then two random bits."""
 
 
 def new_id() -> str:
     """A new UUIDv7 as text (``xxxxxxxx-xxxx-7xxx-yxxx-xxxxxxxxxxxx``): 48 bits of Unix time in
-    milliseconds, then 74 random bits."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10))
-    value = (
-        (millis & 0xFFFF_FFFF_FFFF) << 80
-        | _VERSION_7
-        | ((rand >> 64) & _RAND_A) << 64
-        | _VARIANT
-        | (rand & _RAND_B)
-    )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    milliseconds, then 74 random bits (written as hex directly: every append makes one)."""
+    millis = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    rand = os.urandom(10).hex()  # 80 bits: 12 for rand_a, 62 for rand_b, 6 unused
+    return f"{millis[:8]}-{millis[8:]}-7{rand[:3]}-{_VARIANT[rand[3]]}{rand[4:7]}-{rand[7:19]}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeAlias
 
 from .errors import QueryError
@@ -27,7 +27,7 @@ def encode_json(value: object, what: str) -> str:
     if not _is_json(value, 0):
         _check_json(value, what, "$", 0)  # raises, saying where
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except ValueError as exc:
         # An int past Python's digit limit for str(): it could not be read back either.
         raise QueryError(f"{what} is not JSON: {exc}") from None
@@ -73,6 +73,22 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 """``json.dumps`` with these options builds an encoder per call; one is enough."""
 
 
+def _one_shot_encoder() -> Callable[[object], str]:
+    """``_ENCODER.encode``, without building the C encoder anew on every call (what
+    ``JSONEncoder.encode`` does): it was a third of the cost of encoding a small event. No
+    cycle check: ``_is_json`` has refused anything nested deeper than ``_MAX_DEPTH`` already."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode
+    iterencode = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(iterencode(value, 0))
+
+
+_encode = _one_shot_encoder()
+
+
 def _is_json(value: object, depth: int) -> bool:
     """What ``_check_json`` accepts, without building the paths its errors name: every event
     and every mutation is checked, and almost all of them pass."""
@@ -83,13 +99,20 @@ def _is_json(value: object, depth: int) -> bool:
         return math.isfinite(value)  # type: ignore[arg-type]
     if depth > _MAX_DEPTH:
         return False
+    # (Loops rather than all() over a generator: a generator per container cost more than
+    # checking a small event's values.)
     if kind is list:
-        return all(_is_json(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in _JSON_SCALARS and not _is_json(item, depth + 1):
+                return False
+        return True
     if kind is dict:
-        return all(
-            type(key) is str and _is_json(item, depth + 1)
-            for key, item in value.items()  # type: ignore[attr-defined]
-        )
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            if type(item) not in _JSON_SCALARS and not _is_json(item, depth + 1):
+                return False
+        return True
     return False
 
 
