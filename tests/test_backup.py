@@ -208,16 +208,17 @@ async def test_backup_writes_a_verified_private_copy_of_each_database(
     datetime.fromisoformat(on_disk["created_at"])
     assert BackupManifest.read(manifest.directory) == manifest
     wanted_versions = (
-        {"app_meta.db": {"app_meta": 1, "events": 1}}
+        {"app_meta.db": {"app_meta": 1, "events": 2}}
         if mode == "mvp"
-        else {"app_meta.db": {"app_meta": 1}, "events.db": {"events": 1}}
+        else {"app_meta.db": {"app_meta": 1}, "events.db": {"events": 2}}
     )
     for item in on_disk["files"]:
         path = manifest.directory / item["name"]
         assert item["size_bytes"] == path.stat().st_size
         assert item["sha256"] == sha256(path)
         assert item["schema_versions"] == wanted_versions[item["name"]]
-        assert item["user_version"] == 1
+        # (user_version follows app_meta in the one file of MVP mode.)
+        assert item["user_version"] == (2 if item["name"] == "events.db" else 1)
         assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
     # The copies hold the data.

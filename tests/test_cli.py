@@ -21,17 +21,19 @@ def test_status_then_migrate_then_status(
     assert [(s["migration_set"], s["applied"]) for s in before] == [
         ("app_meta", False),
         ("events", False),
+        ("events", False),
     ]
     assert main(["migrate", "--data", data]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "applied app_meta 0001_initial",
         "applied events 0001_initial",
+        "applied events 0002_hash_length_check",
     ]
     assert main(["migrate", "--data", data]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert main(["status", "--data", data]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert all("applied 20" in line for line in lines)
 
 
@@ -40,7 +42,10 @@ def test_migrate_down_to_a_target(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["migrate", "--data", data, "--mvp"]) == 0
     capsys.readouterr()
     assert main(["migrate", "--data", data, "--mvp", "--target", "0", "--set", "events"]) == 0
-    assert capsys.readouterr().out.strip() == "reverted events 0001_initial"
+    assert capsys.readouterr().out.splitlines() == [
+        "reverted events 0002_hash_length_check",
+        "reverted events 0001_initial",
+    ]
     assert main(["status", "--data", data, "--mvp", "--json"]) == 0
     status = {s["migration_set"]: s["applied"] for s in json.loads(capsys.readouterr().out)}
     assert status == {"app_meta": True, "events": False}

@@ -121,7 +121,7 @@ async def test_a_healthy_service_reports_ok_with_its_facts(tmp_path: Path, mode:
         assert db["wal_bytes"] >= 0
         assert db["journal_mode"] == "wal"
         assert db["synchronous"] == synchronous
-        assert db["schema_version"] == 1
+        assert db["schema_version"] == (2 if name == "events" else 1)
         assert db["max_page_count"] > db["page_count"] > 0
         assert db["last_checkpoint"]["checkpointed_frames"] == db["last_checkpoint"]["log_frames"]
         pool = db["pool"]
@@ -131,9 +131,9 @@ async def test_a_healthy_service_reports_ok_with_its_facts(tmp_path: Path, mode:
         assert pool["transactions"] == stats[name].transactions > 0
     versions = {name: db["schema_versions"] for name, db in data["databases"].items()}
     if mode == "mvp":
-        assert versions == {"app_meta": {"app_meta": 1, "events": 1}}
+        assert versions == {"app_meta": {"app_meta": 1, "events": 2}}
     else:
-        assert versions == {"app_meta": {"app_meta": 1}, "events": {"events": 1}}
+        assert versions == {"app_meta": {"app_meta": 1}, "events": {"events": 2}}
     assert data["last_backup_at"] is None
     assert data["backup_failures"] == 0
     assert data["disk_free_bytes"] > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from async_store import ForeignKeyViolation, MigrationError, SqlConfig, SqlService
+from async_store import ForeignKeyViolation, MigrationError, NewEvent, SqlConfig, SqlService
 from async_store.migrations import MigrationSet, split_statements
 
 
@@ -65,15 +65,15 @@ async def test_start_applies_both_sets_to_their_own_databases(tmp_path: Path) ->
         assert await sql.app.fetch_val("SELECT count(*) FROM knowledge_bases") == 0
         assert await sql.events.fetch_val("SELECT count(*) FROM events") == 0
     assert applied(tmp_path / "app_meta.db") == [("app_meta", 1)]
-    assert applied(tmp_path / "events.db") == [("events", 1)]
+    assert applied(tmp_path / "events.db") == [("events", 1), ("events", 2)]
     assert user_version(tmp_path / "app_meta.db") == 1
-    assert user_version(tmp_path / "events.db") == 1
+    assert user_version(tmp_path / "events.db") == 2
 
 
 async def test_mvp_applies_both_sets_to_one_file(tmp_path: Path) -> None:
     async with SqlService(SqlConfig.in_directory(tmp_path, mvp=True)) as sql:
         assert await sql.app.fetch_val("SELECT count(*) FROM events") == 0
-    assert applied(tmp_path / "app_meta.db") == [("app_meta", 1), ("events", 1)]
+    assert applied(tmp_path / "app_meta.db") == [("app_meta", 1), ("events", 1), ("events", 2)]
     assert user_version(tmp_path / "app_meta.db") == 1
     assert not (tmp_path / "events.db").exists()
 
@@ -107,6 +107,27 @@ async def test_up_down_up_leaves_the_same_schema(tmp_path: Path, mvp: bool) -> N
     assert [schema_of(f) for f in files] == first
 
 
+@pytest.mark.parametrize("mvp", [False, True], ids=["production", "mvp"])
+async def test_a_log_written_at_events_1_carries_on_after_the_rebuild(
+    tmp_path: Path, mvp: bool
+) -> None:
+    """events 0002 rebuilds the events table: a log written before it reads, verifies and grows
+    on as if nothing happened."""
+    config = SqlConfig.in_directory(tmp_path, mvp=mvp)
+    async with SqlService(config) as sql:
+        await sql.migrate(1, migration_set="events")
+        first = await sql.event_store.append("kb-1", [NewEvent("Added", {"n": n}) for n in (1, 2)])
+        await sql.event_store.append("kb-2", [NewEvent("Added", {"n": 3})])
+    async with SqlService(config) as sql:  # migrates events to its newest version on start
+        assert (await sql.event_store.verify_events()).ok
+        later = await sql.event_store.append("kb-1", [NewEvent("Added", {"n": 4})])
+        assert (later.first_version, later.last_position) == (3, first.last_position + 2)
+        stream = [e.data["n"] async for e in sql.event_store.read_stream("kb-1")]
+        assert stream == [1, 2, 4]
+    file = tmp_path / ("app_meta.db" if mvp else "events.db")
+    assert ("events", 2) in applied(file)
+
+
 async def test_status_lists_applied_and_pending(tmp_path: Path) -> None:
     own = MigrationSet.from_directory("notes", write_set(tmp_path / "m", {"0001_notes": NOTES_V1}))
     config = SqlConfig.in_directory(tmp_path / "data")
@@ -116,6 +137,7 @@ async def test_status_lists_applied_and_pending(tmp_path: Path) -> None:
             ("app_meta", 1, False),
             ("notes", 1, False),
             ("events", 1, False),
+            ("events", 2, False),
         ]
         await sql.migrate()
         status = await sql.migration_status()
@@ -200,10 +222,10 @@ async def test_a_built_in_database_from_the_future_is_refused(tmp_path: Path) ->
     async with SqlService(SqlConfig.in_directory(tmp_path)):
         pass
     conn = sqlite3.connect(tmp_path / "events.db")
-    conn.execute("INSERT INTO schema_migrations VALUES ('events', 2, 'future', 'x', 'now', 1)")
+    conn.execute("INSERT INTO schema_migrations VALUES ('events', 3, 'future', 'x', 'now', 1)")
     conn.commit()
     conn.close()
-    with pytest.raises(MigrationError, match="events version 2, newer than this code"):
+    with pytest.raises(MigrationError, match="events version 3, newer than this code"):
         await SqlService(SqlConfig.in_directory(tmp_path)).start()
 
 

@@ -492,7 +492,7 @@ REJECTED = [
     pytest.param("events", {"version": 0}, id="event-version-zero"),
     pytest.param("events", {"stream_id": ""}, id="event-empty-stream"),
     pytest.param("events", {"type": ""}, id="event-empty-type"),
-    pytest.param("events", {"content_hash": "xyz" * 21 + "a"}, id="event-hash-not-hex"),
+    pytest.param("events", {"content_hash": "a" * 63}, id="event-hash-short"),
     pytest.param("aggregate_snapshots", {"version": -1}, id="snapshot-version-negative"),
     pytest.param("aggregate_snapshots", {"schema_version": 0}, id="snapshot-schema-version-0"),
     pytest.param("event_checkpoints", {"position": -1}, id="event-checkpoint-negative"),
@@ -562,6 +562,41 @@ def test_event_positions_are_never_reused(mvp_db: sqlite3.Connection) -> None:
     mvp_db.execute("DROP TRIGGER events_no_delete")
     mvp_db.execute("DELETE FROM events WHERE position = ?", (positions[-1],))
     assert append_event(mvp_db, "e-4", 3) > positions[-1]
+
+
+def test_rebuilding_events_keeps_every_row_position_and_guard(db: sqlite3.Connection) -> None:
+    """events 0002 rebuilds the table (a CHECK cannot be altered in place): rows, positions and
+    the highest position ever handed out survive it, and so do the guards."""
+    first, *later = versions("events")
+    run_script(db, first / "up.sql")
+    positions = [append_event(db, f"e-{n}", n) for n in (1, 2, 3)]
+    db.execute("DROP TRIGGER events_no_delete")  # a repair removes the newest event
+    db.execute("DELETE FROM events WHERE position = ?", (positions[-1],))
+    rows = db.execute("SELECT * FROM events ORDER BY position").fetchall()
+    for version in later:
+        run_script(db, version / "up.sql")
+
+    assert db.execute("SELECT * FROM events ORDER BY position").fetchall() == rows
+    assert append_event(db, "e-4", 3) == positions[-1] + 1  # never the removed position again
+    for statement in ("UPDATE events SET type = 'X'", "DELETE FROM events"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(statement)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        append_event(db, "e-1", 9)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_events_down_refuses_a_hash_the_older_check_would_not_take(
+    mvp_db: sqlite3.Connection,
+) -> None:
+    """Reverting events 0002 brings back the hex check; a row it would refuse stops the
+    revert, which then changes nothing."""
+    insert(mvp_db, "events", VALID_ROWS["events"] | {"content_hash": "X" * 64})
+    before = schema(mvp_db)
+    with pytest.raises(sqlite3.IntegrityError):
+        run_script(mvp_db, versions("events")[1] / "down.sql")
+    assert schema(mvp_db) == before
+    assert count(mvp_db, "events") == 1
 
 
 # --- lookups use indexes -----------------------------------------------------------------------

@@ -55,7 +55,11 @@ def test_four_processes_start_at_once(tmp_path: Path, mode: str, round_: int) ->
         assert process.returncode == 0, err
         results.append(json.loads(out))
     applied = sorted(label for result in results for label in result["applied"])
-    assert applied == ["applied app_meta 0001_initial", "applied events 0001_initial"]
+    assert applied == [
+        "applied app_meta 0001_initial",
+        "applied events 0001_initial",
+        "applied events 0002_hash_length_check",
+    ]
     assert all(result["count"] == 0 for result in results)
     files = [data / "app_meta.db"] + ([data / "events.db"] if mode == "production" else [])
     rows = []
@@ -64,4 +68,4 @@ def test_four_processes_start_at_once(tmp_path: Path, mode: str, round_: int) ->
         rows += conn.execute("SELECT migration_set, version FROM schema_migrations").fetchall()
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
-    assert sorted(rows) == [("app_meta", 1), ("events", 1)]
+    assert sorted(rows) == [("app_meta", 1), ("events", 1), ("events", 2)]

@@ -20,7 +20,9 @@ CHECK = textwrap.dedent(
     async def main():
         async with SqlService(SqlConfig.in_directory(sys.argv[1])) as sql:
             rows = await sql.app.fetch_all("SELECT migration_set, version FROM schema_migrations")
-            events = await sql.events.fetch_all("SELECT migration_set FROM schema_migrations")
+            events = await sql.events.fetch_all(
+                "SELECT migration_set, max(version) FROM schema_migrations"
+            )
         print(pathlib.Path(async_store.__file__).resolve())
         print(sorted(tuple(r) for r in rows), [tuple(r) for r in events])
 
@@ -65,4 +67,4 @@ def test_the_wheel_carries_the_migrations_and_starts_elsewhere(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     location, tables = done.stdout.strip().splitlines()
     assert location.startswith(str(venv))
-    assert tables == "[('app_meta', 1)] [('events',)]"
+    assert tables == "[('app_meta', 1)] [('events', 2)]"
