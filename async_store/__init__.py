@@ -5,8 +5,8 @@ Dependencies point one way (nothing lower imports anything higher):
     errors, config, _checks, _clock, _futures, _ids, _json, _tasks
       → _connection, _shield, statistics, _event_records
         → _readers, _writer, _queries → database, _event_log
-          → migrations, events, repositories, backup, health, logsinks
-            → state
+          → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
+            → repositories, state
               → service
                 → cli
 """

@@ -4,8 +4,8 @@ runs, and the read-only catalog of the projected tables.
 Every test runs on real files (``SqlConfig.in_directory``) in production and MVP mode.
 Knowledge bases and pipelines are inserted directly (normally the StateManager's projector
 writes them), so that these tests depend on the repositories alone. Where timestamps matter the
-module's clock (``repositories._now``) is replaced by a :class:`Clock` the test moves by hand:
-nothing here sleeps or looks at wall-clock durations.
+repositories' clock (``_now`` of ``_documents`` and ``_pipeline_runs``) is replaced by a
+:class:`Clock` the test moves by hand: nothing here sleeps or looks at wall-clock durations.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from async_store import (
     SqlService,
     StoreError,
     UniqueViolation,
-    repositories,
+    _documents,
+    _pipeline_runs,
 )
 from async_store.repositories import KnowledgeBaseStats, content_hash, estimate_tokens
 
@@ -75,7 +76,7 @@ async def add_pipeline(sql: SqlService, pipeline_id: str, name: str = "Ingest") 
 
 
 class Clock:
-    """Stands in for ``repositories._now``: the time only moves when a test says so."""
+    """Stands in for the repositories' ``_now``: the time only moves when a test says so."""
 
     def __init__(self) -> None:
         self.now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -95,7 +96,8 @@ def stamp(moment: datetime) -> str:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(repositories, "_now", fake.text)
+    for module in (_documents, _pipeline_runs):
+        monkeypatch.setattr(module, "_now", fake.text)
     return fake
 
 
