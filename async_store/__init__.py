@@ -2,9 +2,9 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, _checks, _clock, _futures, _ids, _json, _tasks
-      → _connection, _shield, statistics, _event_records
-        → _readers, _writer, _queries → database, _event_log
+    errors, config, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
+      → _connection, _shield, statistics, _event_records, _migration_sets
+        → _readers, _writer, _queries, _foreign_files → database, _event_log
           → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
             → repositories, state
               → service

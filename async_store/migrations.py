@@ -3,6 +3,9 @@
 A *migration set* is a directory of versions, each a folder ``NNNN_name`` holding ``up.sql`` and
 ``down.sql``. The built-in sets ``app_meta`` and ``events`` ship inside the package; applications
 add their own with :meth:`MigrationSet.from_directory` or :meth:`MigrationSet.from_package`.
+Sets are read and checked when loaded (``_migration_sets``); this module applies them and reports
+their status. The record's table lives in ``_migration_record``, and the check that tells another
+application's file apart in ``_foreign_files``.
 
 Rules (learned from the data loss users of other migration tools reported):
 
@@ -18,23 +21,26 @@ Rules (learned from the data loss users of other migration tools reported):
 * Refused with a :class:`MigrationError` naming the file, nothing changed: an applied migration
   edited since, a database newer than the code, a gap, files with transaction control, VACUUM or
   journal_mode/synchronous/foreign_keys PRAGMAs.
+* A file with tables or a ``user_version`` but no migration record belongs to another
+  application and is refused before anything is written to it: by :func:`refuse_foreign_file`
+  before the pool opens it (which would switch a rollback-journal file to WAL), else by the
+  runner before its first migration.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
-import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Literal
 
-from ._connection import run_on_file
+from ._foreign_files import _foreign_reason, refuse_foreign_file
+from ._migration_record import _CREATE_TABLE, _applied_rows
+from ._migration_sets import BUILTIN_SETS, Migration, MigrationSet, split_statements
+from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
+from ._migration_sets import normalize as normalize
 from ._writer import begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate
@@ -51,157 +57,6 @@ __all__ = [
     "split_statements",
 ]
 
-BUILTIN_SETS = ("app_meta", "events")
-"""The sets shipped with the package, in the order MVP mode applies them to its one file."""
-
-FOREIGN_KEYS_OFF = "-- async_store: foreign_keys=off"
-"""First line of an ``up.sql`` (or ``down.sql``) that rebuilds tables."""
-
-_DIRECTIONS: tuple[Literal["up", "down"], ...] = ("up", "down")
-_VERSION_DIR = re.compile(r"^(\d{4,})_([A-Za-z0-9_]+)$")
-_FORBIDDEN = re.compile(
-    r"^(?:BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|VACUUM|ATTACH|DETACH)\b"
-    r"|^PRAGMA\s+(?:\w+\s*\.\s*)?(?:journal_mode|synchronous|foreign_keys|writable_schema)\b",
-    re.IGNORECASE,
-)
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-
-_CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    migration_set TEXT    NOT NULL,
-    version       INTEGER NOT NULL CHECK (version >= 1),
-    name          TEXT    NOT NULL,
-    checksum      TEXT    NOT NULL,
-    applied_at    TEXT    NOT NULL,
-    duration_ms   REAL    NOT NULL,
-    PRIMARY KEY (migration_set, version)
-) WITHOUT ROWID
-"""
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One version of a migration set."""
-
-    migration_set: str
-    version: int
-    name: str
-    up_sql: str
-    down_sql: str
-    source: str
-    """Where the files came from, for error messages (``migrations/app_meta/0001_initial``)."""
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 of ``up.sql``, normalised (BOM stripped, CRLF → LF)."""
-        return hashlib.sha256(normalize(self.up_sql).encode("utf-8")).hexdigest()
-
-    @property
-    def label(self) -> str:
-        return f"{self.migration_set} {self.version:04d}_{self.name}"
-
-    def statements(self, direction: Literal["up", "down"]) -> list[str]:
-        sql = self.up_sql if direction == "up" else self.down_sql
-        return split_statements(sql, f"{self.source}/{direction}.sql")
-
-    def foreign_keys_off(self, direction: Literal["up", "down"]) -> bool:
-        sql = normalize(self.up_sql if direction == "up" else self.down_sql)
-        return sql.lstrip().lower().startswith(FOREIGN_KEYS_OFF)
-
-
-@dataclass(frozen=True)
-class MigrationSet:
-    """An ordered, gap-free sequence of migrations, validated when loaded."""
-
-    name: str
-    migrations: tuple[Migration, ...]
-    database: Literal["app_meta", "events"] = "app_meta"
-    """Which database of a production service the set belongs to (MVP: the one file)."""
-
-    @property
-    def latest(self) -> int:
-        return self.migrations[-1].version if self.migrations else 0
-
-    @classmethod
-    def builtin(cls, name: str) -> MigrationSet:
-        """One of the sets shipped inside the package (``app_meta`` or ``events``)."""
-        if name not in BUILTIN_SETS:
-            raise MigrationError(f"no built-in migration set {name!r}; known: {BUILTIN_SETS}")
-        root = _builtin_root() / name
-        database: Literal["app_meta", "events"] = "events" if name == "events" else "app_meta"
-        return cls._load(name, root, f"migrations/{name}", database)
-
-    @classmethod
-    def from_directory(
-        cls,
-        name: str,
-        path: str | Path,
-        *,
-        database: Literal["app_meta", "events"] = "app_meta",
-    ) -> MigrationSet:
-        """An application's own set from a directory of ``NNNN_name/{up,down}.sql`` folders."""
-        root = Path(path)
-        if not root.is_dir():
-            raise MigrationError(f"migration set {name!r}: {root} is not a directory")
-        return cls._load(name, root, str(root), database)
-
-    @classmethod
-    def from_package(
-        cls,
-        name: str,
-        package: str,
-        subdirectory: str = "",
-        *,
-        database: Literal["app_meta", "events"] = "app_meta",
-    ) -> MigrationSet:
-        """An application's own set shipped as package data (read with importlib.resources)."""
-        root = importlib.resources.files(package)
-        for part in filter(None, subdirectory.split("/")):
-            root = root / part
-        if not root.is_dir():
-            raise MigrationError(f"migration set {name!r}: {package}/{subdirectory} not found")
-        return cls._load(name, root, f"{package}/{subdirectory}".rstrip("/"), database)
-
-    @classmethod
-    def _load(
-        cls,
-        name: str,
-        root: Traversable,
-        where: str,
-        database: Literal["app_meta", "events"],
-    ) -> MigrationSet:
-        if name in BUILTIN_SETS and not where.startswith("migrations/"):
-            raise MigrationError(f"{where}: the set name {name!r} is reserved for async_store")
-        found: dict[int, Migration] = {}
-        for entry in root.iterdir():
-            if not entry.is_dir() or entry.name.startswith((".", "__")):
-                continue
-            match = _VERSION_DIR.match(entry.name)
-            source = f"{where}/{entry.name}"
-            if match is None:
-                raise MigrationError(f"{source}: a version folder is named NNNN_name")
-            version = int(match.group(1))
-            if version in found:
-                raise MigrationError(f"{source}: version {version} is defined twice")
-            texts = {}
-            for direction in _DIRECTIONS:
-                file = entry / f"{direction}.sql"
-                if not file.is_file():
-                    raise MigrationError(f"{source}: {direction}.sql is missing")
-                texts[direction] = normalize(file.read_bytes().decode("utf-8"))
-            migration = Migration(name, version, match.group(2), texts["up"], texts["down"], source)
-            for direction in _DIRECTIONS:
-                _check_statements(migration.statements(direction), f"{source}/{direction}.sql")
-            found[version] = migration
-        ordered = tuple(found[v] for v in sorted(found))
-        for expected, migration in enumerate(ordered, start=1):
-            if migration.version != expected:
-                raise MigrationError(
-                    f"{migration.source}: versions must run 1, 2, 3, ... without gaps; "
-                    f"expected {expected:04d}, found {migration.version:04d}"
-                )
-        return cls(name, ordered, database)
-
 
 @dataclass(frozen=True)
 class MigrationStatus:
@@ -214,51 +69,6 @@ class MigrationStatus:
     applied_at: str | None
     checksum_ok: bool | None
     """False when the applied migration's file was edited since; None when not applied."""
-
-
-def normalize(sql: str) -> str:
-    """Strip a byte-order mark and turn CRLF (and lone CR) into LF."""
-    return sql.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-
-
-def split_statements(sql: str, source: str = "<sql>") -> list[str]:
-    """Split SQL into complete statements with ``sqlite3.complete_statement`` (which knows
-    strings, comments and trigger bodies). Comment-only pieces are dropped."""
-    statements: list[str] = []
-    buffer = ""
-    for piece in re.split(r"(;)", sql):
-        buffer += piece
-        if piece == ";" and sqlite3.complete_statement(buffer):
-            if _COMMENTS.sub("", buffer).strip(" \t\n;"):
-                statements.append(buffer.strip())
-            buffer = ""
-    if _COMMENTS.sub("", buffer).strip():
-        raise MigrationError(f"{source}: the last statement is not terminated by ';'")
-    return statements
-
-
-def _check_statements(statements: Sequence[str], source: str) -> None:
-    for number, statement in enumerate(statements, start=1):
-        head = _COMMENTS.sub("", statement).strip()
-        if _FORBIDDEN.match(head):
-            first = " ".join(head.split())[:60]
-            raise MigrationError(
-                f"{source}: statement {number} ({first!r}) is not allowed in a migration: the "
-                "runner owns transactions, and journal_mode, synchronous and foreign_keys are "
-                "set by the library"
-            )
-
-
-def _builtin_root() -> Traversable:
-    packaged = importlib.resources.files("async_store") / "migrations"
-    if packaged.is_dir():
-        return packaged
-    # A source checkout (editable install): the sets live in the top-level migrations/ folder,
-    # which the wheel build copies into the package.
-    return Path(__file__).resolve().parent.parent / "migrations"
-
-
-# -- applying --------------------------------------------------------------------------------
 
 
 async def apply_migrations(
@@ -341,18 +151,6 @@ async def migration_status(
     return await database.run_on_writer(read)
 
 
-def _applied_rows(conn: sqlite3.Connection) -> dict[tuple[str, int], tuple[str, str]]:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if exists is None:
-        return {}
-    rows = conn.execute(
-        "SELECT migration_set, version, checksum, applied_at FROM schema_migrations"
-    ).fetchall()
-    return {(row[0], row[1]): (row[2], row[3]) for row in rows}
-
-
 def _migrate_set(
     conn: sqlite3.Connection,
     migration_set: MigrationSet,
@@ -407,63 +205,6 @@ def _migrate_set(
                 if conn.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
                     raise MigrationError(f"{database}: foreign_keys did not switch back on")
         done.append(f"{'applied' if direction == 'up' else 'reverted'} {migration.label}")
-
-
-_HEADER = b"SQLite format 3\x00"
-
-
-async def refuse_foreign_file(path: Path, database: str) -> None:
-    """Raise :class:`MigrationError` if ``path`` is another application's SQLite database
-    (tables or a ``user_version``, but no migration record), reading it only. Run before the
-    pool opens the file: switching a rollback-journal file to WAL rewrites its header, and a
-    file that is not ours must be refused exactly as it was found. A file in WAL mode already
-    is left to the migration check, which refuses it before writing anything."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-    except OSError:
-        return  # missing (created on open) or unreadable (the open reports it)
-    if len(header) < 100 or not header.startswith(_HEADER) or header[18:20] != b"\x01\x01":
-        return
-    try:
-        reason = await run_on_file(path, _foreign_reason, readonly=True)
-    except sqlite3.Error:
-        return  # damaged: the pool's open reports it
-    if reason is not None:
-        raise MigrationError(f"{database}: {reason}; it belongs to another application")
-
-
-def _foreign_reason(conn: sqlite3.Connection) -> str | None:
-    """Why the file is not an async_store database (None: it is one, or is empty)."""
-    if conn.in_transaction:
-        return _foreign_reason_in(conn)
-    # One read transaction: read statement by statement, the record and user_version of a
-    # first migration another process commits in between would look like another
-    # application's file.
-    conn.execute("BEGIN")
-    try:
-        return _foreign_reason_in(conn)
-    finally:
-        conn.execute("ROLLBACK")
-
-
-def _foreign_reason_in(conn: sqlite3.Connection) -> str | None:
-    if _applied_rows(conn):
-        return None
-    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if user_version:
-        return f"the file has user_version {user_version} but no async_store migration record"
-    tables = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-            " AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name"
-        )
-    ]
-    if tables and tables != ["schema_migrations"]:
-        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        return f"the file holds tables ({shown}) but no async_store migration record"
-    return None
 
 
 def _current_version(
