@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from .errors import QueryError
 
-__all__ = ["FrozenDict", "FrozenList", "JsonInput", "encode_json", "freeze", "thaw"]
+__all__ = ["FrozenDict", "FrozenList", "JsonInput", "dumps", "encode_json", "freeze", "thaw"]
 
 JsonInput: TypeAlias = (
     "bool | int | float | str | Sequence[JsonInput] | Mapping[str, JsonInput] | None"
@@ -73,20 +73,41 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 """``json.dumps`` with these options builds an encoder per call; one is enough."""
 
 
-def _one_shot_encoder() -> Callable[[object], str]:
-    """``_ENCODER.encode``, without building the C encoder anew on every call (what
+def _one_shot(encoder: json.JSONEncoder) -> Callable[[object], str]:
+    """``encoder.encode``, without building the C encoder anew on every call (what
     ``JSONEncoder.encode`` does): it was a third of the cost of encoding a small event. No
-    cycle check: ``_is_json`` has refused anything nested deeper than ``_MAX_DEPTH`` already."""
+    cycle check: callers pass values ``_is_json`` has bounded in depth (or the state's, which
+    passed it). ``encoder.encode`` itself where the C accelerator is missing or differs."""
     make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # an interpreter without the C accelerator
-        return _ENCODER.encode
-    iterencode = make(
-        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
-    return lambda value: "".join(iterencode(value, 0))
+    if make is None:
+        return encoder.encode
+    try:
+        iterencode = make(
+            None,
+            encoder.default,
+            json.encoder.encode_basestring,
+            encoder.indent,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:  # another signature than this interpreter's json module passes
+        return encoder.encode
+
+    def encode(value: object) -> str:
+        return "".join(iterencode(value, 0))
+
+    probe = {"a": [1, 2.5, "\u00e9\n", None, True, {}], "b": ""}
+    return encode if encode(probe) == encoder.encode(probe) else encoder.encode
 
 
-_encode = _one_shot_encoder()
+_encode = _one_shot(_ENCODER)
+
+dumps = _one_shot(json.JSONEncoder(ensure_ascii=False))
+"""``json.dumps(value, ensure_ascii=False)`` (spaced separators) of a value that is JSON already,
+such as one held in the state: the settings table's format."""
 
 
 def _is_json(value: object, depth: int) -> bool:
@@ -179,11 +200,13 @@ class FrozenList(list[Any]):
 def freeze(value: Any) -> Any:
     """``value`` with every dict and list (deeply) made read-only."""
     kind = type(value)
-    if kind is dict or kind is FrozenDict:
-        return value if kind is FrozenDict else FrozenDict((k, freeze(v)) for k, v in value.items())
-    if kind is list or kind is FrozenList:
-        return value if kind is FrozenList else FrozenList(freeze(v) for v in value)
-    return value
+    if kind is dict:
+        return FrozenDict(
+            {k: v if type(v) in _JSON_SCALARS else freeze(v) for k, v in value.items()}
+        )
+    if kind is list:
+        return FrozenList([v if type(v) in _JSON_SCALARS else freeze(v) for v in value])
+    return value  # a scalar, or frozen already
 
 
 def thaw(value: Any) -> Any:

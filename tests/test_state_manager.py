@@ -860,6 +860,39 @@ async def test_changes_another_writer_appended_to_the_log_are_projected(sql: Sql
         assert set(manager.read_state().settings) == {"theme", "outside"}
 
 
+async def test_the_projector_takes_the_managers_changes_from_memory(sql: SqlService) -> None:
+    """While it keeps up with the feed, the projector reads nothing back from the log."""
+    async with running(sql) as manager:
+        await manager.mutate(SettingSet("warm", 0))
+        await manager.flush()
+        reads = sql.events.metrics.latency["read"].count
+        for n in range(20):
+            await asyncio.gather(*(manager.mutate(SettingSet(f"k{i}", n)) for i in range(10)))
+        await manager.flush()
+        assert sql.events.metrics.latency["read"].count == reads
+        await assert_projected(sql, manager.read_state())
+
+
+async def test_a_burst_of_sets_and_deletes_of_one_key_is_projected_in_order(
+    sql: SqlService,
+) -> None:
+    """One projection batch writes runs of the same statement together; the order of the
+    changes still decides what the table holds."""
+    async with running(sql) as manager:
+        pending = []
+        for n in range(30):
+            pending.append(manager.mutate_nowait(SettingSet("k", n)))
+            if n % 7 == 3:
+                pending.append(manager.mutate_nowait(SettingDelete("k")))
+        pending.append(manager.mutate_nowait(SettingSet("other", "x")))
+        pending.append(manager.mutate_nowait(SettingDelete("other")))
+        await asyncio.gather(*pending)
+        await manager.flush()
+        await assert_projected(sql, manager.read_state())
+        rows = await sql.app.fetch_all("SELECT key, value FROM settings")
+        assert [tuple(row) for row in rows] == [("k", "29")]
+
+
 async def test_a_manager_started_inside_a_transaction_block_works_outside_it(
     sql: SqlService,
 ) -> None:

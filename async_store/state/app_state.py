@@ -155,17 +155,28 @@ class AppState:
         return replace(state, references=immutables.Map(references))
 
 
-@dataclass(frozen=True, slots=True)
 class Change:
-    """An accepted delta, ready to be stored as one event and applied."""
+    """An accepted delta, ready to be stored as one event and applied. (A plain class: one is
+    made per mutation, and a frozen dataclass's ``__init__`` costs twice as much.)"""
 
-    delta: StateDelta
-    before: Any
-    event_type: str
-    data: dict[str, Any]
-    metadata: dict[str, Any] | None
-    data_json: str | None = None
-    """``data`` encoded (set by ``decide``, so the event store need not encode it again)."""
+    __slots__ = ("before", "data", "data_json", "delta", "event_type", "metadata")
+
+    def __init__(
+        self,
+        delta: StateDelta,
+        before: Any,
+        event_type: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        data_json: str | None = None,
+    ) -> None:
+        self.delta = delta
+        self.before = before
+        self.event_type = event_type
+        self.data = data
+        self.metadata = metadata
+        self.data_json = data_json
+        """``data`` encoded (set by ``decide``, so the event store need not encode it again)."""
 
 
 def _refs_of(entity: Entity) -> list[str]:
@@ -253,9 +264,16 @@ def _decide(state: AppState, delta: StateDelta, metadata: dict[str, Any] | None)
         raise InvalidDelta(str(exc)) from None
     # Apply what the log will hold, as a replay decodes it: encode_json refused anything that
     # would not read back equal, and delta_from_event freezes copies of every dict and list,
-    # so the state shares nothing mutable with the caller and equals a replayed one.
-    delta, before = delta_from_event(event_type, data)
+    # so the state shares nothing mutable with the caller and equals a replayed one. (A
+    # setting of a plain value has nothing to copy or freeze: it is what a replay rebuilds.)
+    if type(delta) is SettingSet and type(delta.value) in _SCALARS:
+        before = data.get("before")
+    else:
+        delta, before = delta_from_event(event_type, data)
     return Change(delta, before, event_type, data, metadata, text)
+
+
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _check_entity(delta: StateDelta, entity: object) -> None:
@@ -351,7 +369,8 @@ def _history(state: AppState, change: Change, version: int, limits: Limits) -> d
     if "undo" in metadata:
         undone = state.undo_stack[-1]
         return {"undo_stack": state.undo_stack[:-1], "redo_stack": (*state.redo_stack, undone)}
-    undo = (*state.undo_stack, entry)[-limits.undo_depth :] if limits.undo_depth else ()
+    depth, stack = limits.undo_depth, state.undo_stack
+    undo = (*stack[max(0, len(stack) - depth + 1) :], entry) if depth else ()  # one copy
     if "redo" in metadata:
         return {"undo_stack": undo, "redo_stack": state.redo_stack[:-1]}
     return {"undo_stack": undo, "redo_stack": ()}

@@ -17,7 +17,6 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -70,11 +69,13 @@ class _Message:
         self.abandoned = False
 
 
-@dataclass(frozen=True, slots=True)
 class _Accepted:
-    message: _Message
-    change: Change
-    version: int
+    __slots__ = ("change", "message", "version")
+
+    def __init__(self, message: _Message, change: Change, version: int) -> None:
+        self.message = message
+        self.change = change
+        self.version = version
 
 
 _STOP = object()
@@ -311,14 +312,20 @@ class StateManager:
         message = self._message(kind, delta)
         queue, consumer = self._queue, self._consumer
         try:
-            await queue.put(message)
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                await queue.put(message)
             if consumer is None or consumer.done():
                 # The consumer died while this caller waited for room in its queue: nobody
                 # will ever take the message.
                 error = StateManagerClosed("the state manager's consumer stopped")
                 error.__cause__ = self._failure
                 raise error
-            return await asyncio.shield(message.future)
+            # A cancelled caller cancels the message's future too: the consumer skips the
+            # message if its turn has not come, and otherwise answers nobody (the change
+            # stands).
+            return await message.future
         except asyncio.CancelledError:
             message.abandoned = True
             raise
@@ -450,13 +457,12 @@ class StateManager:
             raise asyncio.CancelledError
         self._state = working
         for item in accepted:
-            if item.message.kind == "delta":
-                resolve(item.message.future, item.version)
-            else:
-                resolve(item.message.future, True)
-            for subscriber in list(self._subscribers):
+            resolve(item.message.future, item.version if item.message.kind == "delta" else True)
+        for subscriber in list(self._subscribers):
+            for item in accepted:
                 if not subscriber.offer((item.version, item.change.delta)):
                     self._subscribers.discard(subscriber)
+                    break
         if self._projector is not None:
             for item in accepted:
                 self._projector.feed(item.version, item.change.delta)

@@ -13,12 +13,15 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import logging
+import operator
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from .._json import dumps
 from .._tasks import start_background
 from ..database import Database
 from ..errors import PoolClosed, StoreError
@@ -124,15 +127,16 @@ def projection_ops(delta: StateDelta) -> list[tuple[str, tuple[Any, ...]]]:
     if isinstance(delta, EntityRemove):
         return [(_DELETE[delta.collection], (delta.id,))]
     if isinstance(delta, SettingSet):
-        return [(_SET_SETTING, (delta.key, json.dumps(delta.value, ensure_ascii=False)))]
+        return [(_SET_SETTING, (delta.key, dumps(delta.value)))]
     if isinstance(delta, SettingDelete):
         return [("DELETE FROM settings WHERE key = ?", (delta.key,))]
     return []
 
 
 def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -> None:
-    for sql, parameters in ops:
-        conn.execute(sql, parameters)
+    # In order; a run of the same statement (a batch of settings, say) as one executemany.
+    for sql, run in itertools.groupby(ops, key=operator.itemgetter(0)):
+        conn.executemany(sql, [parameters for _, parameters in run])
 
 
 class Projector:
@@ -147,6 +151,13 @@ class Projector:
         self._retry_delay = retry_delay
         self._position = 0
         self._fed: collections.deque[tuple[int, StateDelta]] = collections.deque()
+        self._fed_through = 0
+        """The newest version fed."""
+        self._look_in_log = True
+        """Whether the log may hold changes the feed did not bring: at start (the checkpoint
+        may be behind), when polled for other processes' appends, when a waiter asks. Not
+        after a batch taken from the feed: reading the log then raced the feed and decoded
+        from disk what memory held."""
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()
         self._progress = asyncio.Event()
@@ -172,7 +183,8 @@ class Projector:
         return 0 if value is None else int(value)
 
     def wake(self) -> None:
-        """New events may be waiting."""
+        """New events may be waiting in the log."""
+        self._look_in_log = True
         self._wake.set()
 
     def feed(self, version: int, delta: StateDelta) -> None:
@@ -184,6 +196,7 @@ class Projector:
         if (fed and fed[-1][0] + 1 != version) or len(fed) >= _FEED_LIMIT:
             fed.clear()
         fed.append((version, delta))
+        self._fed_through = version
         self._wake.set()
 
     async def wait_for(self, version: int) -> None:
@@ -203,7 +216,9 @@ class Projector:
                     failures = self.failures
                 self._retry_now.set()
             progress = self._progress
-            self.wake()
+            if self._fed_through < version:
+                self._look_in_log = True  # the feed will not bring it; the log may
+            self._wake.set()
             await progress.wait()
 
     async def _run(self) -> None:
@@ -215,6 +230,7 @@ class Projector:
             except PoolClosed:
                 return
             except StoreError as exc:
+                self._look_in_log = True  # what the failed batch took from the feed is gone
                 self.failures += 1
                 self.last_error = str(exc)
                 log.error("projection of %s stopped at version %d: %s", STREAM, self._position, exc)
@@ -227,17 +243,21 @@ class Projector:
                 continue
             if moved or self._closed:
                 continue
-            with contextlib.suppress(TimeoutError):
-                # Poll now and then too: another process may append to the log.
+            try:
                 async with asyncio.timeout(1.0):
                     await self._wake.wait()
+            except TimeoutError:
+                self._look_in_log = True  # poll now and then: another process may append
 
     def _signal_progress(self) -> None:
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
 
     async def _project_batch(self) -> bool:
-        changes = self._take_fed() or await self._read_log()
+        changes = self._take_fed()
+        if not changes and (self._look_in_log or self._fed):  # (fed, but after a gap)
+            self._look_in_log = False
+            changes = await self._read_log()
         if not changes:
             return False
         ops = [op for _, delta in changes for op in projection_ops(delta)]
@@ -292,7 +312,7 @@ class Projector:
                 await tx.execute("DELETE FROM settings WHERE key = ?", (gone,))
             await tx.execute_many(
                 _SET_SETTING,
-                [(k, json.dumps(v, ensure_ascii=False)) for k, v in state.settings.items()],
+                [(k, dumps(v)) for k, v in state.settings.items()],
             )
             await tx.execute(_SET_CHECKPOINT, (CHECKPOINT, state.version))
         self._position = state.version
