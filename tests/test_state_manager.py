@@ -893,6 +893,23 @@ async def test_a_burst_of_sets_and_deletes_of_one_key_is_projected_in_order(
         assert [tuple(row) for row in rows] == [("k", "29")]
 
 
+async def test_long_runs_of_one_kind_of_change_are_projected_in_order(sql: SqlService) -> None:
+    """Runs longer than one multi-row statement: a later change of a key in the same run, or
+    in the next statement of it, wins; deletes run in chunks too."""
+    async with running(sql) as manager:
+        pending = [manager.mutate_nowait(SettingSet(f"k{n % 5}", n)) for n in range(70)]
+        pending += [manager.mutate_nowait(SettingDelete(f"k{n}")) for n in range(3)]
+        pending += [manager.mutate_nowait(KnowledgeBaseAdd(kb(n))) for n in range(40)]
+        pending += [manager.mutate_nowait(KnowledgeBaseRemove(f"kb-{n}")) for n in range(35)]
+        await asyncio.gather(*pending)
+        await manager.flush()
+        await assert_projected(sql, manager.read_state())
+        rows = await sql.app.fetch_all("SELECT key, value FROM settings ORDER BY key")
+        assert [tuple(row) for row in rows] == [("k3", "68"), ("k4", "69")]
+        kbs = await sql.app.fetch_all("SELECT id FROM knowledge_bases ORDER BY id")
+        assert sorted(row[0] for row in kbs) == sorted(f"kb-{n}" for n in range(35, 40))
+
+
 async def test_a_manager_started_inside_a_transaction_block_works_outside_it(
     sql: SqlService,
 ) -> None:

@@ -79,31 +79,48 @@ _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _upsert_sql(table: str) -> str:
-    columns = _TABLE_COLUMNS[table]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def _upsert_sql(table: str, columns: tuple[str, ...], key: str, rows: int = 1) -> str:
+    """Insert ``rows`` rows, or update those whose ``key`` exists (in order: within one
+    statement a later row of the same key updates the earlier one)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    values = ", ".join([f"({', '.join('?' * len(columns))}, {_NOW})"] * rows)
     return (
-        f"INSERT INTO {table}({', '.join(columns)}, updated_at)"
-        f" VALUES ({', '.join('?' * len(columns))}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-        f" ON CONFLICT(id) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
+        f"INSERT INTO {table}({', '.join(columns)}, updated_at) VALUES {values}"
+        f" ON CONFLICT({key}) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
     )
 
 
-_UPSERT = {table: _upsert_sql(table) for table in COLLECTIONS}
+def _delete_sql(table: str, key: str, rows: int = 1) -> str:
+    if rows == 1:
+        return f"DELETE FROM {table} WHERE {key} = ?"
+    return f"DELETE FROM {table} WHERE {key} IN ({', '.join('?' * rows)})"
+
+
+_UPSERT = {table: _upsert_sql(table, _TABLE_COLUMNS[table], "id") for table in COLLECTIONS}
 _CHILDREN_FIRST = ("schedules", "pipelines", "flows", "tools", "knowledge_bases")
 assert set(_CHILDREN_FIRST) == set(COLLECTIONS)
-_DELETE = {table: f"DELETE FROM {table} WHERE id = ?" for table in COLLECTIONS}
-_SET_SETTING = (
-    "INSERT INTO settings(key, value, updated_at)"
-    " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-    " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-)
-_SET_CHECKPOINT = (
-    "INSERT INTO projection_checkpoints(name, position, updated_at)"
-    " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-    " ON CONFLICT(name) DO UPDATE SET position = excluded.position,"
-    " updated_at = excluded.updated_at"
-)
+_DELETE = {table: _delete_sql(table, "id") for table in COLLECTIONS}
+_SET_SETTING = _upsert_sql("settings", ("key", "value"), "key")
+_DELETE_SETTING = _delete_sql("settings", "key")
+_SET_CHECKPOINT = _upsert_sql("projection_checkpoints", ("name", "position"), "name")
+
+_ROWS_PER_STATEMENT = 32
+"""Rows of a run of the same projection statement written by one statement (at most 9
+parameters each: within SQLite's oldest limit of 999 per statement)."""
+
+_MANY_ROWS: dict[str, str] = {
+    **{
+        _UPSERT[table]: _upsert_sql(table, _TABLE_COLUMNS[table], "id", _ROWS_PER_STATEMENT)
+        for table in COLLECTIONS
+    },
+    **{_DELETE[table]: _delete_sql(table, "id", _ROWS_PER_STATEMENT) for table in COLLECTIONS},
+    _SET_SETTING: _upsert_sql("settings", ("key", "value"), "key", _ROWS_PER_STATEMENT),
+    _DELETE_SETTING: _delete_sql("settings", "key", _ROWS_PER_STATEMENT),
+}
+"""Each statement, for ``_ROWS_PER_STATEMENT`` rows at once."""
 
 
 def _row(table: str, entity: Entity) -> tuple[Any, ...]:
@@ -129,14 +146,25 @@ def projection_ops(delta: StateDelta) -> list[tuple[str, tuple[Any, ...]]]:
     if isinstance(delta, SettingSet):
         return [(_SET_SETTING, (delta.key, dumps(delta.value)))]
     if isinstance(delta, SettingDelete):
-        return [("DELETE FROM settings WHERE key = ?", (delta.key,))]
+        return [(_DELETE_SETTING, (delta.key,))]
     return []
 
 
 def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -> None:
-    # In order; a run of the same statement (a batch of settings, say) as one executemany.
+    """Runs on the app_meta writer's thread. In order; a run of the same statement (a batch of
+    settings, say) goes ``_ROWS_PER_STATEMENT`` rows per statement, the rest by executemany:
+    each statement lets the GIL go once, where executemany takes it back for every row, and
+    waits each time for the event loop to let go of it."""
     for sql, run in itertools.groupby(ops, key=operator.itemgetter(0)):
-        conn.executemany(sql, [parameters for _, parameters in run])
+        rows = [parameters for _, parameters in run]
+        whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
+        many = _MANY_ROWS.get(sql)
+        if many is not None:
+            for start in range(0, whole, _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                conn.execute(many, [value for row in chunk for value in row])
+            rows = rows[whole:]
+        conn.executemany(sql, rows)
 
 
 class Projector:
