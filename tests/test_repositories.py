@@ -202,6 +202,30 @@ async def test_ingest_stores_document_and_chunks(docs: DocumentRepository) -> No
     assert {(c.document_id, c.kb_id) for c in chunks} == {(result.document_id, "kb-1")}
 
 
+@pytest.mark.parametrize("count", [99, 100, 250])
+async def test_a_long_document_keeps_every_chunk_in_order(
+    docs: DocumentRepository, count: int
+) -> None:
+    """Chunks go to the database 100 per statement, the rest one by one; then replaced."""
+    texts = [f"chunk {n} " * (n % 7 + 1) for n in range(count)]
+    result = await docs.ingest("kb-1", title="long", content="".join(texts), chunks=texts)
+    chunks = await docs.chunks(result.document_id)
+    assert [(c.chunk_index, c.content) for c in chunks] == list(enumerate(texts))
+    assert [c.content_hash for c in chunks] == [content_hash(t) for t in texts]
+
+    shorter = texts[: count // 2 + 1]
+    again = await docs.ingest(
+        "kb-1",
+        title="long",
+        content="".join(shorter),
+        chunks=shorter,
+        document_id=result.document_id,
+    )
+    assert (again.outcome, again.chunk_count) == ("replaced", len(shorter))
+    chunks = await docs.chunks(result.document_id)
+    assert [(c.chunk_index, c.content) for c in chunks] == list(enumerate(shorter))
+
+
 async def test_ingest_with_explicit_document_id(docs: DocumentRepository) -> None:
     result = await docs.ingest("kb-1", title="t", content="c", chunks=["c"], document_id="doc-7")
     assert result.document_id == "doc-7"
