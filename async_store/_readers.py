@@ -186,7 +186,9 @@ class ReaderPool:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
         """Run ``fn`` on the least-loaded reader (one hop)."""
-        reader = await self._choose(reserve=False)
+        reader = None if self._closed else self._pick(reserve=False)
+        if reader is None or reader.queued >= SPILL:  # (the common case needs no coroutine)
+            reader = await self._choose(reserve=False)
         reader.queued += 1
         try:
             return await reader.connection.run(fn)
