@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from ._connection import MANAGED_PRAGMAS, Row
@@ -32,7 +32,7 @@ class QueryMethods(ABC):
     __slots__ = ()
 
     @abstractmethod
-    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+    def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> Awaitable[T]:
         """Run a reading function on a suitable connection."""
 
     @abstractmethod

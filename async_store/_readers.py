@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ._connection import Connection, rollback_if_open
 from ._shield import finish
-from .errors import PoolClosed, PoolTimeout, translate
+from .errors import PoolClosed, PoolTimeout, StoreError, translate
+from .metrics import Metrics
 from .statistics import Counters
 
 __all__ = ["ReaderPool"]
@@ -70,6 +72,7 @@ class ReaderPool:
         counters: Counters,
         limit: int,
         opener: Callable[[], Awaitable[Connection]],
+        metrics: Metrics | None = None,
     ) -> None:
         self._readers = [_Reader(connection) for connection in connections]
         self._by_connection = {id(r.connection): r for r in self._readers}
@@ -78,6 +81,8 @@ class ReaderPool:
         self._counters = counters
         self._limit = limit
         self._opener = opener
+        self._metrics = metrics or Metrics()
+        """Latency and errors of the pipelined reads (``run``), shared with the database."""
         self._opening: asyncio.Task[None] | None = None
         self._open_error: Exception | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -185,19 +190,27 @@ class ReaderPool:
     # -- pipelined reads -------------------------------------------------------------------------
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        """Run ``fn`` on the least-loaded reader (one hop)."""
-        reader = None if self._closed else self._pick(reserve=False)
-        if reader is None or reader.queued >= SPILL:  # (the common case needs no coroutine)
-            reader = await self._choose(reserve=False)
-        reader.queued += 1
+        """Run ``fn`` on the least-loaded reader (one hop); its latency and any error are
+        recorded as a read's."""
+        started = time.perf_counter()
         try:
-            return await reader.connection.run(fn)
-        except Exception as exc:
-            raise translate(exc, database=self._name, sql=sql, on_reader=True) from exc
+            reader = None if self._closed else self._pick(reserve=False)
+            if reader is None or reader.queued >= SPILL:  # (the common case needs no coroutine)
+                reader = await self._choose(reserve=False)
+            reader.queued += 1
+            try:
+                return await reader.connection.run(fn)
+            except Exception as exc:
+                raise translate(exc, database=self._name, sql=sql, on_reader=True) from exc
+            finally:
+                reader.queued -= 1
+                if self._waiters:
+                    self._wake()
+        except StoreError as exc:
+            self._metrics.count_error(exc)
+            raise
         finally:
-            reader.queued -= 1
-            if self._waiters:
-                self._wake()
+            self._metrics.record("read", time.perf_counter() - started)
 
     # -- reservations ----------------------------------------------------------------------------
 
