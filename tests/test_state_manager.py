@@ -522,6 +522,18 @@ async def test_an_old_state_is_unchanged_by_later_mutations(manager: StateManage
     assert old.settings["theme"] == "dark"
     assert old.logs == ()
     assert manager.read_state().version == old.version + 5
+    # A batch builds its state on a copy of its own: neither the state before it nor the one
+    # after it moves when the next batch is applied.
+    middle = manager.read_state()
+    middle_text = json.dumps(middle.to_json(), sort_keys=True)
+    await asyncio.gather(*(manager.mutate(SettingSet(f"batch-{n}", n)) for n in range(20)))
+    after = manager.read_state()
+    after_text = json.dumps(after.to_json(), sort_keys=True)
+    await asyncio.gather(*(manager.mutate(SettingSet(f"batch-{n}", -n)) for n in range(20)))
+    assert json.dumps(middle.to_json(), sort_keys=True) == middle_text
+    assert json.dumps(after.to_json(), sort_keys=True) == after_text
+    assert (after.version - middle.version, after.settings["batch-7"]) == (20, 7)
+    assert json.dumps(old.to_json(), sort_keys=True) == frozen
 
 
 async def test_state_does_not_alias_a_callers_mutable_value(

@@ -310,6 +310,24 @@ def _all_str(*values: object) -> bool:
 
 def apply(state: AppState, change: Change, limits: Limits) -> AppState:
     """The state after ``change`` (stored as the event of version ``state.version + 1``)."""
+    return _evolve(state, _changes(state, change, limits))
+
+
+def draft(state: AppState) -> AppState:
+    """A copy of ``state`` for :func:`apply_in_place` to build on. Nobody else may hold it until
+    its last change is applied: it is an ``AppState`` under construction."""
+    return _evolve(state, {})
+
+
+def apply_in_place(state: AppState, change: Change, limits: Limits) -> None:
+    """:func:`apply` on a :func:`draft`: the fields ``change`` touches are replaced in place, so
+    a batch of changes costs one copy of the state, not one per change."""
+    for name, value in _changes(state, change, limits).items():
+        object.__setattr__(state, name, value)
+
+
+def _changes(state: AppState, change: Change, limits: Limits) -> dict[str, Any]:
+    """The fields ``change`` gives new values, with those values."""
     version = state.version + 1
     delta = change.delta
     updates: dict[str, Any] = {"version": version}
@@ -335,7 +353,7 @@ def apply(state: AppState, change: Change, limits: Limits) -> AppState:
         updates["errors"] = ()
     if delta.undoable:
         updates.update(_history(state, change, version, limits))
-    return _evolve(state, updates)
+    return updates
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(AppState))

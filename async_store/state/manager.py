@@ -26,7 +26,16 @@ from .._tasks import start_background
 from ..database import Database
 from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
 from ..events import EncodedEvent, EventStore
-from .app_state import STATE_SCHEMA_VERSION, AppState, Change, Limits, apply, apply_event, decide
+from .app_state import (
+    STATE_SCHEMA_VERSION,
+    AppState,
+    Change,
+    Limits,
+    apply_event,
+    apply_in_place,
+    decide,
+    draft,
+)
 from .deltas import StateDelta, delta_from_event, inverse
 from .projector import STREAM, Projector
 
@@ -408,7 +417,9 @@ class StateManager:
             if change is None:
                 resolve(message.future, False)
                 continue
-            working = apply(working, change, self._limits)
+            if not accepted:
+                working = draft(working)  # this batch's own copy: published by _commit alone
+            apply_in_place(working, change, self._limits)
             accepted.append(_Accepted(message, change, working.version))
         if accepted:
             await self._commit(accepted, working)

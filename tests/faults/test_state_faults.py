@@ -5,11 +5,11 @@
   the state a fresh manager loads from disk: nothing committed was lost, nothing uncommitted
   applied, and every caller that got a version finds its change in the log at that version.
 * **Consumer crash.** The consumer task is cancelled (as if it died), or dies of an exception
-  injected into ``apply``, while callers wait -- in its queue, blocked on a full queue, or in the
-  batch it is working on: each pending and later caller gets ``StateManagerClosed`` (never a
-  hang: every wait is bounded with ``asyncio.timeout``), except a caller whose append was
-  already sent, which gets its version; ``restart()`` rebuilds the state from the store and
-  serves again.
+  injected into ``apply_in_place``, while callers wait -- in its queue, blocked on a full
+  queue, or in the batch it is working on: each pending and later caller gets
+  ``StateManagerClosed`` (never a hang: every wait is bounded with ``asyncio.timeout``), except
+  a caller whose append was already sent, which gets its version; ``restart()`` rebuilds the
+  state from the store and serves again.
 * **SIGKILL mid-projection.** A separate process runs a production-mode manager mutating in a
   loop and prints each acknowledged version; the test kills it with SIGKILL at a seeded random
   point. The projection tables on disk equal the state at their checkpoint (a batch and its
@@ -67,7 +67,7 @@ from async_store.state import (
 )
 from async_store.state import manager as manager_module
 from async_store.state.app_state import Change, Limits, apply_event
-from async_store.state.app_state import apply as real_apply
+from async_store.state.app_state import apply_in_place as real_apply_in_place
 from tests.faults._kill import kill_after_acks
 from tests.test_state_manager import (
     SEED,
@@ -341,12 +341,12 @@ async def test_consumer_dying_of_an_exception_fails_the_callers_of_its_batch(
 ) -> None:
     broken = True
 
-    def apply(state: AppState, change: Change, limits: Limits) -> AppState:
+    def apply_in_place(state: AppState, change: Change, limits: Limits) -> None:
         if broken and isinstance(change.delta, SettingSet) and change.delta.key == "boom":
             raise RuntimeError("injected fault in apply")
-        return real_apply(state, change, limits)
+        real_apply_in_place(state, change, limits)
 
-    monkeypatch.setattr(manager_module, "apply", apply)
+    monkeypatch.setattr(manager_module, "apply_in_place", apply_in_place)
     async with StateManager(sql, project=False) as manager:
         await manager.mutate(SettingSet("before", 1))
         before = manager.read_state()
