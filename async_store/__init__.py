@@ -2,7 +2,7 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
+    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
       → _connection, _shield, statistics, _event_records, _migration_sets
         → _readers, _writer, _queries, _foreign_files → database, _event_log
           → migrations, events, _documents, _pipeline_runs, backup, health, logsinks

@@ -3,7 +3,7 @@ before anything is written to it.
 
 A file is ours when it holds an async_store migration record, or when it is empty: no
 ``user_version`` and no tables or views but ``schema_migrations``. :func:`refuse_foreign_file`
-looks before the pool opens a file, reading it only; the runner asks :func:`_foreign_reason`
+looks before the pool opens a file, reading it only; the runner asks :func:`foreign_reason`
 again on the writer's connection before its first migration.
 """
 
@@ -13,10 +13,10 @@ import sqlite3
 from pathlib import Path
 
 from ._connection import run_on_file
-from ._migration_record import _applied_rows
+from ._migration_record import applied_rows
 from .errors import MigrationError
 
-__all__ = ["refuse_foreign_file"]
+__all__ = ["foreign_reason", "refuse_foreign_file"]
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -35,14 +35,14 @@ async def refuse_foreign_file(path: Path, database: str) -> None:
     if len(header) < 100 or not header.startswith(_HEADER) or header[18:20] != b"\x01\x01":
         return
     try:
-        reason = await run_on_file(path, _foreign_reason, readonly=True)
+        reason = await run_on_file(path, foreign_reason, readonly=True)
     except sqlite3.Error:
         return  # damaged: the pool's open reports it
     if reason is not None:
         raise MigrationError(f"{database}: {reason}; it belongs to another application")
 
 
-def _foreign_reason(conn: sqlite3.Connection) -> str | None:
+def foreign_reason(conn: sqlite3.Connection) -> str | None:
     """Why the file is not an async_store database (None: it is one, or is empty)."""
     if conn.in_transaction:
         return _foreign_reason_in(conn)
@@ -57,7 +57,7 @@ def _foreign_reason(conn: sqlite3.Connection) -> str | None:
 
 
 def _foreign_reason_in(conn: sqlite3.Connection) -> str | None:
-    if _applied_rows(conn):
+    if applied_rows(conn):
         return None
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     if user_version:

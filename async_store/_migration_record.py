@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 
-_CREATE_TABLE = """
+__all__ = ["CREATE_TABLE", "applied_rows"]
+
+CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     migration_set TEXT    NOT NULL,
     version       INTEGER NOT NULL CHECK (version >= 1),
@@ -19,7 +21,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-def _applied_rows(conn: sqlite3.Connection) -> dict[tuple[str, int], tuple[str, str]]:
+def applied_rows(conn: sqlite3.Connection) -> dict[tuple[str, int], tuple[str, str]]:
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     ).fetchone()

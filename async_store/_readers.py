@@ -81,7 +81,7 @@ class ReaderPool:
         self._counters = counters
         self._limit = limit
         self._opener = opener
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics if metrics is not None else Metrics()
         """Latency and errors of the pipelined reads (``run``), shared with the database."""
         self._opening: asyncio.Task[None] | None = None
         self._open_error: Exception | None = None

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ._foreign_files import _foreign_reason, refuse_foreign_file
-from ._migration_record import _CREATE_TABLE, _applied_rows
+from ._foreign_files import foreign_reason, refuse_foreign_file
+from ._migration_record import CREATE_TABLE, applied_rows
 from ._migration_sets import BUILTIN_SETS, Migration, MigrationSet, split_statements
 from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
 from ._migration_sets import normalize as normalize
@@ -95,7 +95,7 @@ async def apply_migrations(
     def run(conn: sqlite3.Connection) -> list[str]:
         # No race with other processes migrating: their first migration commits its tables
         # and its record together, so a file never holds one without the other.
-        reason = _foreign_reason(conn)
+        reason = foreign_reason(conn)
         if reason is not None:
             raise MigrationError(f"{database.name}: {reason}; it belongs to another application")
         done: list[str] = []
@@ -131,7 +131,7 @@ async def migration_status(
     sets = list(sets)
 
     def read(conn: sqlite3.Connection) -> list[MigrationStatus]:
-        applied = _applied_rows(conn)
+        applied = applied_rows(conn)
         result = []
         for migration_set in sets:
             for migration in migration_set.migrations:
@@ -213,7 +213,7 @@ def _current_version(
     """The set's applied version, after checking the record against the code."""
     applied = {
         version: row
-        for (name, version), row in _applied_rows(conn).items()
+        for (name, version), row in applied_rows(conn).items()
         if name == migration_set.name
     }
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -252,7 +252,7 @@ def _run_one(
     direction: Literal["up", "down"],
     tracks_user_version: bool,
 ) -> None:
-    conn.execute(_CREATE_TABLE)
+    conn.execute(CREATE_TABLE)
     source = f"{migration.source}/{direction}.sql"
     started = time.perf_counter()
     for number, statement in enumerate(migration.statements(direction), start=1):

@@ -67,6 +67,7 @@ from async_store.state import (
     ToolRemove,
     ToolUpdate,
 )
+from async_store.state import projector as projector_module
 
 STREAM = "$app"
 COLLECTIONS = ("knowledge_bases", "tools", "pipelines", "schedules", "flows")
@@ -425,6 +426,22 @@ async def test_mutate_nowait_raises_when_the_queue_is_full(sql: SqlService) -> N
         assert dict(manager.read_state().settings.items()) == {"a": 1, "b": 2, "c": 3}
         # Room again once the consumer caught up.
         assert await manager.mutate_nowait(SettingSet("d", 4)) == 4
+
+
+async def test_a_mutate_nowait_future_cancelled_before_its_turn_drops_the_delta(
+    sql: SqlService,
+) -> None:
+    async with running(sql) as manager:
+        async with writer_held(sql.events):
+            first = manager.mutate_nowait(SettingSet("a", 1))
+            await until(lambda: sql.events.statistics().writer_queue_depth >= 1)
+            dropped = manager.mutate_nowait(SettingSet("b", 2))
+            kept = manager.mutate_nowait(SettingSet("c", 3))
+            dropped.cancel()
+        assert (await first, await kept) == (1, 2)
+        assert await manager.flush() == 2
+        assert dict(manager.read_state().settings.items()) == {"a": 1, "c": 3}
+        assert [event.data["key"] for event in await events_of(sql)] == ["a", "c"]
 
 
 async def test_close_drains_accepted_messages_then_refuses_calls(sql: SqlService) -> None:
@@ -882,6 +899,21 @@ async def test_the_projector_takes_the_managers_changes_from_memory(sql: SqlServ
             await asyncio.gather(*(manager.mutate(SettingSet(f"k{i}", n)) for i in range(10)))
         await manager.flush()
         assert sql.events.metrics.latency["read"].count == reads
+        await assert_projected(sql, manager.read_state())
+
+
+async def test_a_backlog_longer_than_a_batch_is_projected_without_waiting_for_a_poll(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started behind the log (here: changes made without projecting), the projector reads
+    batch after batch until it has caught up, on its own: no flush(), no poll."""
+    monkeypatch.setattr(projector_module, "_POLL", 3600.0)
+    async with running(sql, project=False) as manager:
+        await asyncio.gather(*(manager.mutate(SettingSet(f"k{n}", n)) for n in range(1_200)))
+    async with running(sql) as manager:
+        async with asyncio.timeout(30):  # a bound against a stall, not a measure of speed
+            await until(lambda: manager.projection_lag == 0)
+        assert manager.projected_version == manager.read_state().version == 1_200
         await assert_projected(sql, manager.read_state())
 
 

@@ -3,8 +3,10 @@
 The collections are persistent hash maps (``immutables.Map``): a change builds a new state that
 shares everything it did not touch, so a mutation costs O(log n) whatever the state's size, and a
 reader holding an old state sees it unchanged. ``decide`` validates a delta against a state;
-``apply`` folds an accepted change in. Live mutations and replay from the log both go through
-``apply``, so a replayed state equals the live one by construction.
+``apply`` folds an accepted change in. The state manager folds a batch into a ``draft``, a copy
+nobody else sees until the batch is committed, with ``apply_in_place``; replay uses ``apply``.
+Both compute a change's new fields in one place (``_changes``), so a replayed state equals the
+live one by construction.
 """
 
 from __future__ import annotations
@@ -34,7 +36,17 @@ from .deltas import (
 )
 from .entities import Entity, Flow, KnowledgeBase, Pipeline, Schedule, Tool
 
-__all__ = ["AppState", "Change", "Limits", "UndoEntry", "apply", "decide"]
+__all__ = [
+    "AppState",
+    "Change",
+    "Limits",
+    "UndoEntry",
+    "apply",
+    "apply_event",
+    "apply_in_place",
+    "decide",
+    "draft",
+]
 
 STATE_SCHEMA_VERSION = 1
 """Shape of a snapshot's JSON; a snapshot of another shape is ignored and the log replayed."""

@@ -228,8 +228,9 @@ class StateManager:
         return result
 
     def mutate_nowait(self, delta: StateDelta) -> asyncio.Future[int]:
-        """Queue ``delta`` without waiting; the future gets the new version. Raises
-        :class:`StateManagerFull` when the queue is full."""
+        """Queue ``delta`` without waiting; the future gets the new version (cancelled before
+        the delta's turn, it drops the delta). Raises :class:`StateManagerFull` when the queue
+        is full."""
         message = self._message("delta", delta)
         try:
             self._queue.put_nowait(message)
@@ -393,7 +394,7 @@ class StateManager:
         accepted: list[_Accepted] = []
         flushes: list[_Message] = []
         for message in messages:
-            if message.abandoned:
+            if message.abandoned or message.future.cancelled():
                 fail(message.future, asyncio.CancelledError())
                 continue
             if message.kind == "flush":
@@ -456,6 +457,8 @@ class StateManager:
             # answering, so a caller that sees the error reads the state it lost to.
             try:
                 self._state = await self._load()
+                if self._projector is not None:
+                    self._projector.wake()  # the other process's changes: project them now
             finally:
                 for item in accepted:
                     fail(item.message.future, exc)

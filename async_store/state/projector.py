@@ -47,6 +47,10 @@ CHECKPOINT = "app_state"
 
 STREAM = "$app"
 
+_POLL = 1.0
+"""Seconds between looks at the log for other processes' appends, when nothing wakes the
+projector sooner."""
+
 _FEED_LIMIT = 10_000
 """Committed changes kept in memory for the projector; past this it reads the log instead."""
 
@@ -154,7 +158,8 @@ def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -
     """Runs on the app_meta writer's thread. In order; a run of the same statement (a batch of
     settings, say) goes ``_ROWS_PER_STATEMENT`` rows per statement, the rest by executemany:
     each statement lets the GIL go once, where executemany takes it back for every row, and
-    waits each time for the event loop to let go of it."""
+    waits each time for the event loop to let go of it. (A multi-row upsert that names one
+    key twice is SQLite's to take in order; other databases refuse it.)"""
     for sql, run in itertools.groupby(ops, key=operator.itemgetter(0)):
         rows = [parameters for _, parameters in run]
         whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
@@ -183,9 +188,10 @@ class Projector:
         """The newest version fed."""
         self._look_in_log = True
         """Whether the log may hold changes the feed did not bring: at start (the checkpoint
-        may be behind), when polled for other processes' appends, when a waiter asks. Not
-        after a batch taken from the feed: reading the log then raced the feed and decoded
-        from disk what memory held."""
+        may be behind), after a read of the log that came back full (there may be more), when
+        polled for other processes' appends, when a waiter asks. Not after a batch taken from
+        the feed: reading the log then raced the feed and decoded from disk what memory
+        held."""
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()
         self._progress = asyncio.Event()
@@ -272,7 +278,7 @@ class Projector:
             if moved or self._closed:
                 continue
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(_POLL):
                     await self._wake.wait()
             except TimeoutError:
                 self._look_in_log = True  # poll now and then: another process may append
@@ -286,6 +292,8 @@ class Projector:
         if not changes and (self._look_in_log or self._fed):  # (fed, but after a gap)
             self._look_in_log = False
             changes = await self._read_log()
+            if len(changes) >= self._batch_size:
+                self._look_in_log = True  # catching up: read on without waiting for a poll
         if not changes:
             return False
         ops = [op for _, delta in changes for op in projection_ops(delta)]
@@ -337,7 +345,7 @@ class Projector:
                 )
             keys = {row[0] for row in await tx.fetch_all("SELECT key FROM settings")}
             for gone in keys - set(state.settings):
-                await tx.execute("DELETE FROM settings WHERE key = ?", (gone,))
+                await tx.execute(_DELETE_SETTING, (gone,))
             await tx.execute_many(
                 _SET_SETTING,
                 [(k, dumps(v)) for k, v in state.settings.items()],
