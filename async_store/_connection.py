@@ -8,11 +8,12 @@ one hop, not one per statement.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,10 +27,12 @@ __all__ = [
     "Connection",
     "Row",
     "create_private_dirs",
+    "execute_rows",
     "is_busy",
     "open_connection",
     "rollback_if_open",
     "run_on_file",
+    "sleep_before_retry",
 ]
 
 T = TypeVar("T")
@@ -231,7 +234,7 @@ def _switch_to_wal(conn: sqlite3.Connection, config: DatabaseConfig) -> None:
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or attempt == config.busy_retries:
                 raise
-            time.sleep(config.busy_backoff * (2**attempt) * random.uniform(0.5, 1.5))
+            sleep_before_retry(config.busy_backoff, attempt)
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -242,6 +245,13 @@ def is_busy(exc: sqlite3.Error) -> bool:
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+
+
+def sleep_before_retry(base: float, attempt: int) -> None:
+    """Sleep before retry ``attempt`` (0, 1, ...) of a lock: ``base`` doubled per attempt,
+    jittered by ±50% so that processes retrying together drift apart. Blocks only the
+    connection's own thread."""
+    time.sleep(base * (2**attempt) * random.uniform(0.5, 1.5))
 
 
 def _create_owner_only(path: Path) -> None:
@@ -270,6 +280,24 @@ def create_private_dirs(path: Path) -> None:
         except FileExistsError:
             if not directory.is_dir():
                 raise
+
+
+def execute_rows(
+    conn: sqlite3.Connection,
+    one: str,
+    many: str,
+    per_statement: int,
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Run ``one`` (a statement of one row's parameters) for each of ``rows``, in order:
+    ``per_statement`` rows at a time through ``many`` (the same statement for that many rows,
+    their parameters one row after another), the rest through executemany. A statement of many
+    rows is one step on the thread, where executemany steps, and takes the GIL back, per row."""
+    whole = len(rows) - len(rows) % per_statement
+    for start in range(0, whole, per_statement):
+        chunk = rows[start : start + per_statement]
+        conn.execute(many, list(itertools.chain.from_iterable(chunk)))
+    conn.executemany(one, rows[whole:])
 
 
 def rollback_if_open(conn: sqlite3.Connection) -> None:

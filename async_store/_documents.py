@@ -10,7 +10,6 @@ input.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Literal, cast
 from . import _ids
 from ._checks import check_int, check_mapping, check_sequence, check_text
 from ._clock import utc_now as _now
+from ._connection import execute_rows
 from ._json import JsonInput, encode_json
 from .database import Database
 from .errors import QueryError
@@ -151,15 +151,6 @@ _INSERT_CHUNKS = (
 )
 
 
-def _insert_chunks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Runs on the writer's thread: ``rows`` in order, 100 per statement, the rest one by one."""
-    whole = len(rows) - len(rows) % _CHUNKS_PER_INSERT
-    for start in range(0, whole, _CHUNKS_PER_INSERT):
-        values = list(itertools.chain.from_iterable(rows[start : start + _CHUNKS_PER_INSERT]))
-        conn.execute(_INSERT_CHUNKS, values)
-    conn.executemany(_INSERT_CHUNK, rows[whole:])
-
-
 def _document(row: sqlite3.Row) -> Document:
     return Document(
         row[0],
@@ -286,7 +277,7 @@ class DocumentRepository:
                 )
                 outcome = "created"
             rows = prepared if target == new_id else [(target, *row[1:]) for row in prepared]
-            _insert_chunks(conn, rows)
+            execute_rows(conn, _INSERT_CHUNK, _INSERT_CHUNKS, _CHUNKS_PER_INSERT, rows)
             return IngestResult(target, outcome, len(prepared))
 
         return await self._db.run_in_transaction(write, f"ingest into {kb_id}")

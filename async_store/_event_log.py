@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -150,13 +151,17 @@ def append_rows(
     ]
     position = 0
     for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        cursor = conn.execute(
-            _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(chunk)),
-            [value for row in chunk for value in row],
-        )
-        position = cursor.lastrowid or 0
+        position = _insert_events(conn, rows[start : start + ROWS_PER_INSERT])
     return AppendResult(stream_id, current + 1, current + len(events), position)
+
+
+def _insert_events(conn: sqlite3.Connection, rows: list[Row]) -> int:
+    """``rows`` as one INSERT; returns the position of the last."""
+    cursor = conn.execute(
+        _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(rows)),
+        list(itertools.chain.from_iterable(rows)),
+    )
+    return cursor.lastrowid or 0
 
 
 _INSERT_EVENTS = (
@@ -238,10 +243,7 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
     try:
         if direct:
             try:
-                cursor = conn.execute(
-                    _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * len(plan.rows)),
-                    [value for row in plan.rows for value in row],
-                )
+                last = _insert_events(conn, plan.rows)
             except sqlite3.Error:
                 if not conn.in_transaction:
                     raise
@@ -253,7 +255,7 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
                     conn.execute("SAVEPOINT async_store_appends")
                     guarded = True
             else:
-                position = (cursor.lastrowid or 0) - len(plan.rows)
+                position = last - len(plan.rows)
                 for index, append, first in plan.direct:
                     count = len(append.events)
                     position += count

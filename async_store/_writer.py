@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 import sqlite3
 import time
 from collections import deque
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from ._connection import Connection, is_busy, rollback_if_open
+from ._connection import Connection, is_busy, rollback_if_open, sleep_before_retry
 from ._futures import fail, resolve
 from ._shield import finish
 from .config import DatabaseConfig
@@ -427,7 +426,7 @@ def begin_immediate(
             if is_busy(exc) and attempt < retries:
                 counters.busy_retries += 1
                 # Sleeping blocks only the writer's own thread, which nothing else may use now.
-                time.sleep(backoff * (2**attempt) * random.uniform(0.5, 1.5))
+                sleep_before_retry(backoff, attempt)
                 continue
             if is_busy(exc):
                 raise DatabaseBusy(

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from .._connection import execute_rows
 from .._json import dumps
 from .._tasks import start_background
 from ..database import Database
@@ -162,14 +163,11 @@ def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -
     key twice is SQLite's to take in order; other databases refuse it.)"""
     for sql, run in itertools.groupby(ops, key=operator.itemgetter(0)):
         rows = [parameters for _, parameters in run]
-        whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
         many = _MANY_ROWS.get(sql)
-        if many is not None:
-            for start in range(0, whole, _ROWS_PER_STATEMENT):
-                chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                conn.execute(many, [value for row in chunk for value in row])
-            rows = rows[whole:]
-        conn.executemany(sql, rows)
+        if many is None:
+            conn.executemany(sql, rows)
+        else:
+            execute_rows(conn, sql, many, _ROWS_PER_STATEMENT, rows)
 
 
 class Projector:
