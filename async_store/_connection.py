@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from ._shield import finish
 from .config import DatabaseConfig
 from .errors import Interrupted, PragmaMismatch, translate
 
@@ -168,7 +169,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
     # Committed data is safe either way; SQLite recovers from the WAL on the next open.
     aio._thread.daemon = True
     try:
-        await aio
+        await _start(aio)
     except Exception as exc:
         raise translate(exc, database=f"{config.name} ({path})") from exc
     raw = opened[0]
@@ -306,6 +307,17 @@ def rollback_if_open(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+async def _start(aio: aiosqlite.Connection) -> None:
+    """Start ``aio``'s thread and open its connection there. A cancellation waits for the open
+    to end, closes the connection and stops the thread, then goes on: aiosqlite, cancelled
+    while opening, stops the thread but leaves a connection opened meanwhile open for good."""
+    try:
+        await finish(aio)
+    except BaseException:
+        await finish(aio.close())
+        raise
+
+
 async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, readonly: bool) -> T:
     """Open a plain connection to ``path`` (read-only: the file must exist and is never
     changed), run ``fn`` on its thread, close it. For backups and restores, which work on
@@ -323,7 +335,7 @@ async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, read
 
     aio = aiosqlite.Connection(connect, 64)
     aio._thread.daemon = True
-    await aio
+    await _start(aio)
     try:
         return await aio._execute(fn, opened[0])  # type: ignore[no-untyped-call,no-any-return]
     finally:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ._connection import run_on_file
-from .backup import CHUNK, BackupFile, fsync_dir, make_private_dir, verify_backup
+from .backup import CHUNK, BackupFile, fsync_path, make_private_dir, verify_backup
 from .errors import BackupError
 
 __all__ = ["restore_offline"]
@@ -108,5 +108,5 @@ def _swap_in(source: Path, live: Path, aside: Path, report: Callable[[int], None
         if current.exists():
             os.replace(current, aside / current.name)
     os.replace(partial, live)
-    fsync_dir(live.parent)
-    fsync_dir(aside)
+    fsync_path(live.parent)
+    fsync_path(aside)

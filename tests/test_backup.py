@@ -352,6 +352,62 @@ async def test_a_backup_folder_that_cannot_be_created_raises_backup_error(tmp_pa
             await sql.backup(blocker / "backups")
 
 
+def files_open_under(root: Path) -> list[str]:
+    """The files under ``root`` this process holds open (Linux /proc)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+        if target.startswith(str(root)):
+            held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_cancelled_backup_leaves_no_partial_folder_and_no_open_file(
+    tmp_path: Path, mode: Mode
+) -> None:
+    # Cancelled after 0, 1, 2, ... loop turns and then after growing delays: the cancellation
+    # lands in every step of a backup (free space, the copy, the checks, hash and fsync side by
+    # side, the manifest). When backup() returns, every thread that worked on the copy is done
+    # with it: no file under the backups folder is open, and no .partial folder is left.
+    async with SqlService(config(tmp_path, mode)) as sql:
+        await sql.app.execute("CREATE TABLE filler(data BLOB NOT NULL)")
+        await sql.app.execute_many(
+            "INSERT INTO filler(data) VALUES (randomblob(?))", [(4000,)] * 500
+        )
+        await add_rows(sql, "c")
+        root = sql.backup_root
+        delays = [("turns", n) for n in range(12)] + [("seconds", 0.001 * 2**n) for n in range(9)]
+        outcomes = []
+        for unit, amount in delays:
+            task = asyncio.create_task(sql.backup())
+            if unit == "turns":
+                for _ in range(int(amount)):
+                    await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(amount)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+            else:
+                outcomes.append("finished")
+            assert files_open_under(root) == [], (unit, amount)
+            if root.exists():
+                assert [p.name for p in root.iterdir() if p.name.endswith(".partial")] == []
+        assert "cancelled" in outcomes
+        # Whatever finished is a complete backup, and the service goes on serving.
+        for directory, _ in list_backups(root):
+            await verify_backup(directory)
+        await add_rows(sql, "after")
+        assert await verify_backup((await sql.backup()).directory)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "reader_holds",
