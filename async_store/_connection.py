@@ -8,6 +8,7 @@ one hop, not one per statement.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import random
@@ -26,7 +27,9 @@ from .errors import Interrupted, PragmaMismatch, translate
 __all__ = [
     "MANAGED_PRAGMAS",
     "Connection",
+    "Outcome",
     "Row",
+    "Ticket",
     "create_private_dirs",
     "execute_rows",
     "is_busy",
@@ -82,7 +85,7 @@ class Connection:
     ) -> None:
         self._aio = aio
         self._raw = raw
-        self._running: list[_Ticket | None] = [None]
+        self._running: list[Ticket | None] = [None]
         self.database = database
         self.reader = reader
 
@@ -97,12 +100,30 @@ class Connection:
             # aiosqlite exposes no public "run this function on the connection's thread";
             # `_execute` is that primitive (every public aiosqlite method is built on it).
             return await self._aio._execute(fn, self._raw)  # type: ignore[no-untyped-call,no-any-return]
-        ticket = _Ticket()
+        ticket = Ticket()
         try:
             return await self._aio._execute(_guarded, self._raw, fn, ticket, self._running)  # type: ignore[no-untyped-call,no-any-return]
         except asyncio.CancelledError:
             ticket.cancelled = True
             raise
+
+    def submit_each(
+        self, calls: Sequence[tuple[Callable[[sqlite3.Connection], Any], Ticket]]
+    ) -> asyncio.Future[list[Outcome]]:
+        """Queue every ``fn(connection)`` of ``calls`` on this reader's thread as one call, before
+        returning (so nothing submitted later runs first); they run in order, each as
+        :meth:`run` would with its own ticket (set ``ticket.cancelled`` to skip or interrupt
+        it), and one failing does not stop the others. The future holds one ``(ok, value or
+        error)`` per call."""
+        # aiosqlite's own queue, as its `_execute` uses it (a pair of a future to answer and a
+        # function to call); `_execute` is a coroutine, which would queue the call only once
+        # it is first awaited.
+        if not self._aio._running or self._aio._connection is None:
+            raise ValueError("Connection closed")
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        call = functools.partial(_each, self._raw, calls, self._running)
+        self._aio._tx.put_nowait((future, call))
+        return future
 
     def interrupt(self) -> None:
         """Stop whatever statement runs on the connection now (``sqlite3_interrupt``: safe
@@ -114,8 +135,9 @@ class Connection:
         await self._aio.close()
 
 
-class _Ticket:
-    """One call on a reader; ``cancelled`` is set from the event loop's thread."""
+class Ticket:
+    """One call on a reader; ``cancelled`` is set from the event loop's thread when its caller
+    is cancelled."""
 
     __slots__ = ("cancelled",)
 
@@ -128,7 +150,7 @@ class _Ticket:
 _PROGRESS_STEPS = 10_000
 
 
-def _stop_requested(running: list[_Ticket | None]) -> bool:
+def _stop_requested(running: list[Ticket | None]) -> bool:
     ticket = running[0]
     return ticket is not None and ticket.cancelled
 
@@ -136,8 +158,8 @@ def _stop_requested(running: list[_Ticket | None]) -> bool:
 def _guarded(
     conn: sqlite3.Connection,
     fn: Callable[[sqlite3.Connection], T],
-    ticket: _Ticket,
-    running: list[_Ticket | None],
+    ticket: Ticket,
+    running: list[Ticket | None],
 ) -> T:
     if ticket.cancelled:
         raise Interrupted("the caller was cancelled before the statement started")
@@ -146,6 +168,24 @@ def _guarded(
         return fn(conn)
     finally:
         running[0] = None
+
+
+Outcome = tuple[bool, Any]
+"""(True, the value a call returned) or (False, the error it raised)."""
+
+
+def _each(
+    conn: sqlite3.Connection,
+    calls: Sequence[tuple[Callable[[sqlite3.Connection], Any], Ticket]],
+    running: list[Ticket | None],
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for fn, ticket in calls:
+        try:
+            outcomes.append((True, _guarded(conn, fn, ticket, running)))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
 
 
 async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection:
@@ -185,7 +225,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
 
 
 def _configure(
-    conn: sqlite3.Connection, config: DatabaseConfig, running: list[_Ticket | None] | None
+    conn: sqlite3.Connection, config: DatabaseConfig, running: list[Ticket | None] | None
 ) -> None:
     """Set every PRAGMA, then read each back; on a reader (``running`` given) install the
     progress handler that stops a cancelled call. Runs on the connection's thread."""

@@ -1,9 +1,12 @@
 """The reader pool: N ``query_only`` connections, each on its own thread.
 
 A one-statement read (``fetch_*`` outside a snapshot) is *pipelined*: it goes to the reader with
-the fewest calls queued, without waiting for that reader to be free, so the reader's thread
-never sleeps between calls while work is queued. ``read()`` and ``iterate()`` *reserve* a reader
-for a block of calls; the calls already queued on it finish first (its thread is FIFO).
+the fewest calls queued, without waiting for that reader to be free. A read that finds its
+reader idle goes to the thread at once; reads that arrive while the reader works wait on the
+loop and go together, in order, as one hop to the thread (one wake-up of the thread and one of
+the loop for all of them, where aiosqlite takes one each per call). ``read()`` and
+``iterate()`` *reserve* a reader for a block of calls; the calls already queued on it finish
+first (its thread is FIFO).
 
 A cancelled read is skipped or interrupted on the thread (see ``Connection.run``), and a
 reservation always ends with a rollback of its read transaction that a second cancellation
@@ -14,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from ._connection import Connection, rollback_if_open
+from ._connection import Connection, Outcome, Ticket, rollback_if_open
+from ._futures import fail, resolve
 from ._shield import finish
 from .errors import PoolClosed, PoolTimeout, StoreError, translate
 from .metrics import Metrics
@@ -47,12 +52,22 @@ should go through ``read()`` or ``iterate()``, which reserve a reader of their o
 
 
 class _Reader:
-    __slots__ = ("connection", "queued", "reserved")
+    __slots__ = ("connection", "deferred", "hops", "queued", "reserved", "waiting")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.queued = 0
+        """Pipelined reads given to this reader and not yet answered."""
         self.reserved = False
+        self.hops = 0
+        """Calls or groups of calls handed to the thread and not yet answered."""
+        self.waiting: list[_Waiting] = []
+        """Reads that arrived while the reader worked, in order, for the next group."""
+        self.deferred = False
+        """A group is about to go (see ``ReaderPool._answer``)."""
+
+
+_Waiting = tuple[Callable[[sqlite3.Connection], Any], Ticket, "asyncio.Future[Any]"]
 
 
 class ReaderPool:
@@ -190,8 +205,8 @@ class ReaderPool:
     # -- pipelined reads -------------------------------------------------------------------------
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        """Run ``fn`` on the least-loaded reader (one hop); its latency and any error are
-        recorded as a read's."""
+        """Run ``fn`` on the least-loaded reader: at once if it is idle, else with the next
+        group of reads; its latency and any error are recorded as a read's."""
         started = time.perf_counter()
         try:
             reader = None if self._closed else self._pick(reserve=False)
@@ -199,7 +214,15 @@ class ReaderPool:
                 reader = await self._choose(reserve=False)
             reader.queued += 1
             try:
-                return await reader.connection.run(fn)
+                if reader.hops or reader.deferred:
+                    return await self._wait_for_group(reader, fn)
+                reader.hops += 1
+                try:
+                    return await reader.connection.run(fn)
+                finally:
+                    reader.hops -= 1
+                    if reader.waiting and not reader.hops:
+                        self._send_group(reader)
             except Exception as exc:
                 raise translate(exc, database=self._name, sql=sql, on_reader=True) from exc
             finally:
@@ -212,12 +235,64 @@ class ReaderPool:
         finally:
             self._metrics.record("read", time.perf_counter() - started)
 
+    async def _wait_for_group(self, reader: _Reader, fn: Callable[[sqlite3.Connection], T]) -> T:
+        ticket = Ticket()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        reader.waiting.append((fn, ticket, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            ticket.cancelled = True  # skipped if its group has not reached it yet
+            raise
+
+    def _send_group(self, reader: _Reader) -> None:
+        """Hand the reads waiting on ``reader`` to its thread as one call."""
+        reader.deferred = False
+        group = [item for item in reader.waiting if not item[2].done()]
+        reader.waiting = []
+        if not group:
+            return
+        try:
+            answers = reader.connection.submit_each([(fn, ticket) for fn, ticket, _ in group])
+        except ValueError:  # the reader's thread has stopped (never while reads are queued)
+            for _, _, future in group:
+                fail(future, PoolClosed(f"{self._name}: the reader is closed"))
+            return
+        reader.hops += 1
+        answers.add_done_callback(functools.partial(self._answer, reader, group))
+
+    def _answer(
+        self, reader: _Reader, group: list[_Waiting], answers: asyncio.Future[list[Outcome]]
+    ) -> None:
+        reader.hops -= 1
+        if answers.cancelled():
+            outcomes: list[Outcome] = [(False, asyncio.CancelledError())] * len(group)
+        elif (error := answers.exception()) is not None:
+            outcomes = [(False, error)] * len(group)
+        else:
+            outcomes = answers.result()
+        for (_, _, future), (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                resolve(future, value)
+            else:
+                fail(future, value)
+        if len(group) > 1:
+            # The callers just answered resume in this turn of the loop, and most read again
+            # at once: their reads go as the next group, after them, instead of the first
+            # going alone.
+            reader.deferred = True
+            asyncio.get_running_loop().call_soon(self._send_group, reader)
+        elif reader.waiting and not reader.hops:
+            self._send_group(reader)
+
     # -- reservations ----------------------------------------------------------------------------
 
     async def acquire(self) -> Connection:
         """Reserve a reader for a block of calls (waiting up to ``acquire_timeout``)."""
         reader = await self._choose(reserve=True)
         reader.reserved = True
+        if reader.waiting:  # they came first: they go before the reservation's calls
+            self._send_group(reader)
         return reader.connection
 
     async def release(self, connection: Connection) -> None:

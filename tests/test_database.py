@@ -4,7 +4,10 @@ snapshots, iteration, PRAGMAs, and clear errors that change nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -309,3 +312,95 @@ async def test_readers_open_on_demand_up_to_the_limit(db_path: Path) -> None:
         await asyncio.gather(*(brief() for _ in range(20)))
         stats = db.statistics()
         assert (stats.readers_total, stats.readers_idle) == (3, 3)
+
+
+# -- pipelined reads that arrive while their reader works ------------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (pytest-timeout bounds the wait)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+
+
+@contextlib.asynccontextmanager
+async def reader_held(db: Database) -> AsyncIterator[list[str]]:
+    """The only reader busy in a call that waits until the block ends; yields the list that
+    calls made with ``noting`` append to, on the reader's thread, in the order they run."""
+    started, gate = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        gate.wait(30)
+
+    holder = asyncio.create_task(db.run_in_reader(hold, "hold"))
+    await until(started.is_set)
+    try:
+        yield ran
+    finally:
+        gate.set()
+        await holder
+
+
+def noting(ran: list[str], name: str, value: object) -> Callable[[sqlite3.Connection], object]:
+    def call(conn: sqlite3.Connection) -> object:
+        # (marked when it runs inside a read transaction it does not own: a reservation's)
+        ran.append(f"{name} in a transaction" if conn.in_transaction else name)
+        return conn.execute("SELECT ?", (value,)).fetchone()[0]
+
+    return call
+
+
+async def test_reads_queued_behind_a_busy_reader_each_get_their_own_answer(
+    db_path: Path,
+) -> None:
+    async with Database(make_config(db_path, readers=1)) as db:
+        async with reader_held(db) as ran:
+            answers = [
+                asyncio.create_task(db.run_in_reader(noting(ran, f"r{i}", i), f"read {i}"))
+                for i in range(6)
+            ]
+            missing = asyncio.create_task(db.fetch_val("SELECT * FROM no_such_table"))
+            dropped = asyncio.create_task(db.run_in_reader(noting(ran, "dropped", 0), "x"))
+            last = asyncio.create_task(db.fetch_one("SELECT 'last' AS word"))
+            await until(lambda: db.statistics().readers_busy == 1 and len(ran) == 0)
+            await asyncio.sleep(0)  # every task has queued its read
+            dropped.cancel()
+        assert [await task for task in answers] == list(range(6))
+        with pytest.raises(QueryError, match="no_such_table"):
+            await missing
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        row = await last
+        assert row is not None
+        assert row["word"] == "last"
+        # In the order they came; the one cancelled before its turn never ran.
+        assert ran == [f"r{i}" for i in range(6)]
+        stats = db.statistics()
+        assert (stats.readers_total, stats.readers_idle) == (1, 1)
+        assert await db.fetch_val("SELECT 1") == 1
+
+
+async def test_a_reservation_runs_after_the_reads_queued_before_it(db_path: Path) -> None:
+    async with Database(make_config(db_path, readers=1)) as db:
+        async with reader_held(db) as ran:
+            queued = [
+                asyncio.create_task(db.run_in_reader(noting(ran, f"r{i}", i), f"read {i}"))
+                for i in range(3)
+            ]
+            await asyncio.sleep(0)
+
+            async def reserve() -> object:
+                async with db.read() as snapshot:
+                    return await snapshot.fetch_val("SELECT 's'")
+
+            reservation = asyncio.create_task(reserve())
+            await asyncio.sleep(0.01)
+            assert ran == []
+        assert await reservation == "s"
+        assert [await task for task in queued] == [0, 1, 2]
+        # They ran before the reservation's BEGIN, not inside its snapshot.
+        assert ran == ["r0", "r1", "r2"]

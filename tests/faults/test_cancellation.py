@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -579,6 +580,37 @@ async def test_read_cancelled_before_its_statement_starts_never_runs(db_path: Pa
         with pytest.raises(asyncio.CancelledError):
             await first
         assert await db.fetch_val("SELECT 1") == 1
+        await assert_nothing_left_behind(db, db_path)
+
+
+async def test_a_read_cancelled_while_its_group_runs_is_stopped_and_the_group_goes_on(
+    db_path: Path,
+) -> None:
+    """Reads that queue behind a busy reader go to its thread together, as one call. The long
+    one at the head of such a group, cancelled while it runs, is interrupted, and the reads
+    behind it in the group still get their answers."""
+    async with Database(make_config(db_path, readers=1)) as db:
+        await db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
+        started, gate = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            started.set()
+            gate.wait(30)
+
+        holder = asyncio.create_task(db.run_in_reader(hold, "hold"))
+        await until(started.is_set, holder)
+        long = asyncio.create_task(db.fetch_val(LONG_QUERY))
+        behind = [asyncio.create_task(db.fetch_val("SELECT ?", (i,))) for i in range(5)]
+        await asyncio.sleep(0)  # all six wait for the reader
+        gate.set()
+        await holder
+        await let_the_thread_start()  # the group has gone; the long read runs
+        assert not long.done()
+        assert not any(task.done() for task in behind)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        assert [await task for task in behind] == list(range(5))
         await assert_nothing_left_behind(db, db_path)
 
 
