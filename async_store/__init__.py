@@ -4,7 +4,7 @@ Dependencies point one way (nothing lower imports anything higher):
 
     errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
       → _connection, _shield, statistics, _event_records, _migration_sets
-        → _readers, _writer, _queries, _foreign_files → _scopes → database, _event_log
+        → _readers, _writer, _queries, _foreign_files → _scopes → database, _event_log → _appends
           → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
             → repositories, state
               → service

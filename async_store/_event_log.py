@@ -179,7 +179,7 @@ parameters a statement may have since SQLite 3.32 (999 before)."""
 
 
 class Waiting:
-    """An append of one stream waiting for the next coalesced write (see ``EventStore``)."""
+    """An append of one stream waiting for the next coalesced write (see ``Appends``)."""
 
     __slots__ = ("events", "expected", "future", "stream_id")
 
@@ -205,7 +205,7 @@ class Plan:
     def __init__(self, size: int, generation: int, current: Callable[[], int]) -> None:
         self.size = size
         self.generation = generation
-        """What the store knew when it planned (see ``EventStore._forget_versions``)."""
+        """What the store knew when it planned (see ``Appends.forget_versions``)."""
         self.current = current
         """What the store knows now: when it has moved on (the log was replaced, a migration
         ran), the versions planned from are void, and every append is made the careful way."""

@@ -9,28 +9,16 @@ are durable. One append's conflict fails only that append.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import functools
 import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from ._appends import Appends
 from ._checks import check_int, check_json_text, check_sequence, check_text
 from ._clock import utc_now as _now
-from ._event_log import (
-    ROWS_PER_BATCH,
-    ROWS_PER_INSERT,
-    Plan,
-    PreparedEvent,
-    Waiting,
-    append_rows,
-    content_hash,
-    expectation_met,
-    write_plan,
-)
+from ._event_log import ROWS_PER_INSERT, PreparedEvent, content_hash
 from ._event_records import (
     ANY,
     NO_STREAM,
@@ -44,12 +32,9 @@ from ._event_records import (
     StreamState,
     VerificationReport,
 )
-from ._futures import fail, resolve
 from ._json import JsonInput, encode_json
-from ._shield import finish
-from ._tasks import start_background
 from .database import Database, Transaction
-from .errors import PoolClosed, QueryError, StoreError, translate
+from .errors import PoolClosed, QueryError
 
 __all__ = [
     "encode_json",
@@ -84,13 +69,7 @@ class EventStore:
         self._keep_snapshots = keep_snapshots
         self._committed = asyncio.Event()
         self._closed = False
-        self._waiting: collections.deque[Waiting] = collections.deque()
-        self._writing: asyncio.Task[None] | None = None
-        self._generation = 0
-        self._versions: dict[str, int] = {}
-        """Stream → a version it has reached, learnt from this store's own commits. Events are
-        never removed, so it is never ahead of the database: at worst behind, and then the
-        write that relied on it fails whole and is redone the careful way."""
+        self._appends = Appends(database, self._notify)
 
     @property
     def database(self) -> Database:
@@ -118,9 +97,9 @@ class EventStore:
         prepared = _prepared(stream_id, events, _now())
         started = time.perf_counter()
         if len(prepared) <= ROWS_PER_INSERT and not self._db.in_transaction:
-            result = await self._append_one(stream_id, prepared, expected_version)
+            result = await self._appends.coalesced(stream_id, prepared, expected_version)
         else:
-            (result,) = await self._append_apart([(stream_id, prepared, expected_version)])
+            (result,) = await self._appends.apart([(stream_id, prepared, expected_version)])
         self._db.metrics.record("append", time.perf_counter() - started)
         return result
 
@@ -139,159 +118,27 @@ class EventStore:
             raise QueryError("the same event_id appears twice in one append")
         started = time.perf_counter()
         if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT and not self._db.in_transaction:
-            results = [await self._append_one(*prepared[0])]
+            results = [await self._appends.coalesced(*prepared[0])]
         else:
-            results = await self._append_apart(prepared)
+            results = await self._appends.apart(prepared)
         self._db.metrics.record("append", time.perf_counter() - started)
         return results
 
-    async def _append_apart(
-        self, prepared: list[tuple[str, list[PreparedEvent], ExpectedVersion]]
-    ) -> list[AppendResult]:
-        """Appends to several streams, of more events than one INSERT takes, or inside a
-        ``transaction()``: a writer job of their own (or part of that transaction), made the
-        careful way."""
-        in_transaction = self._db.in_transaction
-        generation = self._generation
-        results = await self._db.run_in_transaction(
-            lambda conn: [
-                append_rows(conn, s, events, expected) for s, events, expected in prepared
-            ],
-            "append",
-        )
-        if not in_transaction and generation == self._generation:
-            # (Inside a transaction nothing is committed yet: it may still roll back.)
-            for result in results:
-                self._learn(result.stream_id, result.last_version)
-        self._notify()
-        return results
-
     def _notify(self) -> None:
+        """Wake the subscriptions waiting for new events (``Appends`` calls it after a write)."""
         committed, self._committed = self._committed, asyncio.Event()
         committed.set()
-
-    # Appends of one stream are coalesced: they wait in ``_waiting`` while the write before them
-    # is under way, then go to the writer together as one job. For each, the store knows the
-    # version its stream is at (from its own commits), so the job is one multi-row INSERT, and
-    # the writer's thread runs no Python per append. An append whose stream or expectation the
-    # store cannot vouch for is made as before (idempotency, then version, then INSERT) in the
-    # same job; so are all of them when the INSERT fails (an id stored already, a version
-    # another process took), since a failed statement leaves nothing behind.
-
-    def _append_one(
-        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
-    ) -> asyncio.Future[AppendResult]:
-        """Queue one stream's append for the next coalesced write; the future gets its result.
-        (A future, not a coroutine: one frame less on every append.) Cancelled while waiting,
-        the append is dropped; once its write is under way, it stands (as for any job the
-        writer has taken)."""
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Waiting(stream_id, events, expected, future))
-        if self._writing is None:
-            # (In a context of its own: this caller may be inside a transaction() block.)
-            self._writing = start_background(
-                self._write_waiting(), name=f"async_store.{self._db.name}.appends"
-            )
-        return future
-
-    async def _write_waiting(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._take_batch()
-                if batch:
-                    await self._write_batch(batch)
-        finally:
-            self._writing = None
-            while self._waiting:  # only when cancelled: nobody would answer them
-                fail(self._waiting.popleft().future, PoolClosed("the event store stopped"))
-
-    def _take_batch(self) -> list[Waiting]:
-        batch: list[Waiting] = []
-        rows = 0
-        while self._waiting:
-            append = self._waiting[0]
-            if batch and rows + len(append.events) > ROWS_PER_BATCH:
-                break
-            self._waiting.popleft()
-            if not append.future.cancelled():
-                batch.append(append)
-                rows += len(append.events)
-        return batch
-
-    async def _write_batch(self, batch: list[Waiting]) -> None:
-        plan = Plan(len(batch), self._generation, lambda: self._generation)
-        reached: dict[str, int] = {}
-        careful: set[str] = set()
-        for index, append in enumerate(batch):
-            stream_id = append.stream_id
-            current = reached.get(stream_id, self._versions.get(stream_id))
-            if stream_id in careful or not _vouched(append.expected, current):
-                careful.add(stream_id)  # and every later append of the stream, in order
-                plan.slow.append((index, append))
-            else:
-                reached[stream_id] = plan.add_direct(index, append, current or 0)
-        job = asyncio.ensure_future(
-            self._db.run_in_transaction(
-                functools.partial(write_plan, plan=plan), "append", atomic=True
-            )
-        )
-        try:
-            await finish(job)
-        except asyncio.CancelledError:
-            self._answer(batch, plan, job)  # the write ran to its end: its callers hear how
-            raise
-        except Exception:
-            pass  # answered below, append by append
-        self._answer(batch, plan, job)
-
-    def _answer(
-        self, batch: list[Waiting], plan: Plan, job: asyncio.Future[list[AppendResult | Exception]]
-    ) -> None:
-        error: BaseException | None = (
-            PoolClosed(f"{self._db.name}: the write of these appends was cancelled")
-            if job.cancelled()
-            else job.exception()
-        )
-        if error is not None:
-            for append in batch:
-                self._versions.pop(append.stream_id, None)
-                fail(append.future, error)
-            return
-        for append, outcome in zip(batch, job.result(), strict=True):
-            if isinstance(outcome, AppendResult):
-                if plan.generation == self._generation:
-                    self._learn(append.stream_id, outcome.last_version)
-                resolve(append.future, outcome)
-            else:
-                self._versions.pop(append.stream_id, None)
-                error = (
-                    outcome
-                    if isinstance(outcome, StoreError)
-                    else translate(outcome, database=self._db.name, sql="append")
-                )
-                fail(append.future, error, cause=outcome)
-        self._notify()
-
-    def _learn(self, stream_id: str, version: int) -> None:
-        if len(self._versions) >= _KNOWN_STREAMS and stream_id not in self._versions:
-            self._versions.clear()  # a bound on memory; the next appends look versions up
-        if version > self._versions.get(stream_id, 0):
-            self._versions[stream_id] = version
 
     def _forget_versions(self) -> None:
         """Drop the stream versions learnt from this store's appends, before the log is
         replaced under it (a restore) or its schema moves (a migration). Batches planned
         earlier but written later are then made the careful way, and what they commit is not
         learnt."""
-        self._versions.clear()
-        self._generation += 1
+        self._appends.forget_versions()
 
     async def _drain(self) -> None:
         """Return once every append made so far is written (or has failed)."""
-        writing = self._writing
-        if writing is not None:
-            with contextlib.suppress(Exception):
-                await finish(writing)
+        await self._appends.drain()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -492,24 +339,6 @@ class EventStore:
         """End every subscription (at its next wake-up, at once for waiting ones)."""
         self._closed = True
         self._committed.set()
-
-
-_KNOWN_STREAMS = 65_536
-"""Streams whose version the store keeps in mind for coalesced appends."""
-
-
-def _vouched(expected: ExpectedVersion, current: int | None) -> bool:
-    """Whether an append expecting ``expected`` can be written at ``current + 1`` without
-    asking the database: the store knows the stream's version and it is what the append
-    expects. (A stream the store has not seen counts as new for an append that says so: if it
-    exists after all, its version 1 is taken and the write is redone the careful way.) An
-    expectation that is not one goes the careful way, which says so."""
-    if current is None:
-        return expected is NO_STREAM or (type(expected) is int and expected == 0)
-    try:
-        return expectation_met(expected, current)
-    except QueryError:
-        return False
 
 
 def _prepared(
