@@ -6,28 +6,32 @@ current state; an invalid delta is answered with ``InvalidDelta`` and changes no
 **appends** the resulting event to the ``$app`` stream of the event store, **applies** it to a new
 immutable ``AppState``, **swaps** the reference readers see, and **replies**. Messages waiting
 together are decided in order and appended in one call, so they share one durable COMMIT.
+The messages and what the consumer keeps of them are in ``_messages``, loading the state and
+saving its snapshots in ``_snapshots``, and the buffer behind a ``subscribe()`` reader in
+``_subscribers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from .._futures import fail, resolve
 from .._shield import finish
 from .._tasks import start_background
 from ..database import Database
 from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
-from ..events import EncodedEvent, EventStore
+from ..events import EventStore
+from ._messages import STOP, Accepted, Kind, Message, encoded
+from ._snapshots import load_state, save_snapshot
+from ._subscribers import Subscriber
 from .app_state import (
-    STATE_SCHEMA_VERSION,
     AppState,
     Change,
     Limits,
@@ -65,31 +69,6 @@ class StateManagerFull(StoreError):
     """``mutate_nowait`` found the queue full."""
 
 
-_Kind = Literal["delta", "undo", "redo", "flush"]
-
-
-class _Message:
-    __slots__ = ("abandoned", "delta", "future", "kind")
-
-    def __init__(self, kind: _Kind, delta: StateDelta | None, future: asyncio.Future[Any]) -> None:
-        self.kind = kind
-        self.delta = delta
-        self.future = future
-        self.abandoned = False
-
-
-class _Accepted:
-    __slots__ = ("change", "message", "version")
-
-    def __init__(self, message: _Message, change: Change, version: int) -> None:
-        self.message = message
-        self.change = change
-        self.version = version
-
-
-_STOP = object()
-
-
 class StateManager:
     """``async with StateManager(sql) as state``: load, serve, and on exit drain and stop."""
 
@@ -121,21 +100,21 @@ class StateManager:
         self._subscriber_buffer = subscriber_buffer
         self._projector = Projector(sql.app, sql.event_store) if project else None
         self._state = AppState()
-        self._queue: asyncio.Queue[_Message | object] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[Message | object] = asyncio.Queue(queue_size)
         self._consumer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._closing = False
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_version = 0
-        self._subscribers: set[_Subscriber] = set()
-        self._in_flight: list[_Message] = []
+        self._subscribers: set[Subscriber] = set()
+        self._in_flight: list[Message] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the newest snapshot, replay the events after it, start the consumer (and the
         projector)."""
-        self._state = await self._load()
+        self._state = await load_state(self._store, self._limits)
         self._snapshot_version = self._state.version
         self._start_consumer()
         if self._projector is not None:
@@ -148,13 +127,6 @@ class StateManager:
         self._consumer = start_background(self._consume(), name="async_store.state.consumer")
         self._consumer.add_done_callback(self._consumer_done)
 
-    async def _load(self) -> AppState:
-        snapshot = await self._store.load_snapshot(STREAM, schema_version=STATE_SCHEMA_VERSION)
-        state = AppState() if snapshot is None else AppState.from_json(snapshot.state)
-        async for event in self._store.read_stream(STREAM, state.version + 1, batch_size=2000):
-            state = apply_event(state, event.type, event.data, event.metadata, self._limits)
-        return state
-
     async def restart(self) -> None:
         """Stop the consumer (failing what it had not taken), rebuild the state from the
         store, and serve again. For recovery after the consumer died."""
@@ -163,7 +135,7 @@ class StateManager:
             consumer.cancel()
             with contextlib.suppress(BaseException):
                 await consumer
-        self._state = await self._load()
+        self._state = await load_state(self._store, self._limits)
         self._start_consumer()
 
     async def close(self) -> None:
@@ -174,7 +146,7 @@ class StateManager:
         self._closing = True
         consumer = self._consumer
         if consumer is not None and not consumer.done():
-            await self._queue.put(_STOP)
+            await self._queue.put(STOP)
             with contextlib.suppress(BaseException):
                 await finish(consumer)
         if self._snapshotting is not None:
@@ -275,7 +247,7 @@ class StateManager:
         """``(version, delta)`` for each change accepted after the iteration starts (the first
         ``anext()``), in order. Ends when the manager closes; raises :class:`StoreError` if
         the reader falls more than ``subscriber_buffer`` changes behind."""
-        subscriber = _Subscriber(self._subscriber_buffer)
+        subscriber = Subscriber(self._subscriber_buffer)
         self._subscribers.add(subscriber)
         try:
             while True:
@@ -307,7 +279,7 @@ class StateManager:
         """The last projection error, while projections are stuck on it."""
         return None if self._projector is None else self._projector.last_error
 
-    def _message(self, kind: _Kind, delta: StateDelta | None) -> _Message:
+    def _message(self, kind: Kind, delta: StateDelta | None) -> Message:
         if kind == "delta" and not isinstance(delta, StateDelta):
             raise InvalidDelta(f"mutate() takes a StateDelta, not {type(delta).__name__}")
         if self._closing:
@@ -316,9 +288,9 @@ class StateManager:
             raise StateManagerClosed("the state manager's consumer stopped") from self._failure
         if self._consumer is None:
             raise StateManagerClosed("the state manager was not started")
-        return _Message(kind, delta, asyncio.get_running_loop().create_future())
+        return Message(kind, delta, asyncio.get_running_loop().create_future())
 
-    async def _call(self, kind: _Kind, delta: StateDelta | None) -> Any:
+    async def _call(self, kind: Kind, delta: StateDelta | None) -> Any:
         message = self._message(kind, delta)
         queue, consumer = self._queue, self._consumer
         try:
@@ -345,13 +317,13 @@ class StateManager:
     async def _consume(self) -> None:
         while True:
             first = await self._queue.get()
-            if first is _STOP:
+            if first is STOP:
                 return
             batch = [first]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            stop = _STOP in batch
-            messages = [m for m in batch if isinstance(m, _Message)]
+            stop = STOP in batch
+            messages = [m for m in batch if isinstance(m, Message)]
             # Kept until answered: if the consumer dies half-way, _consumer_done fails them.
             self._in_flight = messages
             await self._process(messages)
@@ -371,7 +343,7 @@ class StateManager:
                 closed = StateManagerClosed("the state manager is closed")
                 while not self._queue.empty():
                     message = self._queue.get_nowait()
-                    if isinstance(message, _Message):
+                    if isinstance(message, Message):
                         fail(message.future, closed)
                 return
             failure = exc
@@ -384,15 +356,15 @@ class StateManager:
         self._in_flight = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
-            if isinstance(message, _Message):
+            if isinstance(message, Message):
                 fail(message.future, error)
         for subscriber in self._subscribers:
             subscriber.end()
 
-    async def _process(self, messages: list[_Message]) -> None:
+    async def _process(self, messages: list[Message]) -> None:
         working = self._state
-        accepted: list[_Accepted] = []
-        flushes: list[_Message] = []
+        accepted: list[Accepted] = []
+        flushes: list[Message] = []
         for message in messages:
             if message.abandoned or message.future.cancelled():
                 fail(message.future, asyncio.CancelledError())
@@ -421,13 +393,13 @@ class StateManager:
             if not accepted:
                 working = draft(working)  # this batch's own copy: published by _commit alone
             apply_in_place(working, change, self._limits)
-            accepted.append(_Accepted(message, change, working.version))
+            accepted.append(Accepted(message, change, working.version))
         if accepted:
             await self._commit(accepted, working)
         for message in flushes:
             resolve(message.future, self._state.version)
 
-    def _decide(self, state: AppState, message: _Message) -> Change | None:
+    def _decide(self, state: AppState, message: Message) -> Change | None:
         if message.kind == "delta":
             assert message.delta is not None  # mutate() refuses None
             return decide(state, message.delta)
@@ -440,10 +412,10 @@ class StateManager:
             return decide(state, inverse(delta, before), {"undo": entry.version})
         return decide(state, delta, {"redo": entry.version})
 
-    async def _commit(self, accepted: list[_Accepted], working: AppState) -> None:
+    async def _commit(self, accepted: list[Accepted], working: AppState) -> None:
         """Append the batch's events, then swap in the new state and reply. Shielded: once
         the append is sent, a cancellation waits for it and applies what was committed."""
-        events = [_encoded(a.change) for a in accepted]
+        events = [encoded(a.change) for a in accepted]
         append = asyncio.ensure_future(
             self._store.append(STREAM, events, expected_version=self._state.version)
         )
@@ -456,7 +428,7 @@ class StateManager:
             # Another process appended to the log: this batch did not happen. Catch up before
             # answering, so a caller that sees the error reads the state it lost to.
             try:
-                self._state = await self._load()
+                self._state = await load_state(self._store, self._limits)
                 if self._projector is not None:
                     self._projector.wake()  # the other process's changes: project them now
             finally:
@@ -493,47 +465,5 @@ class StateManager:
             return
         self._snapshot_version = state.version
         self._snapshotting = start_background(
-            self._snapshot(state), name="async_store.state.snapshot"
+            save_snapshot(self._sql.events, self._store, state), name="async_store.state.snapshot"
         )
-
-    async def _snapshot(self, state: AppState) -> None:
-        try:
-            # Serialise on a reader's thread: a large state must not stall the event loop.
-            text = await self._sql.events.run_in_reader(
-                lambda conn: json.dumps(state.to_json(), ensure_ascii=False), "snapshot"
-            )
-            await self._store.save_snapshot_json(
-                STREAM, state.version, text, schema_version=STATE_SCHEMA_VERSION
-            )
-        except StoreError as exc:
-            log.warning("snapshot of version %d failed: %s", state.version, exc)
-
-
-def _encoded(change: Change) -> EncodedEvent:
-    data = change.data_json if change.data_json is not None else json.dumps(change.data)
-    metadata = None if change.metadata is None else json.dumps(change.metadata)
-    return EncodedEvent(change.event_type, data, metadata)
-
-
-class _Subscriber:
-    """One ``subscribe()`` reader: a bounded buffer; ``None`` in it ends the iteration."""
-
-    __slots__ = ("overflowed", "queue")
-
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[int, StateDelta] | None] = asyncio.Queue(size + 1)
-        self.overflowed = False
-
-    def offer(self, item: tuple[int, StateDelta]) -> bool:
-        """Buffer ``item``; on overflow end the reader with an error instead. The extra slot
-        of the queue keeps room for the final ``None``."""
-        if self.queue.qsize() < self.queue.maxsize - 1:
-            self.queue.put_nowait(item)
-            return True
-        self.overflowed = True
-        self.queue.put_nowait(None)
-        return False
-
-    def end(self) -> None:
-        if not self.queue.full():
-            self.queue.put_nowait(None)
