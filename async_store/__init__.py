@@ -3,12 +3,13 @@
 Dependencies point one way (nothing lower imports anything higher):
 
     errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
-      → _connection, _shield, statistics, _event_records, _migration_sets
-        → _readers, _writer, _queries, _foreign_files → _scopes → database, _event_log → _appends
-          → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
-            → repositories, state
-              → service
-                → cli
+      → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs
+        → _readers, _writer_thread, _queries, _foreign_files → _writer, _scopes
+          → database, _event_log → _appends
+            → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
+              → repositories, state
+                → service
+                  → cli
 
 ``_scopes`` names ``Database`` in annotations only, imported under ``TYPE_CHECKING``.
 """

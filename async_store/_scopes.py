@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ._connection import Connection, Row
 from ._queries import Parameters, QueryMethods
 from ._shield import finish
-from ._writer import TransactionLease
+from ._writer_jobs import TransactionLease
 from .errors import PoolClosed, StoreError, translate
 
 if TYPE_CHECKING:

@@ -13,6 +13,9 @@ Three kinds of job:
   the caller's ``async with`` block, and waits for the block to end before it goes on.
 * an *exclusive job* (migrations, checkpoints): a function that runs alone, outside any
   transaction, between batches.
+
+The jobs are defined in ``_writer_jobs``; what runs on the writer's thread (BEGIN, the jobs,
+savepoints, COMMIT) is in ``_writer_thread``.
 """
 
 from __future__ import annotations
@@ -25,88 +28,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from ._connection import Connection, is_busy, rollback_if_open, sleep_before_retry
+from ._connection import Connection, rollback_if_open
 from ._futures import fail, resolve
 from ._shield import finish
+from ._writer_jobs import ExclusiveJob, StatementJob, TransactionLease
+from ._writer_thread import (
+    BatchFailed,
+    begin_immediate,
+    close_savepoint,
+    commit,
+    run_batch,
+    run_jobs,
+    without_cursor,
+)
 from .config import DatabaseConfig
-from .errors import DatabaseBusy, PoolClosed, PoolTimeout, StoreError, translate
+from .errors import PoolClosed, PoolTimeout, StoreError, translate
 from .statistics import Counters
 
-__all__ = ["TransactionLease", "Writer", "begin_immediate"]
+__all__ = ["Writer"]
 
 T = TypeVar("T")
 
-
-class _StatementJob:
-    __slots__ = ("atomic", "fn", "future", "sql", "waiting")
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        sql: str,
-        future: asyncio.Future[Any],
-        atomic: bool,
-    ) -> None:
-        self.fn = fn
-        self.sql = sql
-        self.future = future
-        self.atomic = atomic
-        """When ``fn`` fails there is nothing of it to undo (one statement at most, or a
-        savepoint of its own): it needs no savepoint from the writer in a group commit."""
-        self.waiting = False
-
-
-class TransactionLease:
-    """The writer's connection, lent to one ``transaction()`` block inside a savepoint."""
-
-    __slots__ = ("committed", "finished", "granted", "savepoint", "waiting")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.granted: asyncio.Future[None] = loop.create_future()
-        """Resolved by the writer once the savepoint is open."""
-        self.finished: asyncio.Future[bool] = loop.create_future()
-        """Resolved by the block: True to keep its work, False to roll it back."""
-        self.committed: asyncio.Future[None] = loop.create_future()
-        """Resolved by the writer once the batch holding the block has ended."""
-        self.savepoint = ""
-        self.waiting = False
-
-
-class _ExclusiveJob:
-    __slots__ = ("fn", "future", "waiting")
-
-    def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
-    ) -> None:
-        self.fn = fn
-        self.future = future
-        self.waiting = False
-
-
-_Job = _StatementJob | TransactionLease | _ExclusiveJob
-_J = TypeVar("_J", _StatementJob, TransactionLease)
-
-
-class _Outcome(Generic[T]):
-    __slots__ = ("error", "value")
-
-    def __init__(self, value: T | None = None, error: BaseException | None = None) -> None:
-        self.value = value
-        self.error = error
-
-
-class _BatchFailed(Exception):
-    """The whole batch is lost: its COMMIT failed, or SQLite rolled the transaction back."""
-
-    def __init__(
-        self, cause: BaseException, sql: str | None = None, *, rolled_back: bool = True
-    ) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.sql = sql
-        self.rolled_back = rolled_back
+_Job = StatementJob | TransactionLease | ExclusiveJob
+_J = TypeVar("_J", StatementJob, TransactionLease)
 
 
 class Writer:
@@ -146,19 +92,19 @@ class Writer:
         self, fn: Callable[[sqlite3.Connection], T], sql: str, *, atomic: bool = False
     ) -> T:
         """Run ``fn`` as one transaction of a group commit; return once it is committed.
-        ``atomic``: a failure of ``fn`` leaves nothing to undo (see ``_StatementJob.atomic``).
+        ``atomic``: a failure of ``fn`` leaves nothing to undo (see ``StatementJob.atomic``).
 
         Cancelling the caller after the job reached the writer's thread does not undo it."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        return await self._submit(_StatementJob(fn, sql, future, atomic), future)
+        return await self._submit(StatementJob(fn, sql, future, atomic), future)
 
     async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
         transactions."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        return await self._submit(_ExclusiveJob(fn, future), future)
+        return await self._submit(ExclusiveJob(fn, future), future)
 
-    async def _submit(self, job: _StatementJob | _ExclusiveJob, future: asyncio.Future[T]) -> T:
+    async def _submit(self, job: StatementJob | ExclusiveJob, future: asyncio.Future[T]) -> T:
         """Queue ``job`` and wait for its ``future``."""
         await self._enqueue(job)
         try:
@@ -225,9 +171,9 @@ class Writer:
                 if job is None:
                     return
                 self._stop_waiting(job)
-                if isinstance(job, _ExclusiveJob):
+                if isinstance(job, ExclusiveJob):
                     await self._serve_exclusive(job)
-                elif isinstance(job, _StatementJob):
+                elif isinstance(job, StatementJob):
                     await self._serve_statements(job)
                 elif not job.granted.cancelled():
                     await self._serve_transactions(job)
@@ -240,7 +186,7 @@ class Writer:
         error = PoolClosed(f"{self._name}: the writer stopped: {exc!r}")
         while self._backlog or not self._queue.empty():
             job = self._backlog.popleft() if self._backlog else self._queue.get_nowait()
-            if isinstance(job, _StatementJob | _ExclusiveJob):
+            if isinstance(job, StatementJob | ExclusiveJob):
                 fail(job.future, error)
             elif job is not None:
                 fail(job.granted, error)
@@ -260,23 +206,23 @@ class Writer:
             return job  # type: ignore[return-value]
         return None
 
-    def _take_statements(self, first: _StatementJob, room: int) -> list[_StatementJob]:
+    def _take_statements(self, first: StatementJob, room: int) -> list[StatementJob]:
         jobs = [first]
-        while len(jobs) < room and (job := self._take(_StatementJob)) is not None:
+        while len(jobs) < room and (job := self._take(StatementJob)) is not None:
             jobs.append(job)
         return [job for job in jobs if not job.future.cancelled()]
 
-    async def _serve_exclusive(self, job: _ExclusiveJob) -> None:
+    async def _serve_exclusive(self, job: ExclusiveJob) -> None:
         if job.future.cancelled():
             return
         try:
-            result = await self._connection.run(functools.partial(_without_cursor, job.fn))
+            result = await self._connection.run(functools.partial(without_cursor, job.fn))
         except Exception as exc:
             fail(job.future, translate(exc, database=self._name), cause=exc)
         else:
             resolve(job.future, result)
 
-    async def _serve_statements(self, first: _StatementJob) -> None:
+    async def _serve_statements(self, first: StatementJob) -> None:
         """A batch of statement jobs only: BEGIN, every job, COMMIT in one hop."""
         jobs = self._take_statements(first, self._config.max_batch_size)
         if not jobs:
@@ -288,7 +234,7 @@ class Writer:
         )
         try:
             outcomes = await self._connection.run(
-                lambda conn: _run_batch(conn, jobs, retries, backoff, counters, self._describe)
+                lambda conn: run_batch(conn, jobs, retries, backoff, counters, self._describe)
             )
         except Exception as exc:
             await self._abort([job.future for job in jobs], exc)
@@ -332,9 +278,9 @@ class Writer:
                         kept.append((job.committed, None))
                     else:
                         failed += 1
-                elif isinstance(job, _StatementJob):
+                elif isinstance(job, StatementJob):
                     jobs = self._take_statements(job, room - len(kept) - failed)
-                    outcomes = await self._connection.run(partial(_run_jobs, jobs=jobs))
+                    outcomes = await self._connection.run(partial(run_jobs, jobs=jobs))
                     for statement, outcome in zip(jobs, outcomes, strict=True):
                         if outcome.error is None:
                             kept.append((statement.future, outcome.value))
@@ -344,8 +290,8 @@ class Writer:
                             fail(statement.future, error, cause=outcome.error)
                 if len(kept) + failed >= room or time.monotonic() >= deadline:
                     break
-                job = self._take(TransactionLease) or self._take(_StatementJob)
-            await self._connection.run(_commit)
+                job = self._take(TransactionLease) or self._take(StatementJob)
+            await self._connection.run(commit)
         except BaseException as exc:
             await self._abort([future for future, _ in kept], exc)
             for lease in leases:
@@ -370,16 +316,16 @@ class Writer:
         if not lease.granted.cancelled():
             lease.granted.set_result(None)
             keep = await asyncio.shield(lease.finished)
-        await self._connection.run(lambda conn: _close_savepoint(conn, name, keep=keep))
+        await self._connection.run(lambda conn: close_savepoint(conn, name, keep=keep))
         return keep
 
     async def _abort(self, futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
         """The batch is lost: roll back whatever is left of it and fail everyone in it."""
-        cause = exc.cause if isinstance(exc, _BatchFailed) else exc
+        cause = exc.cause if isinstance(exc, BatchFailed) else exc
         with contextlib.suppress(Exception):
             await finish(self._connection.run(rollback_if_open))
         error = translate(cause, database=self._name, sql=getattr(exc, "sql", None))
-        if isinstance(exc, _BatchFailed) and exc.rolled_back and futures:
+        if isinstance(exc, BatchFailed) and exc.rolled_back and futures:
             error = type(error)(
                 f"{error} (the group commit of {len(futures)} transaction(s) was rolled back)"
             )
@@ -407,118 +353,3 @@ def _abandoned(job: _Job | None) -> bool:
     if job is None:
         return False
     return job.future.cancelled()
-
-
-# -- functions that run on the writer's thread ----------------------------------------------
-
-
-def begin_immediate(
-    conn: sqlite3.Connection, retries: int, backoff: float, counters: Counters, database: str
-) -> None:
-    """``BEGIN IMMEDIATE``, retried with jittered exponential backoff while another process
-    holds the lock past busy_timeout. Only BEGIN is retried: nothing has run yet. ``database``
-    names the database in the error."""
-    for attempt in range(retries + 1):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if is_busy(exc) and attempt < retries:
-                counters.busy_retries += 1
-                # Sleeping blocks only the writer's own thread, which nothing else may use now.
-                sleep_before_retry(backoff, attempt)
-                continue
-            if is_busy(exc):
-                raise DatabaseBusy(
-                    f"{database}: locked by another process past busy_timeout and "
-                    f"{retries} {'retry' if retries == 1 else 'retries'} ({exc})"
-                ) from exc
-            raise
-
-
-def _without_cursor(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> Any:
-    """Run ``fn``; a cursor it returns is read to its end and closed here, on the connection's
-    thread (left open, its statement would keep locks and block the next checkpoint)."""
-    result = fn(conn)
-    if isinstance(result, sqlite3.Cursor):
-        rows = result.fetchall()
-        result.close()
-        return rows
-    return result
-
-
-def _run_jobs(conn: sqlite3.Connection, jobs: list[_StatementJob]) -> list[_Outcome[Any]]:
-    """Run each job in its own savepoint inside the open transaction (an atomic job needs
-    none: SQLite undoes a failing statement by itself)."""
-    outcomes: list[_Outcome[Any]] = []
-    for job in jobs:
-        if job.atomic:
-            try:
-                outcomes.append(_Outcome(job.fn(conn)))
-            except Exception as exc:
-                if not conn.in_transaction:
-                    raise _BatchFailed(exc, job.sql) from exc
-                outcomes.append(_Outcome(error=exc))
-            continue
-        conn.execute("SAVEPOINT async_store_job")
-        try:
-            value = job.fn(conn)
-        except Exception as exc:
-            if not conn.in_transaction:
-                # SQLite rolled back the whole transaction (disk full, I/O error, ...).
-                raise _BatchFailed(exc, job.sql) from exc
-            conn.execute("ROLLBACK TO async_store_job")
-            conn.execute("RELEASE async_store_job")
-            outcomes.append(_Outcome(error=exc))
-        else:
-            conn.execute("RELEASE async_store_job")
-            outcomes.append(_Outcome(value))
-    return outcomes
-
-
-def _run_batch(
-    conn: sqlite3.Connection,
-    jobs: list[_StatementJob],
-    retries: int,
-    backoff: float,
-    counters: Counters,
-    database: str,
-) -> list[_Outcome[Any]]:
-    """BEGIN IMMEDIATE, every job in its savepoint, COMMIT: one hop for a whole batch."""
-    try:
-        begin_immediate(conn, retries, backoff, counters, database)
-    except Exception as exc:
-        raise _BatchFailed(exc, "BEGIN IMMEDIATE", rolled_back=False) from exc
-    if len(jobs) == 1:
-        # Alone in its transaction, a job needs no savepoint: a failure rolls back just it.
-        # (Inside a savepoint SQLite also journals every page the job changes, which made a
-        # large execute_many or append several times slower.)
-        try:
-            value = jobs[0].fn(conn)
-        except Exception as exc:
-            rollback_if_open(conn)
-            return [_Outcome(error=exc)]
-        _commit(conn)
-        return [_Outcome(value)]
-    outcomes = _run_jobs(conn, jobs)
-    _commit(conn)
-    return outcomes
-
-
-def _commit(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("COMMIT")
-    except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise _BatchFailed(exc, "COMMIT") from exc
-
-
-def _close_savepoint(conn: sqlite3.Connection, name: str, *, keep: bool) -> None:
-    if not conn.in_transaction:
-        raise _BatchFailed(
-            sqlite3.OperationalError("the transaction was rolled back by SQLite"), name
-        )
-    if not keep:
-        conn.execute(f"ROLLBACK TO {name}")
-    conn.execute(f"RELEASE {name}")

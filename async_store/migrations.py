@@ -41,7 +41,7 @@ from ._migration_record import CREATE_TABLE, applied_rows
 from ._migration_sets import BUILTIN_SETS, Migration, MigrationSet, split_statements
 from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
 from ._migration_sets import normalize as normalize
-from ._writer import begin_immediate
+from ._writer_thread import begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate
 from .statistics import Counters
