@@ -6,10 +6,11 @@ Dependencies point one way (nothing lower imports anything higher):
       → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs
         → _readers, _writer_thread, _queries, _foreign_files → _writer, _scopes
           → database, _event_log → _appends
-            → migrations, events, _documents, _pipeline_runs, backup, health, logsinks
-              → repositories, state
+            → migrations, events, _documents, _pipeline_runs, backup, health, logsinks, chunking
+              → repositories, state, restore, retention
                 → service
-                  → cli
+                  → demo
+                    → cli
 
 ``_scopes`` names ``Database`` in annotations only, imported under ``TYPE_CHECKING``.
 """

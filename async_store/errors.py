@@ -32,6 +32,7 @@ Every error is a :class:`StoreError`; ``sqlite3`` exceptions never leak out of t
     │   ├── EntityNotFound                    an Update/Remove (or a reference) to a missing id
     │   └── EntityInUse                       a Remove of an entity others still refer to
     ├── StateManagerClosed                    the state manager is closed or its consumer died
+    ├── StateManagerFull                      mutate_nowait() found the queue full (in .state)
     └── BackupError                           a backup or restore failed; nothing was replaced
 
 :func:`translate` maps a ``sqlite3`` exception to this tree: the most specific match wins,
