@@ -217,7 +217,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
     try:
         await aio._execute(_configure, raw, config, connection._running if reader else None)  # type: ignore[no-untyped-call]
     except BaseException as exc:
-        await aio.close()
+        await finish(aio.close())
         if isinstance(exc, Exception):
             raise translate(exc, database=f"{config.name} ({path})") from exc
         raise
@@ -379,4 +379,6 @@ async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, read
     try:
         return await aio._execute(fn, opened[0])  # type: ignore[no-untyped-call,no-any-return]
     finally:
-        await aio.close()
+        # To its end even under an anyio cancel scope, which cancels every await anew: the
+        # close waits for ``fn`` on the thread, so the caller may then remove the file.
+        await finish(aio.close())

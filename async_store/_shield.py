@@ -22,22 +22,24 @@ async def finish(aw: Awaitable[T]) -> T:
     pool, telling the writer a transaction is over.
     """
     task = asyncio.ensure_future(aw)
-    cancelled = False
+    cancellation: asyncio.CancelledError | None = None
     # The shielded scope stops anyio from re-delivering its cancellation on every await; the
     # loop below absorbs plain asyncio cancellation, which anyio's shield does not cover.
     with anyio.CancelScope(shield=True):
         while not task.done():
             try:
                 await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    cancelled = True
+            except asyncio.CancelledError as exc:
+                if not task.cancelled() and cancellation is None:
+                    cancellation = exc
             except BaseException:
                 if not task.done():
                     raise  # not the task's error: KeyboardInterrupt, SystemExit, ...
                 # the task's own error is re-raised below
-    if cancelled:
+    if cancellation is not None:
         if not task.cancelled():
             task.exception()  # mark retrieved; the cancellation takes precedence
-        raise asyncio.CancelledError
+        # The one received, not a new one: anyio recognises its own cancellations by their
+        # message, and a cancel scope lets through one it does not recognise.
+        raise cancellation
     return task.result()

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from ._connection import create_private_dirs, open_connection, run_on_file
 from ._shield import finish
 from .database import Database
-from .errors import BackupError, StoreError
+from .errors import BackupError
 
 __all__ = [
     "BackupConfig",
@@ -49,6 +49,7 @@ BACKUP_CACHE_KIB = 1024
 FORMAT = 1
 CHUNK = 1024 * 1024
 HASH_CHUNK = 8 * CHUNK
+"""Bytes read per step when hashing a copy: the hashing thread takes the GIL once per step."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,17 +248,33 @@ async def _copy_database(database: Database, target: Path) -> tuple[BackupFile, 
     config = database.config.replace(readers=1, cache_size_kib=BACKUP_CACHE_KIB)
     connection = await open_connection(config, reader=False)
     try:
-        versions, user_version = await connection.run(functools.partial(_vacuum_into, target))
-        copy, _ = await _side_by_side(
+        try:
+            versions, user_version = await connection.run(functools.partial(_vacuum_into, target))
+        except Exception as exc:
+            raise BackupError(
+                f"{database.name}: copying it to {target} with VACUUM INTO failed: {exc}"
+            ) from exc
+        copy, synced = await _both(
             run_on_file(target, functools.partial(_inspect_copy, target), readonly=True),
             connection.run(lambda conn: fsync_path(target)),
         )
-    except StoreError:
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # cancelled: stop the copy rather than wait for it
+            connection.interrupt()
         raise
-    except Exception as exc:
-        raise BackupError(f"{database.name}: backup to {target} failed: {exc}") from exc
     finally:
-        await connection.close()
+        # To its end even under an anyio cancel scope, which cancels every await anew: the
+        # close waits for whatever still runs on the connection's thread (the copy, the fsync),
+        # so nothing uses the copy once this returns and the caller removes it.
+        await finish(connection.close())
+    if isinstance(copy, BaseException) or isinstance(synced, BaseException):
+        failed = [
+            (step, outcome)
+            for step, outcome in (("checking and hashing", copy), ("fsyncing", synced))
+            if isinstance(outcome, BaseException)
+        ]
+        steps = "; ".join(f"{step} the copy failed: {error}" for step, error in failed)
+        raise BackupError(f"{database.name}: {target}: {steps}") from failed[0][1]
     if copy.problems:
         raise BackupError(f"{database.name}: the copy failed verification: {copy.problems}")
     if copy.versions != versions or copy.user_version != user_version:
@@ -274,24 +291,33 @@ async def _copy_database(database: Database, target: Path) -> tuple[BackupFile, 
 
 A = TypeVar("A")
 B = TypeVar("B")
+T = TypeVar("T")
 
 
-async def _side_by_side(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
-    """Run ``a`` and ``b`` concurrently and wait for both, even when one fails or the caller
-    is cancelled (the caller may remove the files they work on next); then raise the first
-    error, ``a``'s before ``b``'s."""
-    first, second = asyncio.ensure_future(a), asyncio.ensure_future(b)
+async def _both(a: Awaitable[A], b: Awaitable[B]) -> tuple[A | BaseException, B | BaseException]:
+    """Run ``a`` and ``b`` concurrently and return what each returned or raised, once both
+    have ended, even when the caller is cancelled meanwhile (both are cancelled then, and the
+    caller's cancellation is re-raised once they have ended). A task cancelled while its call
+    runs on a connection's thread ends at once; it is that connection's close, queued behind
+    the call, that waits for the call itself."""
+    first = asyncio.ensure_future(a)
+    second = asyncio.ensure_future(b)
     try:
-        results = await asyncio.gather(first, second, return_exceptions=True)
-    except BaseException:  # cancelled: gather has cancelled both; their threads finish
+        # Not gather(): cancelled, it may raise a new CancelledError in place of the caller's,
+        # and an anyio cancel scope lets through a cancellation it does not recognise.
+        await asyncio.wait([first, second])
+    except BaseException:
+        first.cancel()
+        second.cancel()
         await finish(asyncio.wait([first, second]))
         raise
-    result_a, result_b = results
-    if isinstance(result_a, BaseException):
-        raise result_a
-    if isinstance(result_b, BaseException):
-        raise result_b
-    return result_a, result_b
+    return _outcome(first), _outcome(second)
+
+
+def _outcome(task: asyncio.Future[T]) -> T | BaseException:
+    if task.cancelled():
+        return asyncio.CancelledError()
+    return task.exception() or task.result()
 
 
 def _lower_priority() -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -365,10 +366,37 @@ def files_open_under(root: Path) -> list[str]:
     return held
 
 
+async def backup_cancelled(sql: SqlService, how: str, wait: Callable[[], Awaitable[None]]) -> str:
+    """Start ``sql.backup()``, ``wait``, cancel it (``task.cancel()`` or an anyio cancel
+    scope, which cancels every later await of the backup as well); "cancelled" or "finished"."""
+    if how == "anyio":
+        scope = anyio.CancelScope()
+
+        async def in_scope() -> str:
+            with scope:
+                await sql.backup()
+                return "finished"
+            return "cancelled"
+
+        scoped = asyncio.create_task(in_scope())
+        await wait()
+        scope.cancel()
+        return await scoped
+    task = asyncio.create_task(sql.backup())
+    await wait()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return "cancelled"
+    return "finished"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+@pytest.mark.parametrize("how", ["asyncio", "anyio"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_cancelled_backup_leaves_no_partial_folder_and_no_open_file(
-    tmp_path: Path, mode: Mode
+    tmp_path: Path, mode: Mode, how: str
 ) -> None:
     # Cancelled after 0, 1, 2, ... loop turns and then after growing delays: the cancellation
     # lands in every step of a backup (free space, the copy, the checks, hash and fsync side by
@@ -381,23 +409,22 @@ async def test_a_cancelled_backup_leaves_no_partial_folder_and_no_open_file(
         )
         await add_rows(sql, "c")
         root = sql.backup_root
-        delays = [("turns", n) for n in range(12)] + [("seconds", 0.001 * 2**n) for n in range(9)]
-        outcomes = []
-        for unit, amount in delays:
-            task = asyncio.create_task(sql.backup())
-            if unit == "turns":
-                for _ in range(int(amount)):
+
+        def turns(count: int) -> Callable[[], Awaitable[None]]:
+            async def wait() -> None:
+                for _ in range(count):
                     await asyncio.sleep(0)
-            else:
-                await asyncio.sleep(amount)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                outcomes.append("cancelled")
-            else:
-                outcomes.append("finished")
-            assert files_open_under(root) == [], (unit, amount)
+
+            return wait
+
+        def seconds(delay: float) -> Callable[[], Awaitable[None]]:
+            return lambda: asyncio.sleep(delay)
+
+        waits = [turns(n) for n in range(12)] + [seconds(0.001 * 2**n) for n in range(9)]
+        outcomes = []
+        for wait in waits:
+            outcomes.append(await backup_cancelled(sql, how, wait))
+            assert files_open_under(root) == [], outcomes
             if root.exists():
                 assert [p.name for p in root.iterdir() if p.name.endswith(".partial")] == []
         assert "cancelled" in outcomes
