@@ -85,7 +85,7 @@ class Connection:
     ) -> None:
         self._aio = aio
         self._raw = raw
-        self._running: list[Ticket | None] = [None]
+        self._running = _Running()
         self.database = database
         self.reader = reader
 
@@ -125,6 +125,13 @@ class Connection:
         self._aio._tx.put_nowait((future, call))
         return future
 
+    def stop_all(self) -> None:
+        """On a reader: stop the call running now and skip every call queued behind it, in a
+        group or not; their callers get :class:`Interrupted`. For a pool closing past its grace
+        period: the connection serves nothing more."""
+        self._running.stopping = True
+        self._raw.interrupt()
+
     def interrupt(self) -> None:
         """Stop whatever statement runs on the connection now (``sqlite3_interrupt``: safe
         from any thread, a no-op when none runs)."""
@@ -150,24 +157,37 @@ class Ticket:
 _PROGRESS_STEPS = 10_000
 
 
-def _stop_requested(running: list[Ticket | None]) -> bool:
-    ticket = running[0]
-    return ticket is not None and ticket.cancelled
+class _Running:
+    """A reader's thread as the event loop sees it: the call running now, and whether every
+    call is to stop (the pool closing past its grace period)."""
+
+    __slots__ = ("stopping", "ticket")
+
+    def __init__(self) -> None:
+        self.ticket: Ticket | None = None
+        self.stopping = False
+
+
+def _stop_requested(running: _Running) -> bool:
+    ticket = running.ticket
+    return running.stopping or (ticket is not None and ticket.cancelled)
 
 
 def _guarded(
     conn: sqlite3.Connection,
     fn: Callable[[sqlite3.Connection], T],
     ticket: Ticket,
-    running: list[Ticket | None],
+    running: _Running,
 ) -> T:
     if ticket.cancelled:
         raise Interrupted("the caller was cancelled before the statement started")
-    running[0] = ticket
+    if running.stopping:
+        raise Interrupted("the database closed before the statement started")
+    running.ticket = ticket
     try:
         return fn(conn)
     finally:
-        running[0] = None
+        running.ticket = None
 
 
 Outcome = tuple[bool, Any]
@@ -177,7 +197,7 @@ Outcome = tuple[bool, Any]
 def _each(
     conn: sqlite3.Connection,
     calls: Sequence[tuple[Callable[[sqlite3.Connection], Any], Ticket]],
-    running: list[Ticket | None],
+    running: _Running,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for fn, ticket in calls:
@@ -224,9 +244,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
     return connection
 
 
-def _configure(
-    conn: sqlite3.Connection, config: DatabaseConfig, running: list[Ticket | None] | None
-) -> None:
+def _configure(conn: sqlite3.Connection, config: DatabaseConfig, running: _Running | None) -> None:
     """Set every PRAGMA, then read each back; on a reader (``running`` given) install the
     progress handler that stops a cancelled call. Runs on the connection's thread."""
     reader = running is not None

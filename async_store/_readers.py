@@ -62,7 +62,8 @@ class _Reader:
         self.hops = 0
         """Calls or groups of calls handed to the thread and not yet answered."""
         self.waiting: list[_Waiting] = []
-        """Reads that arrived while the reader worked, in order, for the next group."""
+        """Reads that arrived while the reader worked, in order, for the next group (at most
+        PIPELINE_DEPTH: they count in ``queued``)."""
         self.deferred = False
         """A group is about to go (see ``ReaderPool._answer``)."""
 
@@ -319,28 +320,32 @@ class ReaderPool:
     # -- closing ---------------------------------------------------------------------------------
 
     async def close(self, *, grace: float = CLOSE_GRACE) -> None:
-        """Wait for every queued read and reservation to end, then close every reader. Reads
-        still running after ``grace`` seconds are interrupted (their callers get
-        :class:`Interrupted`): a forgotten long query must not keep the service open."""
+        """Wait for every queued read and reservation to end, then close every reader. After
+        ``grace`` seconds the reads still running are interrupted and those still queued are
+        skipped (their callers get :class:`Interrupted`): a forgotten long query must not keep
+        the service open."""
         self._closed = True
         self._wake()
         if self._opening is not None:
             await asyncio.wait({self._opening})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        interrupted = False
+        stopped = False
         while True:
+            # Past the deadline every reader has been stopped, so what is left ends soon: wait
+            # for it without a timeout (a timeout of 0 would spin).
+            timeout = None if stopped else max(0.0, deadline - loop.time())
             if self._resets:
-                await asyncio.wait(set(self._resets), timeout=max(0.0, deadline - loop.time()))
+                await asyncio.wait(set(self._resets), timeout=timeout)
             elif self.idle < self.total:
                 waiter = loop.create_future()
                 self._waiters.append(waiter)
-                await asyncio.wait({waiter}, timeout=max(0.0, deadline - loop.time()))
+                await asyncio.wait({waiter}, timeout=timeout)
             else:
                 break
-            if not interrupted and loop.time() >= deadline:
-                interrupted = True
+            if not stopped and loop.time() >= deadline:
+                stopped = True
                 for reader in self._readers:
-                    reader.connection.interrupt()
+                    reader.connection.stop_all()
         for reader in self._readers:
             await reader.connection.close()

@@ -15,6 +15,7 @@ import pytest
 from async_store import (
     CheckViolation,
     Database,
+    Interrupted,
     NotADatabase,
     PoolClosed,
     PragmaMismatch,
@@ -398,9 +399,30 @@ async def test_a_reservation_runs_after_the_reads_queued_before_it(db_path: Path
                     return await snapshot.fetch_val("SELECT 's'")
 
             reservation = asyncio.create_task(reserve())
-            await asyncio.sleep(0.01)
+            # One turn: the reservation takes the reader (one is free to reserve: no wait) and
+            # queues its BEGIN before it first yields.
+            await asyncio.sleep(0)
             assert ran == []
         assert await reservation == "s"
         assert [await task for task in queued] == [0, 1, 2]
         # They ran before the reservation's BEGIN, not inside its snapshot.
         assert ran == ["r0", "r1", "r2"]
+
+
+LONG_QUERY = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+    "SELECT count(*) FROM c"
+)
+
+
+async def test_close_stops_long_reads_running_and_queued_after_its_grace(db_path: Path) -> None:
+    # Three forgotten long reads on the one reader: one runs, two wait behind it. close()
+    # gives them its grace period, then stops all three (each would run for minutes).
+    db = Database(make_config(db_path, readers=1))
+    await db.open()
+    reads = [asyncio.create_task(db.fetch_val(LONG_QUERY)) for _ in range(3)]
+    await until(lambda: db.statistics().readers_busy == 1)
+    await db.close()
+    outcomes = await asyncio.gather(*reads, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [Interrupted] * 3
+    assert not db.is_open

@@ -597,15 +597,20 @@ async def test_a_read_cancelled_while_its_group_runs_is_stopped_and_the_group_go
             started.set()
             gate.wait(30)
 
+        running = threading.Event()
+
+        def long_read(conn: sqlite3.Connection) -> object:
+            running.set()
+            return conn.execute(LONG_QUERY).fetchone()
+
         holder = asyncio.create_task(db.run_in_reader(hold, "hold"))
         await until(started.is_set, holder)
-        long = asyncio.create_task(db.fetch_val(LONG_QUERY))
+        long = asyncio.create_task(db.run_in_reader(long_read, "long read"))
         behind = [asyncio.create_task(db.fetch_val("SELECT ?", (i,))) for i in range(5)]
         await asyncio.sleep(0)  # all six wait for the reader
         gate.set()
         await holder
-        await let_the_thread_start()  # the group has gone; the long read runs
-        assert not long.done()
+        await until(running.is_set, long)  # the group has gone; the long read runs
         assert not any(task.done() for task in behind)
         long.cancel()
         with pytest.raises(asyncio.CancelledError):
