@@ -224,12 +224,8 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
         opened.append(raw)
         return raw
 
-    aio = aiosqlite.Connection(connect, 64)
-    # A daemon thread: a service that is never closed must not hang the interpreter at exit.
-    # Committed data is safe either way; SQLite recovers from the WAL on the next open.
-    aio._thread.daemon = True
     try:
-        await _start(aio)
+        aio = await _start(connect)
     except Exception as exc:
         raise translate(exc, database=f"{config.name} ({path})") from exc
     raw = opened[0]
@@ -365,15 +361,21 @@ def rollback_if_open(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-async def _start(aio: aiosqlite.Connection) -> None:
-    """Start ``aio``'s thread and open its connection there. A cancellation waits for the open
-    to end, closes the connection and stops the thread, then goes on: aiosqlite, cancelled
-    while opening, stops the thread but leaves a connection opened meanwhile open for good."""
+async def _start(connect: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
+    """Start an aiosqlite thread and open its connection there with ``connect``. A cancellation
+    waits for the open to end, closes the connection and stops the thread, then goes on:
+    aiosqlite, cancelled while opening, stops the thread but leaves a connection opened
+    meanwhile open for good."""
+    aio = aiosqlite.Connection(connect, 64)
+    # A daemon thread: a service that is never closed must not hang the interpreter at exit.
+    # Committed data is safe either way; SQLite recovers from the WAL on the next open.
+    aio._thread.daemon = True
     try:
         await finish(aio)
     except BaseException:
         await finish(aio.close())
         raise
+    return aio
 
 
 async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, readonly: bool) -> T:
@@ -391,9 +393,7 @@ async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, read
         opened.append(raw)
         return raw
 
-    aio = aiosqlite.Connection(connect, 64)
-    aio._thread.daemon = True
-    await _start(aio)
+    aio = await _start(connect)
     try:
         return await aio._execute(fn, opened[0])  # type: ignore[no-untyped-call,no-any-return]
     finally:
