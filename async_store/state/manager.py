@@ -5,7 +5,9 @@ consumer task takes the messages in order and, for each, **decides** (validates 
 current state; an invalid delta is answered with ``InvalidDelta`` and changes nothing),
 **appends** the resulting event to the ``$app`` stream of the event store, **applies** it to a new
 immutable ``AppState``, **swaps** the reference readers see, and **replies**. Messages waiting
-together are decided in order and appended in one call, so they share one durable COMMIT.
+together are decided in order and appended in one call, so they share one durable COMMIT. If
+the consumer dies, the calls it had taken or that waited for it fail, and the manager rebuilds
+the state from the store and starts a new consumer for the calls made meanwhile.
 The messages and what the consumer keeps of them are in ``_messages``, loading the state and
 saving its snapshots in ``_snapshots``, and the buffer behind a ``subscribe()`` reader in
 ``_subscribers``.
@@ -26,7 +28,13 @@ from .._futures import fail, resolve
 from .._shield import finish
 from .._tasks import start_background
 from ..database import Database
-from ..errors import ConcurrencyError, InvalidDelta, StateManagerClosed, StoreError
+from ..errors import (
+    ConcurrencyError,
+    ConfigError,
+    InvalidDelta,
+    StateManagerClosed,
+    StoreError,
+)
 from ..events import EventStore
 from ._messages import STOP, Accepted, Kind, Message, encoded
 from ._snapshots import load_state, save_snapshot
@@ -90,7 +98,7 @@ class StateManager:
         appended together. ``project``: keep the app_meta tables equal to the state.
         ``subscriber_buffer``: changes a slow ``subscribe()`` reader may fall behind."""
         if queue_size < 1 or snapshot_every < 1 or batch_size < 1:
-            raise ValueError("queue_size, snapshot_every and batch_size must be at least 1")
+            raise ConfigError("queue_size, snapshot_every and batch_size must be at least 1")
         self._sql = sql
         self._store = sql.event_store
         self._queue_size = queue_size
@@ -103,6 +111,7 @@ class StateManager:
         self._queue: asyncio.Queue[Message | object] = asyncio.Queue(queue_size)
         self._consumer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._rebuilding: asyncio.Task[None] | None = None
         self._closing = False
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_version = 0
@@ -122,21 +131,49 @@ class StateManager:
         self._sql.attach(self)
 
     def _start_consumer(self) -> None:
+        """Serve ``self._queue`` (messages may already wait in it)."""
         self._failure = None
-        self._queue = asyncio.Queue(self._queue_size)
         self._consumer = start_background(self._consume(), name="async_store.state.consumer")
         self._consumer.add_done_callback(self._consumer_done)
 
     async def restart(self) -> None:
-        """Stop the consumer (failing what it had not taken), rebuild the state from the
-        store, and serve again. For recovery after the consumer died."""
+        """Stop the consumer (failing what it had taken or was waiting for it), rebuild the
+        state from the store, and serve again. A consumer that dies is replaced this way on
+        its own; call this after that rebuild failed (``StateManagerClosed`` from every call),
+        once the store serves again. Raises what the rebuild raised."""
         consumer = self._consumer
         if consumer is not None and not consumer.done():
-            consumer.cancel()
-            with contextlib.suppress(BaseException):
-                await consumer
-        self._state = await load_state(self._store, self._limits)
+            consumer.cancel()  # its end starts the rebuild
+            await asyncio.wait([consumer])
+        rebuilding = self._start_rebuild()
+        await asyncio.shield(rebuilding)  # a cancelled caller leaves it to finish
+        if self._failure is not None:
+            raise self._failure
+
+    def _start_rebuild(self) -> asyncio.Task[None]:
+        """The rebuild under way, or a new one."""
+        if self._rebuilding is None or self._rebuilding.done():
+            self._rebuilding = start_background(self._rebuild(), name="async_store.state.rebuild")
+        return self._rebuilding
+
+    async def _rebuild(self) -> None:
+        """The state from the store, then a new consumer for the calls that queued meanwhile;
+        if the store cannot be read, those calls fail and so do later ones."""
+        try:
+            state = await load_state(self._store, self._limits)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                log.error("rebuilding the state from the store failed", exc_info=exc)
+            self._failure = exc
+            self._abandon_queue(self._stopped_error())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._state = state
+        self._snapshot_version = state.version
         self._start_consumer()
+        if self._projector is not None:
+            self._projector.wake()  # whatever the dead consumer committed and did not hand over
 
     async def close(self) -> None:
         """Serve every message already accepted, wait for their projection, then stop.
@@ -144,6 +181,9 @@ class StateManager:
         if self._closing:
             return
         self._closing = True
+        if self._rebuilding is not None:
+            with contextlib.suppress(BaseException):
+                await finish(self._rebuilding)  # then its consumer serves what it queued
         consumer = self._consumer
         if consumer is not None and not consumer.done():
             await self._queue.put(STOP)
@@ -284,26 +324,24 @@ class StateManager:
             raise InvalidDelta(f"mutate() takes a StateDelta, not {type(delta).__name__}")
         if self._closing:
             raise StateManagerClosed("the state manager is closed")
-        if self._failure is not None:
-            raise StateManagerClosed("the state manager's consumer stopped") from self._failure
+        if self._failure is not None and (self._rebuilding is None or self._rebuilding.done()):
+            raise self._stopped_error()
         if self._consumer is None:
             raise StateManagerClosed("the state manager was not started")
         return Message(kind, delta, asyncio.get_running_loop().create_future())
 
     async def _call(self, kind: Kind, delta: StateDelta | None) -> Any:
         message = self._message(kind, delta)
-        queue, consumer = self._queue, self._consumer
+        queue = self._queue
         try:
             try:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
                 await queue.put(message)
-            if consumer is None or consumer.done():
-                # The consumer died while this caller waited for room in its queue: nobody
-                # will ever take the message.
-                error = StateManagerClosed("the state manager's consumer stopped")
-                error.__cause__ = self._failure
-                raise error
+            if queue is not self._queue:
+                # The consumer stopped while this caller waited for room in its queue, and the
+                # queue was abandoned: nobody will ever take the message.
+                raise self._stopped_error()
             # A cancelled caller cancels the message's future too: the consumer skips the
             # message if its turn has not come, and otherwise answers nobody (the change
             # stands).
@@ -332,6 +370,10 @@ class StateManager:
                 return
 
     def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        """The consumer ended. A clean stop (close()) refuses whatever slipped in behind it.
+        A death fails the messages it had taken or that waited for it, ends the
+        subscriptions, and (unless the manager is closing) starts rebuilding the state from
+        the store; calls made meanwhile wait for the new consumer."""
         if task.cancelled():
             failure: BaseException = StateManagerClosed(
                 "the state manager's consumer was cancelled"
@@ -339,27 +381,34 @@ class StateManager:
         else:
             exc = task.exception()
             if exc is None:
-                # A clean stop (close()): anything that slipped in behind it is refused.
-                closed = StateManagerClosed("the state manager is closed")
-                while not self._queue.empty():
-                    message = self._queue.get_nowait()
-                    if isinstance(message, Message):
-                        fail(message.future, closed)
+                self._abandon_queue(StateManagerClosed("the state manager is closed"))
                 return
             failure = exc
             log.error("the state manager's consumer died", exc_info=exc)
         self._failure = failure
-        error = StateManagerClosed("the state manager's consumer stopped")
-        error.__cause__ = failure
+        error = self._stopped_error()
         for taken in self._in_flight:
             fail(taken.future, error)
         self._in_flight = []
-        while not self._queue.empty():
-            message = self._queue.get_nowait()
-            if isinstance(message, Message):
-                fail(message.future, error)
+        self._abandon_queue(error)
         for subscriber in self._subscribers:
             subscriber.end()
+        if not self._closing:
+            self._start_rebuild()
+
+    def _abandon_queue(self, error: StoreError) -> None:
+        """Fail every message of the queue and replace it: a caller still waiting for room in
+        the old one sees that it was abandoned (``_call``)."""
+        queue, self._queue = self._queue, asyncio.Queue(self._queue_size)
+        while not queue.empty():
+            message = queue.get_nowait()
+            if isinstance(message, Message):
+                fail(message.future, error)
+
+    def _stopped_error(self) -> StateManagerClosed:
+        error = StateManagerClosed("the state manager's consumer stopped")
+        error.__cause__ = self._failure
+        return error
 
     async def _process(self, messages: list[Message]) -> None:
         working = self._state

@@ -6,10 +6,11 @@
   applied, and every caller that got a version finds its change in the log at that version.
 * **Consumer crash.** The consumer task is cancelled (as if it died), or dies of an exception
   injected into ``apply_in_place``, while callers wait -- in its queue, blocked on a full
-  queue, or in the batch it is working on: each pending and later caller gets
-  ``StateManagerClosed`` (never a hang: every wait is bounded with ``asyncio.timeout``), except
-  a caller whose append was already sent, which gets its version; ``restart()`` rebuilds the
-  state from the store and serves again.
+  queue, or in the batch it is working on: each pending caller gets ``StateManagerClosed``
+  (never a hang: every wait is bounded with ``asyncio.timeout``), except a caller whose append
+  was already sent, which gets its version; the manager rebuilds the state from the store on
+  its own and serves the calls made meanwhile. A rebuild that fails (the store unreadable,
+  injected at ``load_state``) fails those calls and later ones until ``restart()``.
 * **SIGKILL mid-projection.** A separate process runs a production-mode manager mutating in a
   loop and prints each acknowledged version; the test kills it with SIGKILL at a seeded random
   point. The projection tables on disk equal the state at their checkpoint (a batch and its
@@ -43,6 +44,7 @@ from async_store import (
     SqlService,
     StateManager,
     StateManagerClosed,
+    StoreError,
 )
 from async_store.state import (
     Flow,
@@ -66,6 +68,7 @@ from async_store.state import (
     ToolRemove,
 )
 from async_store.state import manager as manager_module
+from async_store.state._snapshots import load_state as stored_state
 from async_store.state.app_state import Change, Limits, apply_event
 from async_store.state.app_state import apply_in_place as real_apply_in_place
 from tests.faults._kill import kill_after_acks
@@ -247,7 +250,7 @@ async def assert_refused_with_closed(manager: StateManager) -> None:
         manager.mutate_nowait(SettingSet("late", 1))
 
 
-async def test_consumer_crash_while_idle_then_restart(sql: SqlService) -> None:
+async def test_consumer_crash_while_idle_rebuilds_and_serves(sql: SqlService) -> None:
     async with StateManager(sql) as manager:
         for seed in SEED:
             await manager.mutate(seed)
@@ -263,20 +266,19 @@ async def test_consumer_crash_while_idle_then_restart(sql: SqlService) -> None:
 
         follower = asyncio.ensure_future(follow())
         await asyncio.sleep(0)
-        consumer_of(manager).cancel()
+        dead = consumer_of(manager)
+        dead.cancel()
         async with asyncio.timeout(10):
-            await until(consumer_of(manager).done)
+            await until(dead.done)
             await follower  # a subscription ends when the consumer dies
-        await assert_refused_with_closed(manager)
-        assert manager.read_state() is before
-
-        await manager.restart()
-        assert manager.read_state() == before
-        assert await manager.redo() is True  # the history survived too
+            # The next call waits for the state rebuilt from the store, then is served.
+            assert await manager.redo() is True  # the history survived too
+        assert consumer_of(manager) is not dead
         assert manager.read_state().settings["undone"] == 1
         assert await manager.mutate(SettingSet("after", 2)) == before.version + 2
         await manager.flush()
         await assert_projected(sql, manager.read_state())
+        assert await load_state(sql) == manager.read_state()
     assert ended == []
 
 
@@ -299,14 +301,9 @@ async def test_consumer_crash_while_callers_wait(sql: SqlService) -> None:
                 for task in waiting:
                     with pytest.raises(StateManagerClosed):
                         await task
-        await assert_refused_with_closed(manager)
-        crashed = manager.read_state()
-        assert crashed.version == 2
-        assert set(crashed.settings) == {"in-flight"}
-
-        await manager.restart()
-        assert manager.read_state() == crashed
-        assert await manager.mutate(SettingSet("after", 3)) == 3
+        async with asyncio.timeout(10):
+            assert await manager.mutate(SettingSet("after", 3)) == 3
+        assert set(manager.read_state().settings) == {"in-flight", "after"}
         assert await load_state(sql) == manager.read_state()
 
 
@@ -331,9 +328,9 @@ async def test_consumer_crash_with_callers_blocked_on_a_full_queue(sql: SqlServi
             for task in callers:
                 task.cancel()
             await asyncio.gather(*callers, return_exceptions=True)
-        await manager.restart()
-        assert dict(manager.read_state().settings.items()) == {"in-flight": 0}
-        assert await manager.mutate(SettingSet("after", 1)) == 2
+        async with asyncio.timeout(10):
+            assert await manager.mutate(SettingSet("after", 1)) == 2
+        assert dict(manager.read_state().settings.items()) == {"in-flight": 0, "after": 1}
 
 
 async def test_consumer_dying_of_an_exception_fails_the_callers_of_its_batch(
@@ -350,16 +347,14 @@ async def test_consumer_dying_of_an_exception_fails_the_callers_of_its_batch(
     async with StateManager(sql, project=False) as manager:
         await manager.mutate(SettingSet("before", 1))
         before = manager.read_state()
-        try:
-            async with asyncio.timeout(3):
-                with pytest.raises(StateManagerClosed) as caught:
-                    await manager.mutate(SettingSet("boom", 1))
-                assert isinstance(caught.value.__cause__, RuntimeError)
-        finally:
-            broken = False
-            await manager.restart()
-        assert manager.read_state() == before
-        assert await manager.mutate(SettingSet("after", 2)) == 2
+        async with asyncio.timeout(3):
+            with pytest.raises(StateManagerClosed) as caught:
+                await manager.mutate(SettingSet("boom", 1))
+            assert isinstance(caught.value.__cause__, RuntimeError)
+            # Nothing of the failed batch was appended: the rebuilt state is the one before.
+            assert await manager.mutate(SettingSet("after", 2)) == 2
+        assert set(manager.read_state().settings) == {"before", "after"}
+        assert manager.read_state().version == before.version + 1
 
 
 async def test_consumer_cancelled_mid_commit_fails_a_flush_of_the_same_batch(
@@ -379,10 +374,113 @@ async def test_consumer_cancelled_mid_commit_fails_a_flush_of_the_same_batch(
                 assert await in_flight == 1
                 with pytest.raises(StateManagerClosed):
                     await flushing
+                assert await manager.flush() == 1
         finally:
             flushing.cancel()
-            await manager.restart()
         assert manager.read_state().settings["in-flight"] == 1
+
+
+@contextlib.asynccontextmanager
+async def rebuild_gate(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
+    """Rebuilds of the state wait for ``gate["open"]`` and raise ``gate["error"]`` if set."""
+    gate: dict[str, Any] = {"open": asyncio.Event(), "error": None, "calls": 0}
+
+    async def load_state(store: Any, limits: Limits) -> AppState:
+        gate["calls"] += 1
+        await gate["open"].wait()
+        if gate["error"] is not None:
+            raise gate["error"]
+        return await stored_state(store, limits)
+
+    monkeypatch.setattr(manager_module, "load_state", load_state)
+    yield gate
+
+
+async def test_calls_made_while_the_state_is_rebuilt_wait_for_it(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with StateManager(sql, project=False) as manager:
+        await manager.mutate(SettingSet("before", 1))
+        async with rebuild_gate(monkeypatch) as gate:
+            consumer_of(manager).cancel()
+            await until(lambda: gate["calls"] == 1)
+            waiting = [
+                asyncio.ensure_future(manager.mutate(SettingSet(f"w{i}", i))) for i in range(3)
+            ]
+            queued = manager.mutate_nowait(SettingSet("nowait", 0))
+            await asyncio.sleep(0.05)
+            assert not any(task.done() for task in waiting)
+            assert not queued.done()
+            gate["open"].set()
+            async with asyncio.timeout(10):
+                versions = sorted([*await asyncio.gather(*waiting), await queued])
+        assert versions == [2, 3, 4, 5]
+        assert await load_state(sql) == manager.read_state()
+
+
+async def test_a_failed_rebuild_refuses_calls_until_restart(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with StateManager(sql, project=False) as manager:
+        await manager.mutate(SettingSet("before", 1))
+        async with rebuild_gate(monkeypatch) as gate:
+            gate["error"] = StoreError("injected: the store cannot be read")
+            consumer_of(manager).cancel()
+            await until(lambda: gate["calls"] == 1)
+            waiting = asyncio.ensure_future(manager.mutate(SettingSet("waiting", 1)))
+            await asyncio.sleep(0)
+            gate["open"].set()
+            async with asyncio.timeout(10):
+                with pytest.raises(StateManagerClosed) as caught:
+                    await waiting  # queued during the rebuild: failed with it, not left hanging
+                assert isinstance(caught.value.__cause__, StoreError)
+                await assert_refused_with_closed(manager)
+                with pytest.raises(StoreError, match="injected"):
+                    await manager.restart()  # the store still cannot be read
+                gate["error"] = None
+                await manager.restart()
+                assert await manager.mutate(SettingSet("after", 2)) == 2
+        assert "rebuilding the state from the store failed" in caplog.text
+        assert set(manager.read_state().settings) == {"before", "after"}
+
+
+async def test_restart_cancelled_while_it_rebuilds_leaves_the_rebuild_to_finish(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with StateManager(sql, project=False) as manager:
+        await manager.mutate(SettingSet("before", 1))
+        async with rebuild_gate(monkeypatch) as gate:
+            restarting = asyncio.ensure_future(manager.restart())
+            await until(lambda: gate["calls"] == 1)
+            restarting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await restarting
+            waiting = asyncio.ensure_future(manager.mutate(SettingSet("after", 2)))
+            gate["open"].set()
+            async with asyncio.timeout(10):
+                assert await waiting == 2
+        assert gate["calls"] == 1
+
+
+async def test_a_consumer_dying_while_the_manager_closes_is_not_replaced(
+    sql: SqlService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = StateManager(sql, project=False)
+    await manager.start()
+    await manager.mutate(SettingSet("before", 1))
+    async with rebuild_gate(monkeypatch) as gate:
+        async with writer_held(sql.events) as release:
+            in_flight = manager.mutate_nowait(SettingSet("in-flight", 1))
+            await until(lambda: sql.events.statistics().writer_queue_depth >= 1)
+            closing = asyncio.ensure_future(manager.close())
+            await asyncio.sleep(0)
+            consumer_of(manager).cancel()
+            release()
+        async with asyncio.timeout(10):
+            assert await in_flight == 2
+            await closing
+    assert gate["calls"] == 0
+    await assert_refused_with_closed(manager)
 
 
 # -- SIGKILL mid-projection -------------------------------------------------------------------
