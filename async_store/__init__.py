@@ -13,12 +13,18 @@ Dependencies point one way (nothing lower imports anything higher):
                     → cli
 
 ``_scopes`` names ``Database`` in annotations only, imported under ``TYPE_CHECKING``.
+
+This package re-exports every name in the ``__all__`` of its public modules (those without a
+leading underscore), so ``from async_store import X`` reaches the whole public surface. Two
+exceptions: ``demo`` and ``cli`` are the command-line program, not library API; the state
+entities and deltas live in ``async_store.state``.
 """
 
 from ._connection import Row
 from ._queries import Parameters
-from .backup import BackupConfig, BackupManifest
-from .config import DatabaseConfig, SqlConfig
+from .backup import BackupConfig, BackupFile, BackupManifest, create_backup, verify_backup
+from .chunking import split_text
+from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
 from .database import Database, ReadSnapshot, Transaction
 from .errors import (
     BackupError,
@@ -66,8 +72,19 @@ from .events import (
     StreamState,
     VerificationReport,
 )
-from .health import HealthReport
-from .migrations import MigrationSet, MigrationStatus
+from .health import CheckpointResult, DatabaseHealth, HealthReport, collect, metrics_text
+from .logsinks import JsonlSink, SqlLogSink, record_to_dict
+from .metrics import KINDS, LatencyHistogram, LatencySummary, Metrics
+from .migrations import (
+    BUILTIN_SETS,
+    Migration,
+    MigrationSet,
+    MigrationStatus,
+    apply_migrations,
+    migration_status,
+    refuse_foreign_file,
+    split_statements,
+)
 from .repositories import (
     Catalog,
     Chunk,
@@ -78,10 +95,15 @@ from .repositories import (
     KnowledgeBaseStats,
     PipelineRun,
     PipelineRunRepository,
+    RunStatus,
+    content_hash,
+    estimate_tokens,
 )
-from .service import SqlService
+from .restore import restore_offline
+from .retention import STALE_PARTIAL, BackupScheduler, list_backups, prune, select_expired
+from .service import Component, SqlService
 from .state import AppState, StateDelta, StateManager, StateManagerFull
-from .statistics import PoolStatistics
+from .statistics import Counters, PoolStatistics
 
 __version__ = "0.1.0"
 
@@ -89,26 +111,34 @@ __all__ = [
     "ANY",
     "AppState",
     "AppendResult",
+    "BUILTIN_SETS",
     "BackupConfig",
     "BackupError",
+    "BackupFile",
     "BackupManifest",
+    "BackupScheduler",
     "CannotOpen",
     "Catalog",
     "CheckViolation",
+    "CheckpointResult",
     "Chunk",
     "ChunkInput",
+    "Component",
     "ConcurrencyError",
     "ConfigError",
+    "Counters",
     "Database",
     "DatabaseBusy",
     "DatabaseConfig",
     "DatabaseCorrupt",
     "DatabaseError",
     "DatabaseFull",
+    "DatabaseHealth",
     "DatabaseIOError",
     "DatabaseReadOnly",
     "Document",
     "DocumentRepository",
+    "ENV_PREFIX",
     "EncodedEvent",
     "EntityExists",
     "EntityInUse",
@@ -122,7 +152,13 @@ __all__ = [
     "Interrupted",
     "InvalidDelta",
     "JsonInput",
+    "JsonlSink",
+    "KINDS",
     "KnowledgeBaseStats",
+    "LatencyHistogram",
+    "LatencySummary",
+    "Metrics",
+    "Migration",
     "MigrationError",
     "MigrationSet",
     "MigrationStatus",
@@ -142,9 +178,12 @@ __all__ = [
     "ReadSnapshot",
     "RecordedEvent",
     "Row",
+    "RunStatus",
+    "STALE_PARTIAL",
     "STREAM_EXISTS",
     "Snapshot",
     "SqlConfig",
+    "SqlLogSink",
     "SqlService",
     "StateDelta",
     "StateManager",
@@ -152,8 +191,25 @@ __all__ = [
     "StateManagerFull",
     "StoreError",
     "StreamState",
+    "Synchronous",
     "Transaction",
     "UniqueViolation",
     "VerificationReport",
     "__version__",
+    "apply_migrations",
+    "collect",
+    "content_hash",
+    "create_backup",
+    "estimate_tokens",
+    "list_backups",
+    "metrics_text",
+    "migration_status",
+    "prune",
+    "record_to_dict",
+    "refuse_foreign_file",
+    "restore_offline",
+    "select_expired",
+    "split_statements",
+    "split_text",
+    "verify_backup",
 ]

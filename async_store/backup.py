@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from ._connection import create_private_dirs, open_connection, run_on_file
 from ._shield import finish
 from .database import Database
-from .errors import BackupError
+from .errors import BackupError, ConfigError
 
 __all__ = [
     "BackupConfig",
@@ -54,7 +54,8 @@ HASH_CHUNK = 8 * CHUNK
 
 @dataclass(frozen=True, kw_only=True)
 class BackupConfig:
-    """Where backups go and, for scheduled backups, how often and how many to keep."""
+    """Where backups go and, for scheduled backups, how often and how many to keep. Invalid
+    values raise :class:`ConfigError` (also a ``ValueError``) on construction."""
 
     directory: Path | None = None
     """Folder of the backups (created 0700). Default: ``backups/`` beside app_meta.db."""
@@ -69,9 +70,9 @@ class BackupConfig:
         if self.directory is not None:
             object.__setattr__(self, "directory", Path(self.directory))
         if self.interval is not None and self.interval <= 0:
-            raise BackupError(f"backup interval must be > 0 seconds, not {self.interval}")
+            raise ConfigError(f"backup interval must be > 0 seconds, not {self.interval}")
         if self.keep_last < 1 or self.keep_daily < 0:
-            raise BackupError("keep_last must be >= 1 and keep_daily >= 0")
+            raise ConfigError("keep_last must be >= 1 and keep_daily >= 0")
 
 
 @dataclass(frozen=True)

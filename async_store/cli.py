@@ -3,6 +3,10 @@
 Exit codes: 0 success, 1 the operation failed (the message is on stderr), 2 wrong usage;
 ``health`` exits 3 when the service is degraded and 4 when it is failing. With ``--json``
 standard output holds only JSON; logs and progress go to standard error.
+
+The databases are ``--data DIR`` (``--mvp``: one file) or, without ``--data``, the environment's
+(``SqlConfig.from_env``); ``--mvp`` without ``--data`` is wrong usage. Every command creates the
+database files that are missing and migrates them.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .backup import BackupManifest, verify_backup
-from .config import SqlConfig
+from .config import ENV_PREFIX, SqlConfig
 from .demo import DEFAULT_DATA, run_demo
 from .errors import StoreError
+from .migrations import BUILTIN_SETS
 from .restore import restore_offline
 from .service import SqlService
 
@@ -34,16 +40,66 @@ def _config(args: argparse.Namespace) -> SqlConfig:
     return SqlConfig.from_env()
 
 
+def _missing(config: SqlConfig) -> list[str]:
+    """The databases of ``config`` whose file does not exist yet."""
+    return [database.name for database in config.databases if not database.path.exists()]
+
+
+async def _create_missing(sql: SqlService, missing: Sequence[str]) -> list[str]:
+    """Migrate the databases whose files the service just created (a service opened with
+    ``migrate=False`` leaves them empty); return what was applied. Files that existed keep
+    their state, so ``status`` still shows what is pending there."""
+    if not missing:
+        return []
+    # MVP mode: every built-in set lives in the one file. Production: each set in its own.
+    sets = BUILTIN_SETS if sql.config.mode == "mvp" else tuple(missing)
+    applied: list[str] = []
+    for migration_set in sets:
+        applied += await sql.migrate(migration_set=migration_set)
+    for name in missing:
+        path = next(db.path for db in sql.databases if db.name == name)
+        print(f"created and migrated {path}", file=sys.stderr)
+    return applied
+
+
+def _migration_json(done: Sequence[str]) -> list[dict[str, object]]:
+    """The labels ``migrate()`` returns (``"applied events 0002_hash_length_check"``) as
+    objects."""
+    result: list[dict[str, object]] = []
+    for label in done:
+        action, migration_set, numbered = label.split(" ", 2)
+        version, _, name = numbered.partition("_")
+        result.append(
+            {
+                "action": action,
+                "migration_set": migration_set,
+                "version": int(version),
+                "name": name,
+            }
+        )
+    return result
+
+
 async def _migrate(args: argparse.Namespace) -> int:
-    async with SqlService(_config(args), migrate=False) as sql:
-        done = await sql.migrate(args.target, migration_set=args.set)
+    config = _config(args)
+    missing = _missing(config)
+    async with SqlService(config, migrate=False) as sql:
+        done = await _create_missing(sql, missing)
+        done += await sql.migrate(args.target, migration_set=args.set)
+    if args.json:
+        print(json.dumps({"migrations": _migration_json(done)}, indent=2))
+        return 0
     for line in done or ["nothing to do: every migration is applied"]:
         print(line)
     return 0
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with SqlService(_config(args), migrate=False) as sql:
+    config = _config(args)
+    missing = _missing(config)
+    # migrate=False: a database that exists is shown as it is, pending migrations included.
+    async with SqlService(config, migrate=False) as sql:
+        await _create_missing(sql, missing)
         status = await sql.migration_status()
     if args.json:
         print(json.dumps([dataclasses.asdict(item) for item in status], indent=2))
@@ -120,12 +176,24 @@ async def _restore(args: argparse.Namespace) -> int:
     config = _config(args)
     targets = {database.name: database.path for database in config.databases}
     aside = await restore_offline(args.backup, targets, progress=_Progress("restore"))
-    # Open once: brings a backup from older code up to the current schema.
-    async with SqlService(config) as sql:
+    # Opened without migrating, then migrated explicitly: that returns what a backup taken by
+    # older code needed to come up to the current schema (opening with migrate=True would
+    # apply it silently).
+    async with SqlService(config, migrate=False) as sql:
         applied = await sql.migrate()
+    if args.json:
+        report = {
+            "restored": str(args.backup),
+            "replaced": str(aside),
+            "migrations": _migration_json(applied),
+        }
+        print(json.dumps(report, indent=2))
+        return 0
     print(f"restored {args.backup}; the replaced files are in {aside}")
     for line in applied:
         print(line)
+    if not applied:
+        print("the backup's schema is current: no migration applied")
     return 0
 
 
@@ -155,7 +223,12 @@ async def _metrics(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    await run_demo(args.data if args.data is not None else DEFAULT_DATA, out=sys.stdout)
+    from_env = any(name.startswith(ENV_PREFIX) for name in os.environ)
+    if args.data is None and not from_env:
+        config = SqlConfig.in_directory(DEFAULT_DATA)
+    else:
+        config = _config(args)
+    await run_demo(config, out=sys.stdout)
     return 0
 
 
@@ -166,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="data directory: DIR/app_meta.db and DIR/events.db (default: the environment)",
     )
-    common.add_argument("--mvp", action="store_true", help="one file, DIR/app_meta.db")
+    common.add_argument("--mvp", action="store_true", help="with --data: one file, DIR/app_meta.db")
 
     parser = argparse.ArgumentParser(prog="async-store", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", parents=[common], help="apply or revert migrations")
     migrate.add_argument("--target", type=int, help="walk the set up or down to this version")
     migrate.add_argument("--set", help="the migration set --target applies to (app_meta)")
+    migrate.add_argument("--json", action="store_true", help="print JSON only")
     migrate.set_defaults(run=_migrate)
 
     status = commands.add_parser("status", parents=[common], help="list applied and pending")
@@ -192,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
         "restore", parents=[common], help="restore a backup (the service must be stopped)"
     )
     restore.add_argument("backup", type=Path, help="the backup folder")
+    restore.add_argument("--json", action="store_true", help="print JSON only")
     restore.set_defaults(run=_restore)
 
     verify = commands.add_parser("verify", help="check a backup against its manifest")
@@ -210,7 +285,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "mvp", False) and args.data is None:
+        parser.error(
+            f"{args.command}: --mvp needs --data DIR (without --data the configuration comes "
+            "from the environment: set ASYNC_STORE_MODE=mvp there)"
+        )
     try:
         code: int = asyncio.run(args.run(args))
     except StoreError as exc:

@@ -1,10 +1,11 @@
 """The main job: ``async-store demo`` (``make demo``) runs the library end to end on a data
-directory and narrates what it does. Safe to run again on the same directory: the ingest is
-idempotent and entities that exist are kept."""
+directory (or any configuration, MVP mode included) and narrates what it does. Safe to run again
+on the same databases: the ingest is idempotent and entities that exist are kept."""
 
 from __future__ import annotations
 
 import importlib.resources
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from .state import (
 __all__ = ["DEFAULT_DATA", "run_demo"]
 
 DEFAULT_DATA = Path("data")
+"""The data directory of a demo given no configuration (``SqlConfig.from_env()`` defaults to it
+too when no variable is set)."""
 
 KNOWLEDGE_BASES = (
     KnowledgeBase(
@@ -99,14 +102,20 @@ class _Narrator:
         )
 
 
-async def run_demo(data: Path = DEFAULT_DATA, *, out: TextIO) -> None:
-    """Run the demo on ``data`` (production mode: ``app_meta.db`` and ``events.db``)."""
+async def run_demo(
+    config: SqlConfig | str | os.PathLike[str] = DEFAULT_DATA, *, out: TextIO
+) -> None:
+    """Run the demo with ``config``, or on a data directory in production mode
+    (``app_meta.db`` and ``events.db``); backups go to ``backups/`` beside app_meta.db.
+    Narration goes to ``out``. Raises :class:`StoreError` when a step fails."""
     say = _Narrator(out)
     started = time.perf_counter()
-    config = SqlConfig.in_directory(data)
-    backups = BackupConfig(directory=Path(data) / "backups", keep_last=3, keep_daily=0)
+    if not isinstance(config, SqlConfig):
+        config = SqlConfig.in_directory(config)
+    backup_dir = config.app.path.parent / "backups"
+    backups = BackupConfig(directory=backup_dir, keep_last=3, keep_daily=0)
 
-    say(f"== 1. open {data}/ in production mode (app_meta.db NORMAL, events.db FULL)")
+    say(f"== 1. open {_describe(config)}")
     opened = time.perf_counter()
     async with SqlService(config, backup=backups) as sql:
         say(f"   opened and migrated in {(time.perf_counter() - opened) * 1000:.1f} ms")
@@ -235,6 +244,16 @@ async def _ingest_corpus(documents: DocumentRepository, say: _Narrator) -> dict[
         say.progress("ingest", number, len(files))
         say(f"   {file.name} -> {kb_id}: {result.outcome}, {result.chunk_count} chunks")
     return totals
+
+
+def _describe(config: SqlConfig) -> str:
+    app = config.app
+    if config.events is None:
+        return f"{app.path} in MVP mode (one file, synchronous {app.synchronous})"
+    return (
+        f"{app.path.parent}/ in production mode ({app.path.name} {app.synchronous}, "
+        f"{config.events.path.name} {config.events.synchronous})"
+    )
 
 
 def _counts(state: AppState) -> str:

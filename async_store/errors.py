@@ -73,7 +73,6 @@ __all__ = [
     "StateManagerClosed",
     "StoreError",
     "UniqueViolation",
-    "translate",
 ]
 
 
@@ -230,6 +229,7 @@ def translate(
     exc: BaseException, *, database: str, sql: str | None = None, on_reader: bool = False
 ) -> StoreError:
     """Return the :class:`StoreError` for a ``sqlite3`` exception, ready to ``raise ... from exc``.
+    The library's one translation boundary, internal (not in ``__all__``).
 
     ``database`` names the database in the message; ``sql`` (when given) is quoted, shortened.
     ``on_reader`` says the statement ran on a ``query_only`` reader, where a read-only refusal

@@ -34,10 +34,9 @@ from ._event_records import (
 )
 from ._json import JsonInput, encode_json
 from .database import Database, Transaction
-from .errors import PoolClosed, QueryError
+from .errors import ConfigError, PoolClosed, QueryError
 
 __all__ = [
-    "encode_json",
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
@@ -62,9 +61,9 @@ class EventStore:
 
     def __init__(self, database: Database, *, keep_snapshots: int = 3) -> None:
         """``keep_snapshots``: snapshots kept per stream; older ones are pruned when a new one
-        is saved (at least 1)."""
+        is saved (at least 1). Raises :class:`ConfigError` (also a ``ValueError``) below 1."""
         if keep_snapshots < 1:
-            raise ValueError(f"keep_snapshots must be at least 1, not {keep_snapshots}")
+            raise ConfigError(f"keep_snapshots must be at least 1, not {keep_snapshots}")
         self._db = database
         self._keep_snapshots = keep_snapshots
         self._committed = asyncio.Event()

@@ -24,7 +24,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from async_store import BackupConfig, BackupError, BackupManifest, NewEvent, SqlConfig, SqlService
+from async_store import (
+    BackupConfig,
+    BackupError,
+    BackupManifest,
+    ConfigError,
+    NewEvent,
+    SqlConfig,
+    SqlService,
+    StoreError,
+)
 from async_store.backup import verify_backup
 from async_store.migrations import MigrationSet
 from async_store.restore import restore_offline
@@ -960,8 +969,10 @@ async def test_scheduler_without_an_interval_does_nothing(tmp_path: Path) -> Non
     ],
 )
 def test_backup_config_is_validated(bad: dict[str, Any]) -> None:
-    with pytest.raises(BackupError):
+    with pytest.raises(ConfigError) as info:
         BackupConfig(**bad)
+    assert isinstance(info.value, StoreError)
+    assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize("mode", MODES)

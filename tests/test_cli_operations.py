@@ -3,6 +3,7 @@ their output, JSON purity and exit codes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import async_store.health as health_module
+from async_store import SqlConfig, SqlService
 from async_store.cli import main
 from tests.test_backup import held_open
 from tests.test_health import parse_prometheus
@@ -129,6 +131,73 @@ def test_restore_exits_0_and_brings_the_backup_back(
         assert conn.execute("SELECT count(*) FROM settings WHERE key = 'after'").fetchone() == (0,)
     finally:
         conn.close()
+
+
+def backup_behind_the_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *, mvp: bool
+) -> Path:
+    """A backup of databases one migration behind the code: events walked down to version 1,
+    then backed up by a service that does not migrate on open."""
+    args = data_args(tmp_path, mvp=mvp)
+    assert main(["migrate", *args, "--target", "1", "--set", "events"]) == 0
+    capsys.readouterr()
+
+    async def backup() -> Path:
+        config = SqlConfig.in_directory(tmp_path / "data", mvp=mvp)
+        async with SqlService(config, migrate=False) as sql:
+            return (await sql.backup(tmp_path / "backups")).directory
+
+    directory = asyncio.run(backup())
+    assert main(["migrate", *args]) == 0  # the live data moves on to the current schema
+    assert capsys.readouterr().out.splitlines() == ["applied events 0002_hash_length_check"]
+    return directory
+
+
+@pytest.mark.parametrize(
+    "mvp", [pytest.param(False, id="production"), pytest.param(True, id="mvp")]
+)
+def test_restore_lists_the_migrations_applied_to_an_older_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mvp: bool
+) -> None:
+    backup = backup_behind_the_code(tmp_path, capsys, mvp=mvp)
+    assert main(["restore", *data_args(tmp_path, mvp=mvp), str(backup)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"restored {backup}; the replaced files are in ")
+    assert lines[1:] == ["applied events 0002_hash_length_check"]
+    assert main(["status", *data_args(tmp_path, mvp=mvp), "--json"]) == 0
+    assert all(item["applied"] for item in json.loads(capsys.readouterr().out))
+
+
+def test_restore_json_reports_the_migrations_applied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = backup_behind_the_code(tmp_path, capsys, mvp=False)
+    assert main(["restore", *data_args(tmp_path), str(backup), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (aside,) = (tmp_path / "data").glob("replaced-*")
+    assert report == {
+        "restored": str(backup),
+        "replaced": str(aside),
+        "migrations": [
+            {
+                "action": "applied",
+                "migration_set": "events",
+                "version": 2,
+                "name": "hash_length_check",
+            }
+        ],
+    }
+
+
+def test_restore_of_a_current_backup_applies_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = take_backup(tmp_path, capsys)
+    assert main(["restore", *data_args(tmp_path), str(backup), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["migrations"] == []
+    assert main(["restore", *data_args(tmp_path), str(backup)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "the backup's schema is current: no migration applied"
 
 
 def test_health_json_exits_0_when_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ from async_store import (
     STREAM_EXISTS,
     AppendResult,
     ConcurrencyError,
+    ConfigError,
     EncodedEvent,
     EventStore,
     ExpectedVersion,
@@ -1099,8 +1100,10 @@ async def test_keep_snapshots_is_configurable(sql: SqlService) -> None:
     for version in (1, 2, 3):
         await store.save_snapshot("kb-1", version, {"v": version})
     assert await snapshot_versions(sql, "kb-1") == [3]
-    with pytest.raises(ValueError, match="keep_snapshots"):
+    with pytest.raises(ConfigError, match="keep_snapshots") as info:
         EventStore(sql.events, keep_snapshots=0)
+    assert isinstance(info.value, StoreError)
+    assert isinstance(info.value, ValueError)
 
 
 async def test_a_snapshot_that_is_not_json_is_refused(sql: SqlService) -> None:

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+import pytest
+
 import async_store
 from async_store import errors
+
+PROGRAM_MODULES = {"async_store.cli", "async_store.demo", "async_store.__main__"}
+"""The command-line program: not library API, so not re-exported."""
+
+
+def public_modules() -> list[str]:
+    """Every module of the package whose name has no leading underscore, the state package
+    aside (its entities and deltas live in ``async_store.state`` by design)."""
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(async_store.__path__, "async_store.")
+        if not info.name.rpartition(".")[2].startswith("_")
+        and not info.ispkg
+        and info.name not in PROGRAM_MODULES
+    )
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -19,6 +39,26 @@ def test_every_public_name_is_exported() -> None:
     assert public | {"__version__"} == set(async_store.__all__)
 
 
+def test_the_public_modules_are_found() -> None:
+    modules = public_modules()
+    for expected in ("backup", "chunking", "health", "logsinks", "restore", "retention"):
+        assert f"async_store.{expected}" in modules
+    assert "async_store.cli" not in modules
+    assert "async_store._writer" not in modules
+
+
+@pytest.mark.parametrize("module_name", public_modules())
+def test_every_name_in_a_public_module_is_importable_from_the_package(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    assert names is not None, f"{module_name} has no __all__"
+    missing = [name for name in names if name not in async_store.__all__]
+    assert missing == [], f"{module_name}: {missing} not re-exported from async_store"
+    for name in names:
+        assert getattr(async_store, name) is getattr(module, name), name
+
+
 def test_every_error_is_reachable_from_the_package() -> None:
-    missing = [n for n in errors.__all__ if n != "translate" and n not in async_store.__all__]
+    missing = [n for n in errors.__all__ if n not in async_store.__all__]
     assert missing == []
+    assert "translate" not in errors.__all__  # the internal translation boundary

@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 
 from async_store import AppState, InvalidDelta
-from async_store.events import encode_json
+from async_store._json import encode_json
 from async_store.state import (
     Entity,
     ErrorRecord,
