@@ -8,16 +8,17 @@ a nested ``transaction()`` becomes a SAVEPOINT. Those scopes, and the ``Transact
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import logging
 import sqlite3
 import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ._connection import Connection, Row, open_connection
 from ._queries import Parameters, QueryMethods
@@ -28,11 +29,15 @@ from ._writer import Writer
 from .config import DatabaseConfig
 from .errors import PoolClosed, StoreError
 from .metrics import Metrics
-from .statistics import Counters, PoolStatistics
+from .statistics import CheckpointResult, Counters, PoolStatistics
 
-__all__ = ["Database", "ReadSnapshot", "Transaction"]
+__all__ = ["CheckpointMode", "Database", "ReadSnapshot", "Transaction"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("async_store.database")
+
+CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
 
 class Database(QueryMethods):
@@ -46,6 +51,7 @@ class Database(QueryMethods):
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
         self._state = "new"
+        self._last_checkpoint: CheckpointResult | None = None
         # The transaction the current task is inside, if any, on this database.
         self._current: ContextVar[Transaction | None] = ContextVar(
             f"async_store.{config.name}.transaction", default=None
@@ -119,10 +125,19 @@ class Database(QueryMethods):
     async def _close(self, writer: Writer, readers: ReaderPool) -> None:
         await writer.close()
         await readers.close()
-        with contextlib.suppress(Exception):
+        try:
             # Leave a small file behind: fold the WAL back in. Best effort; a reader of another
             # process may keep it from completing, which is harmless.
-            await writer.connection.run(_checkpoint_on_close)
+            self._last_checkpoint = await writer.connection.run(_checkpoint_on_close)
+        except Exception as exc:
+            log.warning("%s: the checkpoint at close failed: %s", self.name, exc)
+        else:
+            if self._last_checkpoint.busy:
+                log.info(
+                    "%s: the checkpoint at close could not finish (another process holds the "
+                    "WAL); SQLite finishes it later",
+                    self.name,
+                )
         await writer.connection.close()
 
     async def __aenter__(self) -> Database:
@@ -238,6 +253,28 @@ class Database(QueryMethods):
         writer = self._open_parts()[0]
         return await writer.run_exclusive(fn)
 
+    async def checkpoint(
+        self, mode: CheckpointMode = "PASSIVE", *, wait: bool = True, source: str = "manual"
+    ) -> CheckpointResult:
+        """Run ``PRAGMA wal_checkpoint(mode)`` on the writer, between transactions, and return
+        (and remember as :attr:`last_checkpoint`) what it did. ``wait=False`` gives up at once
+        (``busy`` in the result) instead of waiting up to busy_timeout for readers or other
+        processes. ``source`` names the caller in health reports. Raises :class:`StoreError`."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        result = await self.run_on_writer(
+            functools.partial(_run_checkpoint, mode=mode, wait=wait, source=source)
+        )
+        self._last_checkpoint = result
+        return result
+
+    @property
+    def last_checkpoint(self) -> CheckpointResult | None:
+        """The newest checkpoint this database ran on purpose: after a backup, at close, or
+        through :meth:`checkpoint` (SQLite's automatic checkpoints are not seen); ``None``
+        before the first."""
+        return self._last_checkpoint
+
     # -- statistics --------------------------------------------------------------------------
 
     @property
@@ -278,6 +315,31 @@ class Database(QueryMethods):
         return f"<Database {self.name} {str(self.path)!r} {self._state}>"
 
 
-def _checkpoint_on_close(conn: sqlite3.Connection) -> None:
+def _run_checkpoint(
+    conn: sqlite3.Connection, *, mode: CheckpointMode, wait: bool, source: str
+) -> CheckpointResult:
+    """Runs on the writer's thread. With ``wait=False``, busy_timeout 0: a checkpoint blocked by
+    a reader gives up at once instead of stalling the writer."""
+    timeout = None
+    if not wait:
+        timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        busy, log_frames, checkpointed = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    finally:
+        if timeout is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    return CheckpointResult(
+        busy=bool(busy),
+        # -1 when the database is not in WAL mode: nothing to copy back.
+        log_frames=max(log_frames, 0),
+        checkpointed_frames=max(checkpointed, 0),
+        mode=mode,
+        source=source,
+        at=datetime.now(UTC).isoformat(timespec="microseconds"),
+    )
+
+
+def _checkpoint_on_close(conn: sqlite3.Connection) -> CheckpointResult:
     conn.execute("PRAGMA optimize")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return _run_checkpoint(conn, mode="TRUNCATE", wait=True, source="close")

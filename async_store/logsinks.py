@@ -8,23 +8,28 @@ the file, to a batching task for the table), and both write out what they hold w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import io
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import sqlite3
+import threading
+import warnings
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._connection import create_private_dirs
+from ._connection import create_private_dirs, run_on_file
 from ._shield import finish
 from ._tasks import start_background
 from .database import Database
-from .errors import StoreError
+from .errors import IntegrityViolation, StoreError
 
 __all__ = ["JsonlSink", "SqlLogSink", "record_to_dict"]
 
@@ -103,13 +108,33 @@ class JsonlSink(logging.handlers.QueueHandler):
         super().close()
 
 
+_Row = tuple[str, str, str, str, str]
+
+_INSERT = "INSERT INTO logs(created_at, level, logger, message, extra) VALUES (?, ?, ?, ?, ?)"
+
+
 class SqlLogSink(logging.Handler):
     """Batches records into the app_meta ``logs`` table from a background task.
 
     ``emit`` appends to a bounded buffer (``max_buffered`` records; beyond it the oldest are
     dropped and counted in ``dropped``) from any thread; the task writes a batch every
-    ``flush_interval`` seconds or ``batch_size`` records, in one transaction. Start it with
-    ``await sink.start()`` on the event loop; ``await sink.aclose()`` writes the rest.
+    ``flush_interval`` seconds or ``batch_size`` records, in one transaction. A batch that fails
+    (the database busy, full, closed) goes back to the front of the buffer and is tried again
+    after ``flush_interval``; the bound still holds, so a dead database costs memory for at
+    most ``max_buffered`` records. Start it with ``await sink.start()`` on the event loop.
+
+    Closing writes out what is buffered: ``await sink.aclose()`` on the loop, or ``close()``
+    (what ``logging.shutdown()`` and ``logging.config.dictConfig`` call) from anywhere:
+
+    * on the loop's thread, which must not block, it leaves the writing to a task of the loop
+      (``aclose()`` afterwards waits for it);
+    * from another thread while the loop runs, it waits for the loop to write, at most
+      ``close_timeout`` seconds;
+    * once the loop has stopped (at interpreter exit), it writes from a thread of its own
+      through a connection of its own, as it does when the database was closed before the sink.
+
+    Records it cannot write are counted in ``dropped`` and reported by a ``RuntimeWarning``,
+    never dropped silently.
     """
 
     def __init__(
@@ -119,23 +144,50 @@ class SqlLogSink(logging.Handler):
         batch_size: int = 500,
         flush_interval: float = 0.5,
         max_buffered: int = 10_000,
+        close_timeout: float = 10.0,
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
         self._database = database
         self._batch_size = batch_size
         self._flush_interval = flush_interval
-        self._buffer: deque[tuple[str, str, str, str, str]] = deque(maxlen=max_buffered)
+        self._close_timeout = close_timeout
+        self._max_buffered = max_buffered
+        self._buffer: deque[_Row] = deque(maxlen=max_buffered)
+        # Guards the buffer and the counters: emit runs on any thread. Never held across an
+        # await or a wait, and distinct from the handler's own lock, which logging.shutdown()
+        # holds while it calls close().
+        self._buffer_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._close_started = False
+        self._done = False
         self.dropped = 0
+        """Records lost: pushed out of a full buffer, refused by the table, or not writable at
+        close."""
         self.written = 0
+        """Records written to the table."""
+        self.last_error: str | None = None
+        """Why the newest write failed (``None`` after one succeeds)."""
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = start_background(self._run(), name="async_store.logsink")
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # As logging.Handler.handle, without the handler's lock around emit (emit is
+        # thread-safe by itself): logging.shutdown() holds that lock while close() waits for
+        # the loop, and a record logged on the loop meanwhile would block the loop on it.
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -150,12 +202,23 @@ class SqlLogSink(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
-        self._buffer.append(row)
-        if len(self._buffer) >= self._batch_size and self._loop is not None:
+        with self._buffer_lock:
+            if self._done:
+                self.dropped += 1  # closed: nothing would ever write it
+                return
+            if len(self._buffer) == self._max_buffered:
+                self.dropped += 1
+            self._buffer.append(row)
+            full = len(self._buffer) >= self._batch_size
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wake the task to write now (does not wait for it)."""
+        loop = self._loop
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop may be closed
-                self._loop.call_soon_threadsafe(self._wake.set)
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -163,35 +226,201 @@ class SqlLogSink(logging.Handler):
                 async with asyncio.timeout(self._flush_interval):
                     await self._wake.wait()
             self._wake.clear()
-            await self._write()
-        await self._write()
+            # A batch taken out of the buffer is written to its end even if the task is
+            # cancelled meanwhile, not abandoned half-way.
+            if not await finish(self._write()) and not self._closing:
+                # Failing: wait out the interval rather than retry on every record logged.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._stop.wait()
+        await finish(self._write())
 
-    async def _write(self) -> None:
-        while self._buffer:
-            batch = [
-                self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
-            ]
+    def _take_batch(self) -> list[_Row]:
+        with self._buffer_lock:
+            count = min(self._batch_size, len(self._buffer))
+            return [self._buffer.popleft() for _ in range(count)]
+
+    def _put_back(self, batch: list[_Row]) -> None:
+        """Return a failed batch to the front of the buffer, oldest records dropped first if
+        records logged meanwhile leave no room for all of it."""
+        with self._buffer_lock:
+            room = self._max_buffered - len(self._buffer)
+            lost = max(0, len(batch) - room)
+            self.dropped += lost
+            self._buffer.extendleft(reversed(batch[lost:]))
+
+    async def _write(self) -> bool:
+        """Write the buffer out, batch by batch; False if a batch failed (it is kept)."""
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return True
             try:
-                await self._database.execute_many(
-                    "INSERT INTO logs(created_at, level, logger, message, extra)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    batch,
-                )
-            except StoreError:
-                # Logging about a failed log write would come straight back here.
-                self.dropped += len(batch)
-                return
+                await self._database.execute_many(_INSERT, batch)
+            except IntegrityViolation as exc:
+                # A row the table refuses: trying again cannot help, and it must not hold up
+                # the records behind it. (Logging about it would come straight back here.)
+                self.last_error = str(exc)
+                with self._buffer_lock:
+                    self.dropped += len(batch)
+                continue
+            except StoreError as exc:
+                self.last_error = str(exc)
+                self._put_back(batch)
+                return False
             self.written += len(batch)
+            self.last_error = None
+
+    async def _write_to_file(self, rows: list[_Row]) -> None:
+        """Write ``rows`` through a connection of our own: the database's pool is closed (the
+        service closed before the sink) or its loop stopped. Only into an existing file: a
+        database that is gone is not created anew for a few records. Rows not written go
+        back to the buffer."""
+        if not rows:
+            return
+        path = self._database.path
+        try:
+            if not path.exists():
+                raise FileNotFoundError(f"{path} no longer exists")
+            await run_on_file(path, functools.partial(_insert_rows, rows=rows), readonly=False)
+        except (OSError, sqlite3.Error) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._put_back(rows)
+            return
+        self.written += len(rows)
+        self.last_error = None
+
+    def _take_batch_all(self) -> list[_Row]:
+        with self._buffer_lock:
+            rows = list(self._buffer)
+            self._buffer.clear()
+            return rows
+
+    async def _shutdown(self) -> None:
+        """On the loop: stop the task once it has written what it can, write the rest another
+        way if the pool is closed, and report what could not be written."""
+        self._closing = True
+        self._stop.set()
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await finish(task)
+        else:
+            await self._write()
+        if self._buffer and not self._database.is_open:
+            await self._write_to_file(self._take_batch_all())
+        self._give_up("")
+
+    def _give_up(self, why: str) -> None:
+        """Count what is still buffered as lost and say so."""
+        with self._buffer_lock:
+            self._done = True
+            lost = len(self._buffer)
+            self._buffer.clear()
+            self.dropped += lost
+        if lost:
+            warnings.warn(
+                f"SqlLogSink: {lost} log record(s) could not be written to the logs table of "
+                f"{self._database.name} ({self._database.path}) and are lost"
+                f"{why}: {self.last_error}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     async def aclose(self) -> None:
         """Stop the task after it has written everything still buffered (a batch in flight
-        is never cut short)."""
+        is never cut short). Idempotent."""
+        if not self._close_started:
+            self._close_started = True
+            await self._shutdown()
+        elif self._closing_task is not None:
+            await finish(self._closing_task)
+        super().close()
+
+    def close(self) -> None:
+        """Write out what is buffered, from any thread, without ever blocking the event loop
+        (see the class docstring). Idempotent."""
+        try:
+            if not self._close_started:
+                self._close_started = True
+                self._close_from_any_thread()
+        finally:
+            super().close()
+
+    def _close_from_any_thread(self) -> None:
+        loop = self._loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is loop:
+            # On the loop's own thread, which must not wait: a task finishes the work (kept
+            # referenced; aclose() waits for it).
+            self._closing_task = start_background(
+                self._shutdown(), name="async_store.logsink.close"
+            )
+            return
+        if loop is not None and loop.is_running():
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            except RuntimeError:  # closed in between
+                pass
+            else:
+                try:
+                    future.result(self._close_timeout)
+                except concurrent.futures.TimeoutError:
+                    with self._buffer_lock:
+                        pending = len(self._buffer)
+                    if pending:
+                        warnings.warn(
+                            f"SqlLogSink: the event loop did not write the last {pending} log "
+                            f"record(s) within {self._close_timeout} s; they may be lost",
+                            RuntimeWarning,
+                            stacklevel=3,
+                        )
+                    return
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                else:
+                    return
+        # No loop serves the sink any more (stopped, closed, or never started; interpreter
+        # exit): write from a thread of our own, with a loop of its own, so that a loop that
+        # runs in this thread or that is stopped mid-way is never touched.
         self._closing = True
-        self._wake.set()
-        task = self._task
-        if task is not None:
-            await finish(task)
-            self._task = None
-        else:
-            await self._write()
-        self.close()
+        rows = self._take_batch_all()
+        if rows:
+            failure: list[BaseException] = []
+
+            def write() -> None:
+                try:
+                    asyncio.run(self._write_to_file(rows))
+                except BaseException as exc:
+                    failure.append(exc)
+
+            thread = threading.Thread(target=write, name="async_store.logsink.close", daemon=True)
+            thread.start()
+            thread.join(self._close_timeout)
+            if thread.is_alive():
+                self._done = True
+                warnings.warn(
+                    f"SqlLogSink: the database gave no answer within {self._close_timeout} s; "
+                    f"the last {len(rows)} log record(s) may be lost",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                return
+            if failure:
+                self.last_error = f"{type(failure[0]).__name__}: {failure[0]}"
+                self._put_back(rows)
+        self._give_up(" at close")
+
+
+def _insert_rows(conn: sqlite3.Connection, *, rows: list[_Row]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

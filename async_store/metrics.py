@@ -29,6 +29,8 @@ class LatencySummary:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    sum_ms: float = 0.0
+    """All the durations added up (with ``count``, the mean; Prometheus's ``_sum``)."""
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -37,23 +39,27 @@ class LatencySummary:
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
             "max_ms": self.max_ms,
+            "sum_ms": self.sum_ms,
         }
 
 
 class LatencyHistogram:
     """Durations of one kind of operation."""
 
-    __slots__ = ("_buckets", "_count", "_max")
+    __slots__ = ("_buckets", "_count", "_max", "_sum_ns")
 
     def __init__(self) -> None:
         self._buckets = [0] * _BUCKETS
         self._count = 0
         self._max = 0.0
+        # Whole nanoseconds: integer sums are exact, so merging equals recording in one.
+        self._sum_ns = 0
 
     def record(self, seconds: float) -> None:
         index = 0 if seconds <= _LOWEST else int(math.log10(seconds / _LOWEST) * _PER_DECADE) + 1
         self._buckets[min(index, _BUCKETS - 1)] += 1
         self._count += 1
+        self._sum_ns += round(seconds * 1e9)
         if seconds > self._max:
             self._max = seconds
 
@@ -82,6 +88,7 @@ class LatencyHistogram:
         for index, count in enumerate(other._buckets):
             self._buckets[index] += count
         self._count += other._count
+        self._sum_ns += other._sum_ns
         self._max = max(self._max, other._max)
 
     def summary(self) -> LatencySummary:
@@ -91,6 +98,7 @@ class LatencyHistogram:
             p95_ms=round(self.quantile(0.95) * 1000, 4),
             p99_ms=round(self.quantile(0.99) * 1000, 4),
             max_ms=round(self._max * 1000, 4),
+            sum_ms=round(self._sum_ns / 1e6, 4),
         )
 
 

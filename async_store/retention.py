@@ -12,7 +12,6 @@ from pathlib import Path
 import anyio
 
 from .backup import BackupConfig, BackupManifest
-from .errors import StoreError
 
 __all__ = ["STALE_PARTIAL", "BackupScheduler", "list_backups", "prune", "select_expired"]
 
@@ -101,7 +100,8 @@ class BackupScheduler:
         self.last_error: str | None = None
 
     async def run(self) -> None:
-        """Loop until cancelled (run it in a task group)."""
+        """Loop until cancelled (run it in a task group). No failure of a round ends the loop:
+        only cancellation does."""
         interval = self._config.interval
         if interval is None:
             return
@@ -111,24 +111,37 @@ class BackupScheduler:
 
     async def run_once(self) -> BackupManifest | None:
         """One scheduled round: back up, then prune. Returns the manifest, or None if the
-        backup failed."""
+        backup failed. A failure of any kind (``Exception``) is logged with its traceback,
+        counted, and kept in ``last_error``; cancellation goes through."""
         try:
             manifest = await self._take()
-        except (StoreError, OSError) as exc:
+        except Exception as exc:
             self.failures += 1
             self.total_failures += 1
-            self.last_error = str(exc)
-            log.error("scheduled backup failed (%d in a row): %s", self.failures, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "scheduled backup failed (%d in a row, %d in all); retrying in the next "
+                "interval: %s",
+                self.failures,
+                self.total_failures,
+                self.last_error,
+                exc_info=exc,
+            )
             return None
         self.taken += 1
         self.failures = 0
         self.last_error = None
-        expired = prune(
-            self._root,
-            keep_last=self._config.keep_last,
-            keep_daily=self._config.keep_daily,
-            now=self._clock(),
-        )
-        if expired:
-            log.info("pruned %d old backup(s)", len(expired))
+        try:
+            expired = prune(
+                self._root,
+                keep_last=self._config.keep_last,
+                keep_daily=self._config.keep_daily,
+                now=self._clock(),
+            )
+        except Exception:
+            # The backup is taken; old ones stay until a later round prunes them.
+            log.exception("pruning old backups in %s failed", self._root)
+        else:
+            if expired:
+                log.info("pruned %d old backup(s)", len(expired))
         return manifest

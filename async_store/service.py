@@ -207,7 +207,8 @@ class SqlService:
         """Back up every database (``VACUUM INTO`` from a dedicated connection, verified,
         fsynced) into a new timestamped folder under ``dest`` (default: the configured backup
         folder) and return its manifest. Raises :class:`BackupError`; nothing is left behind
-        on failure. Afterwards each WAL is truncated if no reader holds it."""
+        on failure. Afterwards each WAL is truncated if no reader holds it; what that checkpoint
+        did is the database's ``last_checkpoint`` (and in :meth:`health`)."""
         root = Path(dest) if dest is not None else self._backup_root
         manifest = await create_backup(
             self.databases, root, mode=self._config.mode, event_database=self._events
@@ -215,8 +216,17 @@ class SqlService:
         self._last_backup_at = datetime.now(UTC)
         for database in self.databases:
             if database.statistics().readers_busy == 0:
-                with contextlib.suppress(Exception):
-                    await database.run_on_writer(_truncate_wal)
+                try:
+                    result = await database.checkpoint("TRUNCATE", wait=False, source="backup")
+                except Exception as exc:  # the backup itself is done and verified
+                    log.warning("%s: checkpoint after the backup failed: %s", database.name, exc)
+                else:
+                    if result.busy:
+                        log.info(
+                            "%s: the WAL could not be truncated after the backup: a reader "
+                            "(of this or another process) holds it",
+                            database.name,
+                        )
         return manifest
 
     async def restore(self, backup: str | Path) -> BackupManifest:
@@ -261,6 +271,9 @@ class SqlService:
             last_backup_at=self._last_backup_at,
             backup_interval=self._backup_config.interval,
             backup_failures=self._scheduler.failures,
+            backup_failures_total=self._scheduler.total_failures,
+            backups_taken=self._scheduler.taken,
+            last_backup_error=self._scheduler.last_error,
         )
 
     async def metrics_text(self) -> str:
@@ -311,17 +324,6 @@ class SqlService:
 def _builtin_sets() -> tuple[MigrationSet, MigrationSet]:
     """The shipped sets, read and checked once per process."""
     return MigrationSet.builtin("app_meta"), MigrationSet.builtin("events")
-
-
-def _truncate_wal(conn: sqlite3.Connection) -> None:
-    """Truncate the WAL unless a reader holds it: with busy_timeout 0 a blocked checkpoint
-    gives up at once instead of stalling the writer."""
-    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
 def _copy_from(conn: sqlite3.Connection, *, source: Path) -> None:

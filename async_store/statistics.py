@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Counters", "PoolStatistics"]
+__all__ = ["CheckpointResult", "Counters", "PoolStatistics"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,30 @@ class PoolStatistics:
     """Reads that found no free reader and waited."""
     acquire_timeouts: int
     """Waits that ended in :class:`PoolTimeout`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointResult:
+    """What one ``PRAGMA wal_checkpoint`` reported: WAL frames, and how many were copied back."""
+
+    busy: bool
+    """The checkpoint could not finish: a reader or writer held the WAL it needed."""
+    log_frames: int
+    """Frames in the WAL when it ran (0 when the database is not in WAL mode)."""
+    checkpointed_frames: int
+    """Frames copied back into the database file."""
+    mode: str = "PASSIVE"
+    """``PASSIVE``, ``FULL``, ``RESTART`` or ``TRUNCATE``."""
+    source: str = "health"
+    """Who ran it: ``backup`` (after a backup), ``close``, ``health`` (the probe a health check
+    runs), ``manual`` (``Database.checkpoint()``)."""
+    at: str | None = None
+    """When it ran: ISO-8601 UTC."""
+
+    @property
+    def starved(self) -> bool:
+        """Frames were left behind: a reader holds a snapshot older than the WAL's end."""
+        return self.checkpointed_frames < self.log_frames
 
 
 class Counters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import json
@@ -9,7 +10,9 @@ import math
 import random
 import re
 import shutil
+import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from async_store import BackupConfig, NewEvent, SqlConfig, SqlService
+from async_store import (
+    BackupConfig,
+    DatabaseBusy,
+    IntegrityViolation,
+    NewEvent,
+    SqlConfig,
+    SqlService,
+    StoreError,
+)
+from async_store.cli import main
+from async_store.health import HealthReport, metrics_text
 from async_store.metrics import KINDS, LatencyHistogram, Metrics
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet, StateManager
 from tests.test_backup import wait_until
@@ -37,12 +50,23 @@ def config(tmp_path: Path, mode: Mode) -> SqlConfig:
 # -- Prometheus text -------------------------------------------------------------------------
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+# A label value escapes exactly three characters: backslash, double quote and line feed.
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
 SAMPLE = re.compile(
     rf"^(?P<name>{_NAME})(?P<labels>\{{(?:{_LABEL}(?:,{_LABEL})*)?\}})? (?P<value>\S+)$"
 )
 COMMENT = re.compile(rf"^# (?P<kind>HELP|TYPE) (?P<name>{_NAME})(?: (?P<rest>.*))?$")
 TYPES = {"counter", "gauge", "summary", "histogram", "untyped"}
+HELP_TEXT = re.compile(r"(?:[^\\\n]|\\[\\n])*")
+LABEL_PAIR = re.compile(r'(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\\n]|\\[\\"n])*)"')
+
+
+def labels_of(raw: str) -> dict[str, str]:
+    """``{a="x\\"y"}`` as ``{"a": 'x"y'}``, escapes undone."""
+    return {
+        match["name"]: re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], match["value"])
+        for match in LABEL_PAIR.finditer(raw)
+    }
 
 
 def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
@@ -64,6 +88,7 @@ def parse_prometheus(text: str) -> dict[tuple[str, str], float]:
             assert (name not in finished and name not in typed) or kind == "HELP", line
             if kind == "HELP":
                 assert name not in helped, f"second HELP for {name}"
+                assert HELP_TEXT.fullmatch(comment["rest"] or ""), f"bad escape: {line!r}"
                 helped.add(name)
             else:
                 assert comment["rest"] in TYPES, line
@@ -123,7 +148,12 @@ async def test_a_healthy_service_reports_ok_with_its_facts(tmp_path: Path, mode:
         assert db["synchronous"] == synchronous
         assert db["schema_version"] == (2 if name == "events" else 1)
         assert db["max_page_count"] > db["page_count"] > 0
-        assert db["last_checkpoint"]["checkpointed_frames"] == db["last_checkpoint"]["log_frames"]
+        # No backup and no close yet: the library has run no checkpoint of its own; the probe
+        # the health check ran found the WAL copied back.
+        assert db["last_checkpoint"] is None
+        probe = db["checkpoint_probe"]
+        assert (probe["mode"], probe["source"]) == ("PASSIVE", "health")
+        assert probe["checkpointed_frames"] == probe["log_frames"]
         pool = db["pool"]
         assert pool["database"] == name
         assert pool["readers_total"] == stats[name].readers_total
@@ -215,7 +245,7 @@ async def test_a_reader_starving_checkpoints_is_degraded(tmp_path: Path, mode: M
             report = await sql.health()
         after = await sql.health()
 
-    checkpoint = report.databases["app_meta"].last_checkpoint
+    checkpoint = report.databases["app_meta"].checkpoint_probe
     assert checkpoint is not None
     assert checkpoint.starved
     assert checkpoint.checkpointed_frames < checkpoint.log_frames
@@ -305,8 +335,6 @@ async def test_metrics_text_is_prometheus_text_with_the_latency_quantiles(
 async def test_metrics_text_keeps_large_values_exact(tmp_path: Path) -> None:
     async with SqlService(config(tmp_path, "mvp")) as sql:
         report = await sql.health()
-    from async_store.health import metrics_text
-
     text = metrics_text(dataclasses.replace(report, disk_free_bytes=123_456_789_012))
     assert parse_prometheus(text)[("async_store_disk_free_bytes", "")] == 123_456_789_012
 
@@ -451,3 +479,405 @@ def test_metrics_merge_latencies_and_errors_of_several_parts() -> None:
     assert all(kind in total.latency for kind in KINDS)
     assert total.errors == {"ValueError": 2, "KeyError": 1}
     assert first.latency["read"].count == 1  # the parts are untouched
+
+
+# -- every fact of the report in the Prometheus text -----------------------------------------
+
+Index = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+_DATABASE_FIELDS = {
+    "size_bytes": "database_size_bytes",
+    "wal_bytes": "wal_size_bytes",
+    "page_size": "page_size_bytes",
+    "page_count": "page_count",
+    "freelist_count": "freelist_pages",
+    "max_page_count": "max_page_count",
+    "schema_version": "schema_version",
+}
+_POOL_FIELDS = {
+    "readers_total": "readers_total",
+    "readers_limit": "readers_limit",
+    "readers_busy": "readers_busy",
+    "readers_idle": "readers_idle",
+    "writer_queue_depth": "writer_queue_depth",
+    "batches": "batches_total",
+    "transactions": "transactions_total",
+    "failed_transactions": "failed_transactions_total",
+    "mean_batch_size": "batch_size_mean",
+    "largest_batch": "batch_size_largest",
+    "busy_retries": "busy_retries_total",
+    "acquire_waits": "reader_waits_total",
+    "acquire_timeouts": "reader_timeouts_total",
+}
+_TOP_FIELDS = {
+    "event_position": "event_position",
+    "projector_lag": "projector_lag",
+    "last_backup_age_s": "last_backup_age_seconds",
+    "backup_failures": "backup_failures",
+    "backup_failures_total": "backup_failures_total",
+    "backups_taken": "backups_total",
+    "disk_free_bytes": "disk_free_bytes",
+}
+_QUANTILES = {"p50_ms": "0.5", "p95_ms": "0.95", "p99_ms": "0.99"}
+
+
+def expected_sample(path: tuple[str, ...]) -> tuple[str, dict[str, str], float]:
+    """Where the number at ``path`` of ``to_dict()`` is in the exposition: metric name (without
+    the ``async_store_`` prefix), labels, and the factor from the report's unit to the
+    metric's. A path this does not know fails the test: a new number needs a metric."""
+    match path:
+        case (top,) if top in _TOP_FIELDS:
+            return _TOP_FIELDS[top], {}, 1
+        case ("errors", kind):
+            return "errors_total", {"kind": kind}, 1
+        case ("latency", kind, "count"):
+            return "latency_seconds_count", {"operation": kind}, 1
+        case ("latency", kind, "sum_ms"):
+            return "latency_seconds_sum", {"operation": kind}, 1 / 1000
+        case ("latency", kind, "max_ms"):
+            return "latency_max_seconds", {"operation": kind}, 1 / 1000
+        case ("latency", kind, quantile) if quantile in _QUANTILES:
+            return "latency_seconds", {"operation": kind, "quantile": _QUANTILES[quantile]}, 1e-3
+        case ("databases", db, field) if field in _DATABASE_FIELDS:
+            return _DATABASE_FIELDS[field], {"database": db}, 1
+        case ("databases", db, "schema_versions", migration_set):
+            return "migration_version", {"database": db, "migration_set": migration_set}, 1
+        case ("databases", db, "pool", field) if field in _POOL_FIELDS:
+            return _POOL_FIELDS[field], {"database": db}, 1
+        case ("databases", db, "errors", kind):
+            return "database_errors_total", {"database": db, "kind": kind}, 1
+        case ("databases", db, ("last_checkpoint" | "checkpoint_probe") as which, field):
+            return f"{which}_{field}", {"database": db}, 1
+    raise AssertionError(f"no metric for {'.'.join(path)} of the report")
+
+
+def numbers(data: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """Every number (bools included) in nested dicts, with its path."""
+    if isinstance(data, dict):
+        return [item for key, value in data.items() for item in numbers(value, (*path, key))]
+    if isinstance(data, bool | int | float):
+        return [(path, float(data))]
+    return []
+
+
+def index(text: str) -> Index:
+    for line in text.splitlines():
+        name = line.split()[2] if line.startswith("#") else line.split("{")[0].split(" ")[0]
+        assert name.startswith("async_store_"), line
+    return {
+        (name, frozenset(labels_of(raw).items())): value
+        for (name, raw), value in parse_prometheus(text).items()
+    }
+
+
+def lookup(samples: Index, name: str, labels: dict[str, str]) -> float:
+    key = (f"async_store_{name}", frozenset(labels.items()))
+    assert key in samples, f"{key} is not in the exposition"
+    return samples[key]
+
+
+def timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_metrics_text_holds_every_fact_of_the_report(tmp_path: Path, mode: Mode) -> None:
+    async with SqlService(config(tmp_path, mode)) as sql:
+        await sql.app.execute("INSERT INTO settings(key, value) VALUES ('a', '1')")
+        await sql.event_store.append("s", [NewEvent("Happened", {})])
+        with pytest.raises(StoreError):
+            await sql.app.fetch_all("SELECT * FROM no_such_table")
+        await sql.backup()  # a checkpoint of the library's own, and a backup time
+        async with StateManager(sql) as state:
+            await state.mutate(SettingSet("theme", "dark"))
+            await state.flush()
+            report = await sql.health()
+    # Text facts with the characters label values must escape.
+    report = dataclasses.replace(report, reasons=('degraded: "quoted" \\ and\na new line',))
+
+    text = metrics_text(report)
+    samples = index(text)
+    data = report.to_dict()
+    found = numbers(data)
+    assert len(found) > 60
+    for path, value in found:
+        name, labels, factor = expected_sample(path)
+        assert lookup(samples, name, labels) == pytest.approx(value * factor, rel=1e-9), path
+
+    assert lookup(samples, "status", {}) == {"ok": 0, "degraded": 1, "failing": 2}[report.status]
+    assert lookup(samples, "status_reason_info", {"reason": report.reasons[0]}) == 1
+    assert lookup(samples, "service_info", {"mode": mode}) == 1
+    assert lookup(samples, "checked_timestamp_seconds", {}) == timestamp(data["checked_at"])
+    assert data["last_backup_at"] is not None
+    assert lookup(samples, "last_backup_timestamp_seconds", {}) == pytest.approx(
+        timestamp(data["last_backup_at"])
+    )
+    assert lookup(samples, "projection_error", {}) == 0
+    for name, db in data["databases"].items():
+        info = {
+            "database": name,
+            "path": db["path"],
+            "journal_mode": db["journal_mode"],
+            "synchronous": db["synchronous"],
+        }
+        assert lookup(samples, "database_info", info) == 1
+        for which in ("last_checkpoint", "checkpoint_probe"):
+            checkpoint = db[which]
+            labels = {"database": name, "mode": checkpoint["mode"], "source": checkpoint["source"]}
+            assert lookup(samples, f"{which}_info", labels) == 1
+            assert lookup(samples, f"{which}_timestamp_seconds", {"database": name}) == (
+                pytest.approx(timestamp(checkpoint["at"]))
+            )
+    assert any(kind for kind in data["errors"])  # the failing query is counted
+    for kind in KINDS:
+        # A summary: quantiles, _sum and _count for each operation.
+        assert lookup(samples, "latency_seconds_count", {"operation": kind}) >= 0
+        assert lookup(samples, "latency_seconds_sum", {"operation": kind}) >= 0
+    write = data["latency"]["write"]
+    assert write["sum_ms"] >= write["max_ms"] > 0
+
+
+def test_prometheus_label_values_are_escaped() -> None:
+    raw = '{a="back\\\\slash",b="\\"quoted\\"",c="new\\nline"}'
+    assert labels_of(raw) == {"a": "back\\slash", "b": '"quoted"', "c": "new\nline"}
+    with pytest.raises(AssertionError):
+        parse_prometheus('# HELP a h\n# TYPE a gauge\na{b="bad \\x escape"} 1\n')
+    with pytest.raises(AssertionError):
+        parse_prometheus('# HELP a raw "quote\n# TYPE a gauge\na{b="x"y"} 1\n')
+
+
+# -- what the report covers ------------------------------------------------------------------
+
+
+async def test_a_database_that_cannot_be_queried_is_failing(tmp_path: Path) -> None:
+    async with SqlService(config(tmp_path, "production")) as sql:
+        await sql.events.close()  # as if its pool were gone: nothing can be read from it
+        report = await sql.health()
+    assert report.status == "failing"
+    assert any(r.startswith("failing: events cannot be queried") for r in report.reasons)
+    assert set(report.databases) == {"app_meta"}  # what could be read is still reported
+    samples = parse_prometheus(metrics_text(report))
+    assert samples[("async_store_status", "")] == 2
+
+
+def test_the_health_command_exits_4_when_failing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = str(tmp_path / "data")
+    assert main(["health", "--data", data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+    real = SqlService.health
+
+    async def with_events_gone(self: SqlService) -> HealthReport:
+        await self.events.close()
+        return await real(self)
+
+    monkeypatch.setattr(SqlService, "health", with_events_gone)
+    assert main(["health", "--data", data, "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "failing"
+    assert main(["health", "--data", data]) == 4
+    assert "status: failing" in capsys.readouterr().out
+
+
+async def test_projection_lag_and_error_are_reported(tmp_path: Path) -> None:
+    async with SqlService(config(tmp_path, "mvp")) as sql:
+        await sql.app.execute(
+            "CREATE TRIGGER refuse_kb BEFORE INSERT ON knowledge_bases"
+            " BEGIN SELECT RAISE(ABORT, 'projection refused'); END"
+        )
+        async with StateManager(sql) as state:
+            await state.mutate(KnowledgeBaseAdd(KnowledgeBase(id="kb-1", name="Docs")))
+            await state.mutate(SettingSet("theme", "dark"))
+            with pytest.raises(StoreError, match="projection refused"):
+                await state.flush()
+            stuck = await sql.health()
+
+            await sql.app.execute("DROP TRIGGER refuse_kb")
+            await state.flush()
+            recovered = await sql.health()
+
+    assert stuck.status == "degraded"
+    assert stuck.projector_lag == 2
+    assert stuck.projection_error is not None
+    assert "projection refused" in stuck.projection_error
+    assert any("projection error" in r for r in stuck.reasons), stuck.reasons
+    samples = parse_prometheus(metrics_text(stuck))
+    assert samples[("async_store_projector_lag", "")] == 2
+    assert samples[("async_store_projection_error", "")] == 1
+    assert recovered.status == "ok", recovered.reasons
+    assert (recovered.projector_lag, recovered.projection_error) == (0, None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_backup_sets_its_age_and_the_last_checkpoint(tmp_path: Path, mode: Mode) -> None:
+    async with SqlService(config(tmp_path, mode)) as sql:
+        for i in range(50):
+            await sql.app.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?)", (f"k{i}", json.dumps(i))
+            )
+        before = await sql.health()
+        manifest = await sql.backup()
+        after = await sql.health()
+        databases = sql.databases
+    assert before.last_backup_at is None
+    assert before.last_backup_age_s is None
+    assert after.last_backup_at is not None
+    assert after.last_backup_age_s is not None
+    assert 0 <= after.last_backup_age_s < 60
+    assert manifest.directory.exists()
+    for name, db in after.databases.items():
+        assert before.databases[name].last_checkpoint is None
+        checkpoint = db.last_checkpoint
+        assert checkpoint is not None
+        assert (checkpoint.mode, checkpoint.source, checkpoint.busy) == (
+            "TRUNCATE",
+            "backup",
+            False,
+        )
+        assert checkpoint.at is not None
+        # Right after the backup's copy.
+        assert datetime.fromisoformat(checkpoint.at) >= datetime.fromisoformat(after.last_backup_at)
+        assert db.wal_bytes == 0  # truncated
+        assert db.checkpoint_probe is not None
+        assert db.checkpoint_probe.source == "health"
+    # The checkpoint at close is recorded too.
+    for database in databases:
+        closing = database.last_checkpoint
+        assert closing is not None
+        assert (closing.mode, closing.source, closing.busy) == ("TRUNCATE", "close", False)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_readers_busy_and_idle_while_a_read_holds_a_reader(
+    tmp_path: Path, mode: Mode
+) -> None:
+    async with SqlService(config(tmp_path, mode)) as sql:
+        await sql.app.fetch_val("SELECT 1")  # a reader is open
+        async with sql.app.read() as snapshot:
+            await snapshot.fetch_val("SELECT count(*) FROM settings")
+            held = (await sql.health()).databases["app_meta"].pool
+        released = (await sql.health()).databases["app_meta"].pool
+    assert held.readers_busy == 1
+    assert held.readers_idle == held.readers_total - 1
+    assert released.readers_busy == 0
+    assert released.readers_idle == released.readers_total >= 1
+
+
+async def test_writer_queue_depth_while_the_writer_is_held(tmp_path: Path) -> None:
+    async with SqlService(config(tmp_path, "mvp")) as sql:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_writer() -> None:
+            async with sql.app.transaction() as tx:
+                await tx.execute("INSERT INTO settings(key, value) VALUES ('held', '1')")
+                entered.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_writer())
+        await entered.wait()
+        writes = [
+            asyncio.create_task(
+                sql.app.execute("INSERT INTO settings(key, value) VALUES (?, '1')", (f"q{i}",))
+            )
+            for i in range(3)
+        ]
+        await wait_until(lambda: sql.app.statistics().writer_queue_depth == 3)
+        # The report's own job on the writer waits too; its statistics are those of the
+        # moment it was asked for.
+        health = asyncio.create_task(sql.health())
+        await wait_until(lambda: sql.app.statistics().writer_queue_depth == 4)
+        release.set()
+        await holder
+        await asyncio.gather(*writes)
+        report = await health
+        after = await sql.health()
+    assert report.databases["app_meta"].pool.writer_queue_depth == 3
+    assert after.databases["app_meta"].pool.writer_queue_depth == 0
+
+
+async def test_batch_sizes_after_concurrent_writes(tmp_path: Path) -> None:
+    async with SqlService(config(tmp_path, "mvp")) as sql:
+        before = (await sql.health()).databases["app_meta"].pool
+        await asyncio.gather(
+            *(
+                sql.app.execute("INSERT INTO settings(key, value) VALUES (?, '1')", (f"k{i}",))
+                for i in range(50)
+            )
+        )
+        after = (await sql.health()).databases["app_meta"].pool
+    batches = after.batches - before.batches
+    assert after.transactions - before.transactions == 50
+    assert 1 <= batches < 50  # queued writes shared commits
+    assert after.largest_batch > 1
+    assert after.mean_batch_size == pytest.approx(
+        (after.transactions + after.failed_transactions) / after.batches
+    )
+    assert after.mean_batch_size > before.mean_batch_size
+
+
+_HOLD_THE_WRITE_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+async def test_busy_retries_and_errors_by_kind_when_another_process_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    options = {"busy_timeout": 0.05, "busy_retries": 2, "busy_backoff": 0.01}
+    cfg = SqlConfig.in_directory(tmp_path / "data", mvp=True, **options)
+    async with SqlService(cfg) as sql:
+        other = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _HOLD_THE_WRITE_LOCK,
+            str(sql.app.path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert other.stdin is not None
+        assert other.stdout is not None
+        try:
+            assert await other.stdout.readline() == b"locked\n"
+            with pytest.raises(DatabaseBusy):
+                await sql.app.execute("INSERT INTO settings(key, value) VALUES ('x', '1')")
+        finally:
+            other.stdin.close()
+            await other.wait()
+        await sql.app.execute("INSERT INTO settings(key, value) VALUES ('x', '1')")
+        report = await sql.health()
+    pool = report.databases["app_meta"].pool
+    assert pool.busy_retries == 2
+    assert report.databases["app_meta"].errors == {"DatabaseBusy": 1}
+    assert report.errors == {"DatabaseBusy": 1}
+    samples = parse_prometheus(metrics_text(report))
+    assert samples[("async_store_busy_retries_total", '{database="app_meta"}')] == 2
+    assert samples[("async_store_errors_total", '{kind="DatabaseBusy"}')] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_errors_by_kind_after_failing_queries(tmp_path: Path, mode: Mode) -> None:
+    async with SqlService(config(tmp_path, mode)) as sql:
+        await sql.app.execute("INSERT INTO settings(key, value) VALUES ('a', '1')")
+        with pytest.raises(StoreError) as read_error:
+            await sql.app.fetch_all("SELECT * FROM no_such_table")
+        for _ in range(2):
+            with pytest.raises(IntegrityViolation) as write_error:
+                await sql.app.execute("INSERT INTO settings(key, value) VALUES ('a', '2')")
+        report = await sql.health()
+    expected = {type(read_error.value).__name__: 1, type(write_error.value).__name__: 2}
+    assert report.databases["app_meta"].errors == expected
+    assert report.errors == expected
+    if mode == "production":
+        assert report.databases["events"].errors == {}
+    samples = parse_prometheus(metrics_text(report))
+    for kind, count in expected.items():
+        labels = f'{{database="app_meta",kind="{kind}"}}'
+        assert samples[("async_store_database_errors_total", labels)] == count
+        assert samples[("async_store_errors_total", f'{{kind="{kind}"}}')] == count

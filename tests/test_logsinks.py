@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +280,187 @@ async def test_sql_sink_aclose_loses_nothing_while_the_writer_is_busy(
     logger.removeHandler(sink)
     assert await logged_messages(sql, logger) == [f"record {i}" for i in range(100)]
     assert (sink.written, sink.dropped) == (100, 0)
+
+
+# -- closing without aclose(), and failing writes ---------------------------------------------
+
+
+def log_records(logger: logging.Logger, count: int, start: int = 0) -> None:
+    for i in range(start, start + count):
+        logger.info("record %d", i)
+
+
+def expected(count: int, start: int = 0) -> list[str]:
+    return [f"record {i}" for i in range(start, start + count)]
+
+
+async def test_sql_sink_logging_shutdown_from_another_thread_writes_everything(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=1_000, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    log_records(logger, 100)
+    # What an atexit hook or a shutdown thread does: logging.shutdown() holds the handler's
+    # lock and calls close(); the loop writes meanwhile.
+    await asyncio.to_thread(logging.shutdown, [weakref.ref(sink)])
+    assert await logged_messages(sql, logger) == expected(100)
+    assert (sink.written, sink.dropped) == (100, 0)
+    await sink.aclose()  # idempotent after close()
+    logger.removeHandler(sink)
+
+
+async def test_sql_sink_close_on_the_loop_thread_leaves_the_writing_to_a_task(
+    sql: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(sql.app, batch_size=1_000, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    log_records(logger, 100)
+    # What dictConfig() called from a coroutine does: close() on the loop's own thread. It
+    # must not block the loop; the records are written right after.
+    logging.shutdown([weakref.ref(sink)])
+    log_records(logger, 5, start=100)  # logged while the close is under way: kept too
+    await wait_until(lambda: sink.written >= 105)
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert await logged_messages(sql, logger) == expected(105)
+    assert sink.dropped == 0
+
+
+async def test_sql_sink_closed_after_the_service_writes_through_a_connection_of_its_own(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    service = SqlService(SqlConfig.in_directory(tmp_path / "data"))
+    await service.start()
+    sink = SqlLogSink(service.app, batch_size=1_000, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    log_records(logger, 40)
+    await service.close()  # the wrong order, but a common one
+    await sink.aclose()
+    logger.removeHandler(sink)
+    assert (sink.written, sink.dropped) == (40, 0)
+    assert read_logs(tmp_path / "data" / "app_meta.db", logger) == expected(40)
+
+
+def read_logs(path: Path, logger: logging.Logger) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT message FROM logs WHERE logger = ? ORDER BY id", (logger.name,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [row[0] for row in rows]
+
+
+def test_sql_sink_closed_by_logging_shutdown_after_the_loop_ended(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    async def run_the_application() -> SqlLogSink:
+        async with SqlService(SqlConfig.in_directory(tmp_path / "data")) as service:
+            sink = SqlLogSink(service.app, batch_size=1_000, flush_interval=60)
+            await sink.start()
+            logger.addHandler(sink)
+            log_records(logger, 60)
+        return sink  # the service is closed and the loop ends: the sink task is cancelled
+
+    sink = asyncio.run(run_the_application())
+    log_records(logger, 3, start=60)  # after the loop: buffered, written at close
+    # What the interpreter runs at exit.
+    logging.shutdown([weakref.ref(sink)])
+    logger.removeHandler(sink)
+    assert (sink.written, sink.dropped) == (63, 0)
+    assert read_logs(tmp_path / "data" / "app_meta.db", logger) == expected(63)
+
+
+@contextlib.contextmanager
+def write_lock_held(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the database's write lock (as another process would)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def impatient(tmp_path: Path) -> AsyncIterator[SqlService]:
+    """A service that gives up on a locked database in a few tens of milliseconds."""
+    config = SqlConfig.in_directory(
+        tmp_path / "data", busy_timeout=0.02, busy_retries=1, busy_backoff=0.01
+    )
+    async with SqlService(config) as service:
+        yield service
+
+
+async def test_sql_sink_a_failed_write_loses_nothing_once_the_database_recovers(
+    impatient: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(impatient.app, batch_size=10, flush_interval=0.02)
+    await sink.start()
+    logger.addHandler(sink)
+    try:
+        with write_lock_held(impatient.app.path):
+            log_records(logger, 30)
+            await wait_until(lambda: sink.last_error is not None)
+            log_records(logger, 20, start=30)
+            await asyncio.sleep(0.1)  # a few more failed attempts
+            assert sink.written == 0
+        await wait_until(lambda: sink.written >= 50)
+        assert sink.last_error is None
+    finally:
+        await sink.aclose()
+        logger.removeHandler(sink)
+    assert await logged_messages(impatient, logger) == expected(50)
+    assert sink.dropped == 0
+
+
+async def test_sql_sink_keeps_at_most_max_buffered_while_writes_fail(
+    impatient: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(impatient.app, batch_size=10, flush_interval=0.02, max_buffered=20)
+    await sink.start()
+    logger.addHandler(sink)
+    try:
+        with write_lock_held(impatient.app.path):
+            log_records(logger, 10)
+            await wait_until(lambda: sink.last_error is not None)
+            for i in range(10, 200, 10):
+                log_records(logger, 10, start=i)
+                await asyncio.sleep(0.01)
+                assert len(sink._buffer) <= 20
+        await wait_until(lambda: sink.written + sink.dropped >= 200)
+    finally:
+        await sink.aclose()
+        logger.removeHandler(sink)
+    messages = await logged_messages(impatient, logger)
+    assert len(messages) == sink.written <= 20 + 10  # the buffer, and a batch in flight
+    assert sink.written + sink.dropped == 200
+    numbers = [int(message.split()[1]) for message in messages]
+    assert numbers == sorted(numbers)
+    # The newest max_buffered records are all kept (older ones were dropped, oldest first,
+    # save a batch that was in flight when the database came back).
+    assert messages[-20:] == expected(20, start=180)
+
+
+async def test_sql_sink_says_so_when_it_cannot_write_at_close(
+    impatient: SqlService, logger: logging.Logger
+) -> None:
+    sink = SqlLogSink(impatient.app, batch_size=1_000, flush_interval=60)
+    await sink.start()
+    logger.addHandler(sink)
+    log_records(logger, 7)
+    with (
+        write_lock_held(impatient.app.path),
+        pytest.warns(RuntimeWarning, match="7 log record.* could not be written"),
+    ):
+        await sink.aclose()
+    assert (sink.written, sink.dropped) == (0, 7)
+    log_records(logger, 1)  # after close: counted, not kept
+    logger.removeHandler(sink)
+    assert sink.dropped == 8
+    assert await logged_messages(impatient, logger) == []
