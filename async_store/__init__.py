@@ -22,10 +22,10 @@ entities and deltas live in ``async_store.state``.
 
 from ._connection import Row
 from ._queries import Parameters
-from .backup import BackupConfig, BackupFile, BackupManifest, create_backup, verify_backup
+from .backup import BackupConfig, BackupFile, BackupManifest, verify_backup
 from .chunking import split_text
 from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
-from .database import Database, ReadSnapshot, Transaction
+from .database import CheckpointMode, Database, ReadSnapshot, Transaction
 from .errors import (
     BackupError,
     CannotOpen,
@@ -72,19 +72,10 @@ from .events import (
     StreamState,
     VerificationReport,
 )
-from .health import CheckpointResult, DatabaseHealth, HealthReport, collect, metrics_text
-from .logsinks import JsonlSink, SqlLogSink, record_to_dict
+from .health import CheckpointResult, DatabaseHealth, HealthReport
+from .logsinks import JsonlSink, SqlLogSink
 from .metrics import KINDS, LatencyHistogram, LatencySummary, Metrics
-from .migrations import (
-    BUILTIN_SETS,
-    Migration,
-    MigrationSet,
-    MigrationStatus,
-    apply_migrations,
-    migration_status,
-    refuse_foreign_file,
-    split_statements,
-)
+from .migrations import Migration, MigrationSet, MigrationStatus, migration_status
 from .repositories import (
     Catalog,
     Chunk,
@@ -100,10 +91,10 @@ from .repositories import (
     estimate_tokens,
 )
 from .restore import restore_offline
-from .retention import STALE_PARTIAL, BackupScheduler, list_backups, prune, select_expired
-from .service import Component, SqlService
+from .retention import BackupScheduler, list_backups
+from .service import SqlService
 from .state import AppState, StateDelta, StateManager, StateManagerFull
-from .statistics import Counters, PoolStatistics
+from .statistics import PoolStatistics
 
 __version__ = "0.1.0"
 
@@ -111,7 +102,6 @@ __all__ = [
     "ANY",
     "AppState",
     "AppendResult",
-    "BUILTIN_SETS",
     "BackupConfig",
     "BackupError",
     "BackupFile",
@@ -120,13 +110,12 @@ __all__ = [
     "CannotOpen",
     "Catalog",
     "CheckViolation",
+    "CheckpointMode",
     "CheckpointResult",
     "Chunk",
     "ChunkInput",
-    "Component",
     "ConcurrencyError",
     "ConfigError",
-    "Counters",
     "Database",
     "DatabaseBusy",
     "DatabaseConfig",
@@ -179,7 +168,6 @@ __all__ = [
     "RecordedEvent",
     "Row",
     "RunStatus",
-    "STALE_PARTIAL",
     "STREAM_EXISTS",
     "Snapshot",
     "SqlConfig",
@@ -196,20 +184,11 @@ __all__ = [
     "UniqueViolation",
     "VerificationReport",
     "__version__",
-    "apply_migrations",
-    "collect",
     "content_hash",
-    "create_backup",
     "estimate_tokens",
     "list_backups",
-    "metrics_text",
     "migration_status",
-    "prune",
-    "record_to_dict",
-    "refuse_foreign_file",
     "restore_offline",
-    "select_expired",
-    "split_statements",
     "split_text",
     "verify_backup",
 ]

@@ -35,7 +35,6 @@ __all__ = [
     "BackupConfig",
     "BackupFile",
     "BackupManifest",
-    "create_backup",
     "verify_backup",
 ]
 

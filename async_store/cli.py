@@ -20,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._migration_sets import BUILTIN_SETS
 from .backup import BackupManifest, verify_backup
 from .config import ENV_PREFIX, SqlConfig
 from .demo import DEFAULT_DATA, run_demo
 from .errors import StoreError
-from .migrations import BUILTIN_SETS
 from .restore import restore_offline
 from .service import SqlService
 

@@ -30,7 +30,7 @@ from .errors import StoreError
 from .metrics import KINDS, LatencySummary, Metrics
 from .statistics import CheckpointResult, PoolStatistics
 
-__all__ = ["CheckpointResult", "DatabaseHealth", "HealthReport", "collect", "metrics_text"]
+__all__ = ["CheckpointResult", "DatabaseHealth", "HealthReport"]
 
 Status = Literal["ok", "degraded", "failing"]
 

@@ -31,7 +31,7 @@ from ._tasks import start_background
 from .database import Database
 from .errors import IntegrityViolation, StoreError
 
-__all__ = ["JsonlSink", "SqlLogSink", "record_to_dict"]
+__all__ = ["JsonlSink", "SqlLogSink"]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

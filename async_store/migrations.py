@@ -36,26 +36,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ._foreign_files import foreign_reason, refuse_foreign_file
+from ._foreign_files import foreign_reason
 from ._migration_record import CREATE_TABLE, applied_rows
-from ._migration_sets import BUILTIN_SETS, Migration, MigrationSet, split_statements
 from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
+from ._migration_sets import Migration, MigrationSet
 from ._migration_sets import normalize as normalize
 from ._writer_thread import begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate
 from .statistics import Counters
 
-__all__ = [
-    "BUILTIN_SETS",
-    "Migration",
-    "MigrationSet",
-    "MigrationStatus",
-    "apply_migrations",
-    "migration_status",
-    "refuse_foreign_file",
-    "split_statements",
-]
+__all__ = ["Migration", "MigrationSet", "MigrationStatus", "migration_status"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import anyio
 
 from .backup import BackupConfig, BackupManifest
 
-__all__ = ["STALE_PARTIAL", "BackupScheduler", "list_backups", "prune", "select_expired"]
+__all__ = ["BackupScheduler", "list_backups"]
 
 log = logging.getLogger("async_store.backup")
 

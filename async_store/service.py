@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 
+from ._foreign_files import refuse_foreign_file
 from ._shield import finish
 from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
@@ -27,11 +28,10 @@ from .migrations import (
     MigrationStatus,
     apply_migrations,
     migration_status,
-    refuse_foreign_file,
 )
 from .retention import BackupScheduler, list_backups
 
-__all__ = ["Component", "SqlService"]
+__all__ = ["SqlService"]
 
 log = logging.getLogger("async_store.service")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CheckpointResult", "Counters", "PoolStatistics"]
+__all__ = ["CheckpointResult", "PoolStatistics"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from async_store.migrations import MigrationSet, split_statements
+from async_store._migration_sets import split_statements
+from async_store.migrations import MigrationSet
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 SETS = ("app_meta", "events")
