@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._backup_contents import check_layout, record_problem
 from ._connection import create_private_dirs, open_connection, run_on_file
+from ._migration_sets import MigrationSet
 from ._shield import finish
 from .database import Database
 from .errors import BackupError, ConfigError
@@ -449,14 +451,22 @@ def _database_bytes(path: Path) -> int:
 # -- verifying -------------------------------------------------------------------------------
 
 
-async def verify_backup(directory: Path) -> BackupManifest:
-    """Check a backup against its manifest: every file present, of the recorded size and
-    sha256, passing ``integrity_check`` and ``foreign_key_check``, at the recorded schema
-    versions. Raises :class:`BackupError` naming what is wrong."""
+async def verify_backup(
+    directory: Path, *, migration_sets: Sequence[MigrationSet] | None = None
+) -> BackupManifest:
+    """Check a backup against its manifest and this code: every file present, of the recorded
+    size and sha256, passing ``integrity_check`` and ``foreign_key_check``, at the recorded
+    schema versions and ``user_version``; the databases those of the manifest's mode, each
+    holding this library's migration record (the built-in sets with the checksums this code
+    ships, none newer than this code). ``migration_sets``: the application's own sets; given,
+    a set of the backup outside them and the built-in ones is refused (``None``: sets that are
+    not built in are only checked for gaps). Raises :class:`BackupError` naming the file and
+    what is wrong."""
     directory = Path(directory)
     if directory.name.endswith(".partial"):
         raise BackupError(f"{directory}: an unfinished backup (.partial) cannot be used")
     manifest = BackupManifest.read(directory)
+    check_layout(directory / MANIFEST, manifest.mode, [item.database for item in manifest.files])
     for item in manifest.files:
         path = directory / item.name
         if path.is_symlink():
@@ -467,24 +477,37 @@ async def verify_backup(directory: Path) -> BackupManifest:
             raise BackupError(
                 f"{path}: {path.stat().st_size} bytes, the manifest says {item.size_bytes}"
             )
-        problem = await run_on_file(
-            path, functools.partial(_verify_file, path=path, item=item), readonly=True
+        check = functools.partial(
+            _verify_file, path=path, item=item, mode=manifest.mode, migration_sets=migration_sets
         )
+        problem = await run_on_file(path, check, readonly=True)
         if problem:
             raise BackupError(f"{path}: {problem}")
     return manifest
 
 
-def _verify_file(conn: sqlite3.Connection, *, path: Path, item: BackupFile) -> str:
+def _verify_file(
+    conn: sqlite3.Connection,
+    *,
+    path: Path,
+    item: BackupFile,
+    mode: str,
+    migration_sets: Sequence[MigrationSet] | None,
+) -> str:
     if _hash_file(path)[0] != item.sha256:
         return "sha256 does not match the manifest (the file changed since the backup)"
     try:
-        problems = _check_copy(conn)
+        problems = _check_copy(conn) or record_problem(
+            conn, mode=mode, database=item.database, migration_sets=migration_sets
+        )
+        if problems:
+            return problems
         versions = _schema_versions(conn)
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         return f"not a readable SQLite database: {exc}"
-    if problems:
-        return problems
     if versions != item.schema_versions:
         return f"schema versions {versions} differ from the manifest's {item.schema_versions}"
+    if user_version != item.user_version:
+        return f"user_version {user_version} differs from the manifest's {item.user_version}"
     return ""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -77,6 +77,31 @@ async def apply_migrations(
     ``track_user_version`` names the set whose version ``PRAGMA user_version`` follows.
     Raises :class:`MigrationError`; a failing migration leaves the database as it was.
     """
+    job = migration_job(
+        database,
+        sets,
+        track_user_version=track_user_version,
+        target=target,
+        target_set=target_set,
+    )
+    try:
+        return await database.run_on_writer(job)
+    except MigrationError:
+        raise
+    except StoreError as exc:
+        raise MigrationError(f"{database.name}: migrations could not run: {exc}") from exc
+
+
+def migration_job(
+    database: Database,
+    sets: Iterable[MigrationSet],
+    *,
+    track_user_version: str | None,
+    target: int | None = None,
+    target_set: str | None = None,
+) -> Callable[[sqlite3.Connection], list[str]]:
+    """What :func:`apply_migrations` runs on the writer's thread, as a function of the
+    writer's connection, for a caller that already holds the writer (a restore)."""
     sets = list(sets)
     if target_set is not None and target_set not in {s.name for s in sets}:
         raise MigrationError(f"{database.name}: no migration set {target_set!r} on this database")
@@ -107,12 +132,7 @@ async def apply_migrations(
             )
         return done
 
-    try:
-        return await database.run_on_writer(run)
-    except MigrationError:
-        raise
-    except StoreError as exc:
-        raise MigrationError(f"{database.name}: migrations could not run: {exc}") from exc
+    return run
 
 
 async def migration_status(

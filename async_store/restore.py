@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ._backup_contents import MODE_DATABASES, check_target
 from ._connection import run_on_file
+from ._migration_sets import MigrationSet
 from .backup import CHUNK, BackupFile, fsync_path, make_private_dir, verify_backup
 from .errors import BackupError
 
@@ -18,17 +20,31 @@ __all__ = ["restore_offline"]
 
 
 async def restore_offline(
-    backup: Path, targets: dict[str, Path], *, progress: Callable[[int, int], None] | None = None
+    backup: Path,
+    targets: dict[str, Path],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    migration_sets: Sequence[MigrationSet] | None = None,
 ) -> Path:
-    """Replace the database files ``targets`` (database name → live path) with the verified
-    copies in ``backup``. Refuses (:class:`BackupError`, nothing replaced) if the backup does
-    not verify, lacks one of the databases, or any process has a live file open. The replaced
-    files are kept in a ``replaced-<time>/`` folder beside them; returns that folder."""
-    manifest = await verify_backup(backup)
+    """Replace the database files ``targets`` (database name → live path: ``app_meta`` alone
+    in MVP mode, ``app_meta`` and ``events`` in production mode) with the verified copies in
+    ``backup``. Refuses (:class:`BackupError`, nothing replaced) if the backup does not verify
+    (see :func:`verify_backup`; ``migration_sets`` are the application's own sets), is not
+    one of this library's, was taken in the other mode, or any process has a live file open.
+    The replaced files are kept in a ``replaced-<time>/`` folder beside them; returns that
+    folder."""
+    target_mode = next(
+        (mode for mode, names in MODE_DATABASES.items() if sorted(names) == sorted(targets)),
+        None,
+    )
+    if target_mode is None:
+        raise BackupError(
+            f"cannot restore into {', '.join(targets) or 'no database'}: the targets are "
+            "app_meta (MVP mode) or app_meta and events (production mode)"
+        )
+    manifest = await verify_backup(backup, migration_sets=migration_sets)
+    check_target(Path(backup), manifest.mode, target_mode, targets)
     by_database = {item.database: item for item in manifest.files}
-    missing = sorted(set(targets) - set(by_database))
-    if missing:
-        raise BackupError(f"{backup}: holds no copy of {', '.join(missing)}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     aside = next(iter(targets.values())).parent / f"replaced-{stamp}"
     total = sum(by_database[name].size_bytes for name in targets)

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,18 +15,21 @@ from typing import Protocol
 
 import anyio
 
+from ._backup_contents import check_target
 from ._foreign_files import refuse_foreign_file
 from ._shield import finish
+from ._writer_pause import run_paused
 from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
 from .database import Database
-from .errors import BackupError, MigrationError, PoolClosed
+from .errors import MigrationError, PoolClosed
 from .events import EventStore
 from .health import HealthReport, collect, metrics_text
 from .migrations import (
     MigrationSet,
     MigrationStatus,
     apply_migrations,
+    migration_job,
     migration_status,
 )
 from .retention import BackupScheduler, list_backups
@@ -230,23 +233,50 @@ class SqlService:
         return manifest
 
     async def restore(self, backup: str | Path) -> BackupManifest:
-        """Online restore: copy a verified backup into the live databases through SQLite's
-        backup API, on each writer's thread with writes paused, then apply any migration the
-        backup lacks. Readers see the restored data once it is complete. A state manager on
-        this service must be restarted afterwards (its state is from before)."""
-        manifest = await verify_backup(Path(backup))
+        """Online restore: replace the live databases with a backup while the service runs.
+
+        Everything is checked before anything is replaced: the backup must verify against
+        its manifest (:func:`~async_store.backup.verify_backup`), hold databases of this
+        library (the built-in migration record, with the checksums this code ships, and no
+        migration set this service does not know), at versions no newer than this code, and
+        be of this service's mode (an MVP backup has no events file to restore; a production
+        backup's event log has no place in an MVP file). Otherwise :class:`BackupError` is
+        raised and nothing is replaced.
+
+        Writes to every database are then paused together, for the whole restore: each
+        writer finishes the transactions queued before the restore, then waits while SQLite's
+        backup API copies the backup over its database and any migration the backup lacks is
+        applied, and all writers go on together once every database is restored. Writes
+        queued meanwhile wait and then run on the restored data, in order. So app_meta and
+        events never receive a write between their two copies. A ``transaction()`` open on
+        one database that waits for a write to the other delays the restore rather than
+        deadlocking it: the writer held first is let go until the other can be held. Readers
+        see each database's restored data once its copy commits; a read snapshot opened
+        before keeps what it saw.
+
+        No copy of the replaced data is kept: take a backup first if it may be needed. A
+        state manager on this service must be restarted afterwards (its state is from
+        before). Raises :class:`BackupError`; :class:`PoolClosed` when the service is closed;
+        a failure while copying (a full disk) is raised as the :class:`StoreError` SQLite's
+        error maps to."""
+        directory = Path(backup)
+        manifest = await verify_backup(directory, migration_sets=self._migration_sets)
+        check_target(
+            directory, manifest.mode, self._config.mode, [db.name for db in self.databases]
+        )
         by_database = {item.database: item for item in manifest.files}
-        missing = [db.name for db in self.databases if db.name not in by_database]
-        if missing:
-            raise BackupError(f"{backup}: holds no copy of {', '.join(missing)}")
+        migrations = {
+            database: migration_job(database, sets, track_user_version=tracked)
+            for database, sets, tracked in self._migration_plan()
+        }
+        works = []
         for database in self.databases:
-            source = Path(backup) / by_database[database.name].name
-            if database is self._events:
-                # Right before the copy is queued: appends planned from what the store knew
-                # of the old log and written after the copy are then made the careful way.
-                self._event_store._forget_versions()
-            await database.run_on_writer(functools.partial(_copy_from, source=source))
-        await self._migrate()
+            source = directory / by_database[database.name].name
+            job = migrations.get(database) if self._auto_migrate else None
+            works.append((database, functools.partial(_restore_into, source=source, migrate=job)))
+        # Once every writer is held: appends planned from what the store knew of the old log
+        # and written after the copy are then made the careful way.
+        await run_paused(works, before=self._event_store._forget_versions)
         return manifest
 
     def attach(self, component: Component) -> None:
@@ -326,10 +356,18 @@ def _builtin_sets() -> tuple[MigrationSet, MigrationSet]:
     return MigrationSet.builtin("app_meta"), MigrationSet.builtin("events")
 
 
-def _copy_from(conn: sqlite3.Connection, *, source: Path) -> None:
-    """Runs on a writer's thread: the backup API copies ``source`` over the live database."""
+def _restore_into(
+    conn: sqlite3.Connection,
+    *,
+    source: Path,
+    migrate: Callable[[sqlite3.Connection], list[str]] | None,
+) -> None:
+    """Runs on a writer's thread, the writer held: the backup API copies ``source`` over the
+    live database, then ``migrate`` brings it to this code's schema."""
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
         src.backup(conn)
     finally:
         src.close()
+    if migrate is not None:
+        migrate(conn)

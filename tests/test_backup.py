@@ -521,7 +521,9 @@ def _broken_page(path: Path, like: Path) -> None:
     ("swap", "message"),
     [
         pytest.param(_random_bytes, "not a readable SQLite database", id="random-bytes"),
-        pytest.param(_other_database, "schema versions", id="another-sqlite-database"),
+        pytest.param(
+            _other_database, "not a database of async_store", id="another-sqlite-database"
+        ),
         pytest.param(_broken_page, "integrity_check|malformed", id="broken-b-tree-page"),
     ],
 )
