@@ -55,6 +55,7 @@ from .errors import (
     QueryError,
     ReadOnlyQuery,
     StateManagerClosed,
+    StateManagerFull,
     StoreError,
     UniqueViolation,
 )
@@ -94,7 +95,7 @@ from .repositories import (
 from .restore import restore_offline
 from .retention import BackupScheduler, list_backups
 from .service import SqlService
-from .state import AppState, StateDelta, StateManager, StateManagerFull
+from .state import AppState, StateDelta, StateManager
 from .statistics import PoolStatistics
 
 __version__ = "0.1.0"

@@ -32,7 +32,7 @@ Every error is a :class:`StoreError`; ``sqlite3`` exceptions never leak out of t
     │   ├── EntityNotFound                    an Update/Remove (or a reference) to a missing id
     │   └── EntityInUse                       a Remove of an entity others still refer to
     ├── StateManagerClosed                    the state manager is closed or its consumer died
-    ├── StateManagerFull                      mutate_nowait() found the queue full (in .state)
+    ├── StateManagerFull                      mutate_nowait() found the queue full
     └── BackupError                           a backup or restore failed; nothing was replaced
 
 :func:`translate` maps a ``sqlite3`` exception to this tree: the most specific match wins,
@@ -71,6 +71,7 @@ __all__ = [
     "QueryError",
     "ReadOnlyQuery",
     "StateManagerClosed",
+    "StateManagerFull",
     "StoreError",
     "UniqueViolation",
 ]
@@ -189,6 +190,10 @@ class EntityInUse(InvalidDelta):
 
 class StateManagerClosed(StoreError):
     """The state manager is closed, or its consumer stopped; see ``__cause__``."""
+
+
+class StateManagerFull(StoreError):
+    """``StateManager.mutate_nowait`` found the queue full."""
 
 
 class BackupError(StoreError):

@@ -33,6 +33,7 @@ from ..errors import (
     ConfigError,
     InvalidDelta,
     StateManagerClosed,
+    StateManagerFull,
     StoreError,
 )
 from ..events import EventStore
@@ -71,10 +72,6 @@ class Storage(Protocol):
     def attach(self, component: Any) -> None: ...
 
     def detach(self, component: Any) -> None: ...
-
-
-class StateManagerFull(StoreError):
-    """``mutate_nowait`` found the queue full."""
 
 
 class StateManager:
