@@ -3,7 +3,8 @@
 Dependencies point one way (nothing lower imports anything higher):
 
     errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
-      → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs
+      → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs,
+        _backup_manifest
         → _readers, _writer_thread, _queries, _foreign_files, _backup_contents, _health_report
           → _writer, _scopes, _exposition
             → database, _event_log → _appends
