@@ -6,6 +6,11 @@ A backup is a folder ``backup-<UTC time>/`` holding one file per database and ``
 version equal to the source's) and fsynced, then renamed into place: a folder without
 ``.partial`` is always complete. The copies are made from a dedicated connection, so the writer
 never waits for a backup.
+
+This module holds where and how often backups are taken (:class:`BackupConfig`), makes them
+(``create_backup``) and verifies them (:func:`verify_backup`). The manifest's types and its
+reading live in ``_backup_manifest``, re-exported here; what a backup must hold to be restored,
+in ``_backup_contents``.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ._backup_contents import check_layout, record_problem
+from ._backup_manifest import MANIFEST as MANIFEST
+from ._backup_manifest import BackupFile, BackupManifest
 from ._connection import create_private_dirs, open_connection, run_on_file
 from ._migration_sets import MigrationSet
 from ._shield import finish
@@ -42,12 +49,10 @@ __all__ = [
 
 log = logging.getLogger("async_store.backup")
 
-MANIFEST = "manifest.json"
 BACKUP_NICE = 10
 """Nice value of the thread that copies, checks and hashes a backup (Linux)."""
 BACKUP_CACHE_KIB = 1024
 """Page cache of the connection that makes the copy."""
-FORMAT = 1
 CHUNK = 1024 * 1024
 HASH_CHUNK = 8 * CHUNK
 """Bytes read per step when hashing a copy: the hashing thread takes the GIL once per step."""
@@ -74,112 +79,6 @@ class BackupConfig:
             raise ConfigError(f"backup interval must be > 0 seconds, not {self.interval}")
         if self.keep_last < 1 or self.keep_daily < 0:
             raise ConfigError("keep_last must be >= 1 and keep_daily >= 0")
-
-
-@dataclass(frozen=True)
-class BackupFile:
-    """One database's copy in a backup."""
-
-    name: str
-    """File name inside the backup folder (``app_meta.db``)."""
-    database: str
-    """The database it copies (``app_meta`` or ``events``)."""
-    size_bytes: int
-    sha256: str
-    user_version: int
-    schema_versions: dict[str, int]
-    """Migration set → newest applied version, from ``schema_migrations``."""
-
-
-@dataclass(frozen=True)
-class BackupManifest:
-    """What a backup holds; ``files`` has one verified copy per database."""
-
-    directory: Path
-    created_at: str
-    mode: str
-    files: tuple[BackupFile, ...]
-    event_position: int
-    duration_ms: float
-    format: int = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "created_at": self.created_at,
-            "mode": self.mode,
-            "event_position": self.event_position,
-            "duration_ms": self.duration_ms,
-            "files": [vars(f).copy() for f in self.files],
-        }
-
-    @classmethod
-    def read(cls, directory: Path) -> BackupManifest:
-        """The manifest of the backup in ``directory``; :class:`BackupError` when missing or
-        unreadable."""
-        path = directory / MANIFEST
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT:
-                raise BackupError(f"{path}: unknown manifest format {data.get('format')!r:.40}")
-            files = tuple(BackupFile(**item) for item in data["files"])
-            manifest = cls(
-                directory,
-                data["created_at"],
-                data["mode"],
-                files,
-                data["event_position"],
-                data["duration_ms"],
-            )
-        except BackupError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise BackupError(f"{path}: not a readable async_store backup manifest: {exc}") from exc
-        _check_entries(path, files)
-        return manifest
-
-
-def _check_entries(path: Path, files: Sequence[BackupFile]) -> None:
-    """Refuse a manifest whose entries could make a verify or a restore read or replace a file
-    outside the backup folder (a name with a path in it), or that are not what a backup
-    writes."""
-    if not files:
-        raise BackupError(f"{path}: the manifest lists no files")
-    names: set[str] = set()
-    databases: set[str] = set()
-    for item in files:
-        name = item.name
-        if (
-            not isinstance(name, str)
-            or name in ("", ".", "..")
-            or name != os.path.basename(name)
-            or "\\" in name
-            or "\x00" in name
-            or name == MANIFEST
-        ):
-            raise BackupError(
-                f"{path}: {name!r:.80} is not a plain file name inside the backup; refused"
-            )
-        checks = {
-            "database": isinstance(item.database, str) and item.database != "",
-            "size_bytes": _is_count(item.size_bytes),
-            "sha256": isinstance(item.sha256, str),
-            "user_version": _is_count(item.user_version),
-            "schema_versions": isinstance(item.schema_versions, dict)
-            and all(isinstance(k, str) and _is_count(v) for k, v in item.schema_versions.items()),
-        }
-        wrong = [field for field, ok in checks.items() if not ok]
-        if wrong:
-            raise BackupError(f"{path}: {name}: malformed {', '.join(wrong)} in the manifest")
-        if name in names or item.database in databases:
-            raise BackupError(f"{path}: {name} ({item.database}) is listed twice")
-        names.add(name)
-        databases.add(item.database)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 # -- creating --------------------------------------------------------------------------------
