@@ -27,7 +27,7 @@ from ._scopes import ReadContext, ReadSnapshot, Transaction, TransactionContext,
 from ._shield import finish
 from ._writer import Writer
 from .config import DatabaseConfig
-from .errors import PoolClosed, StoreError
+from .errors import DatabaseBusy, PoolClosed, StoreError, translate
 from .metrics import Metrics
 from .statistics import CheckpointResult, Counters, PoolStatistics
 
@@ -125,19 +125,23 @@ class Database(QueryMethods):
     async def _close(self, writer: Writer, readers: ReaderPool) -> None:
         await writer.close()
         await readers.close()
+        # Leave a small file behind: fold the WAL back in. Best effort: another process using
+        # the database may keep it from finishing, which is harmless (SQLite finishes it later).
+        busy = False
         try:
-            # Leave a small file behind: fold the WAL back in. Best effort; a reader of another
-            # process may keep it from completing, which is harmless.
             self._last_checkpoint = await writer.connection.run(_checkpoint_on_close)
+            busy = self._last_checkpoint.busy
         except Exception as exc:
-            log.warning("%s: the checkpoint at close failed: %s", self.name, exc)
-        else:
-            if self._last_checkpoint.busy:
-                log.info(
-                    "%s: the checkpoint at close could not finish (another process holds the "
-                    "WAL); SQLite finishes it later",
-                    self.name,
-                )
+            error = translate(exc, database=self.name) if isinstance(exc, sqlite3.Error) else exc
+            busy = isinstance(error, DatabaseBusy)
+            if not busy:
+                log.warning("%s: the checkpoint at close failed: %s", self.name, error)
+        if busy:
+            log.info(
+                "%s: the checkpoint at close could not finish while another process uses the "
+                "database; SQLite finishes it later",
+                self.name,
+            )
         await writer.connection.close()
 
     async def __aenter__(self) -> Database:
@@ -341,5 +345,10 @@ def _run_checkpoint(
 
 
 def _checkpoint_on_close(conn: sqlite3.Connection) -> CheckpointResult:
-    conn.execute("PRAGMA optimize")
+    try:
+        conn.execute("PRAGMA optimize")
+    except sqlite3.OperationalError:
+        # Best effort too: the ANALYZE it may run needs the write lock, which another process
+        # may hold past busy_timeout; a later close runs it.
+        pass
     return _run_checkpoint(conn, mode="TRUNCATE", wait=True, source="close")
