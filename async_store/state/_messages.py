@@ -1,6 +1,7 @@
 """What a ``StateManager``'s consumer takes from its queue and what it keeps of each change it
 accepts: ``Message``, one call waiting for its turn (a delta, an undo, a redo or a flush) with the
-future the consumer answers; ``STOP``, which ``close()`` queues behind them; ``Accepted``, a
+future the consumer answers; ``STOP``, which ``close()`` queues behind them; ``Mailbox``, the
+queue they wait in, one per consumer, abandoned when its consumer stops; ``Accepted``, a
 message decided in the current batch, held until the batch commits; and ``encoded``, the event
 that stores an accepted change in the ``$app`` stream. One ``Message`` and one ``Accepted`` are
 made per mutation.
@@ -12,11 +13,13 @@ import asyncio
 import json
 from typing import Any, Literal
 
+from .._futures import fail
+from ..errors import StoreError
 from ..events import EncodedEvent
 from .app_state import Change
 from .deltas import StateDelta
 
-__all__ = ["STOP", "Accepted", "Kind", "Message", "encoded"]
+__all__ = ["STOP", "Accepted", "Kind", "Mailbox", "Message", "encoded"]
 
 Kind = Literal["delta", "undo", "redo", "flush"]
 
@@ -48,6 +51,49 @@ class Accepted:
 
 STOP = object()
 """Queued by ``close()``: the consumer stops after the batch that holds it."""
+
+
+class Mailbox:
+    """The bounded queue of one consumer. When the consumer stops, its mailbox is abandoned:
+    what waits in it is failed, and callers still waiting for room stop waiting (a queue
+    emptied once wakes only as many of them as it held, and each would fill it again)."""
+
+    __slots__ = ("_abandoned", "queue")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Message | object] = asyncio.Queue(size)
+        self._abandoned = asyncio.Event()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned.is_set()
+
+    async def put(self, item: Message | object) -> bool:
+        """Queue ``item``, waiting for room; ``False`` if the mailbox is abandoned first (the
+        item was not queued). ``True`` with the mailbox abandoned meanwhile means the item
+        sits where nobody takes it: check :attr:`abandoned` after."""
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            pass
+        put = asyncio.ensure_future(self.queue.put(item))
+        gone = asyncio.ensure_future(self._abandoned.wait())
+        try:
+            await asyncio.wait((put, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            put.cancel()  # a no-op once it has put the item
+        return put.done() and not put.cancelled()
+
+    def abandon(self, error: StoreError) -> None:
+        """Fail every message waiting in the mailbox with ``error`` and release the callers
+        waiting for room."""
+        self._abandoned.set()
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            if isinstance(message, Message):
+                fail(message.future, error)
 
 
 def encoded(change: Change) -> EncodedEvent:

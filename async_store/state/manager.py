@@ -8,8 +8,8 @@ immutable ``AppState``, **swaps** the reference readers see, and **replies**. Me
 together are decided in order and appended in one call, so they share one durable COMMIT. If
 the consumer dies, the calls it had taken or that waited for it fail, and the manager rebuilds
 the state from the store and starts a new consumer for the calls made meanwhile.
-The messages and what the consumer keeps of them are in ``_messages``, loading the state and
-saving its snapshots in ``_snapshots``, and the buffer behind a ``subscribe()`` reader in
+The messages, their mailbox and what the consumer keeps of them are in ``_messages``, loading
+the state and saving its snapshots in ``_snapshots``, and the ``subscribe()`` readers in
 ``_subscribers``.
 """
 
@@ -37,9 +37,9 @@ from ..errors import (
     StoreError,
 )
 from ..events import EventStore
-from ._messages import STOP, Accepted, Kind, Message, encoded
+from ._messages import STOP, Accepted, Kind, Mailbox, Message, encoded
 from ._snapshots import load_state, save_snapshot
-from ._subscribers import Subscriber
+from ._subscribers import Subscriptions
 from .app_state import (
     AppState,
     Change,
@@ -102,17 +102,16 @@ class StateManager:
         self._snapshot_every = snapshot_every
         self._limits = limits or Limits()
         self._batch_size = batch_size
-        self._subscriber_buffer = subscriber_buffer
         self._projector = Projector(sql.app, sql.event_store) if project else None
         self._state = AppState()
-        self._queue: asyncio.Queue[Message | object] = asyncio.Queue(queue_size)
+        self._mailbox = Mailbox(queue_size)
         self._consumer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._rebuilding: asyncio.Task[None] | None = None
         self._closing = False
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_version = 0
-        self._subscribers: set[Subscriber] = set()
+        self._subscriptions = Subscriptions(subscriber_buffer)
         self._in_flight: list[Message] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -128,24 +127,34 @@ class StateManager:
         self._sql.attach(self)
 
     def _start_consumer(self) -> None:
-        """Serve ``self._queue`` (messages may already wait in it)."""
+        """Serve ``self._mailbox`` (messages may already wait in it)."""
         self._failure = None
-        self._consumer = start_background(self._consume(), name="async_store.state.consumer")
+        self._consumer = start_background(
+            self._consume(self._mailbox.queue), name="async_store.state.consumer"
+        )
         self._consumer.add_done_callback(self._consumer_done)
 
     async def restart(self) -> None:
         """Stop the consumer (failing what it had taken or was waiting for it), rebuild the
         state from the store, and serve again. A consumer that dies is replaced this way on
         its own; call this after that rebuild failed (``StateManagerClosed`` from every call),
-        once the store serves again. Raises what the rebuild raised."""
+        once the store serves again. Raises :class:`StateManagerClosed` once the manager is
+        closing, and the store's error (or ``StateManagerClosed`` from another) if the rebuild
+        failed."""
+        if self._closing:
+            raise StateManagerClosed("the state manager is closed")
         consumer = self._consumer
         if consumer is not None and not consumer.done():
             consumer.cancel()  # its end starts the rebuild
             await asyncio.wait([consumer])
         rebuilding = self._start_rebuild()
         await asyncio.shield(rebuilding)  # a cancelled caller leaves it to finish
-        if self._failure is not None:
+        if isinstance(self._failure, StoreError):
             raise self._failure
+        if self._failure is not None:
+            raise StateManagerClosed("rebuilding the state from the store failed") from (
+                self._failure
+            )
 
     def _start_rebuild(self) -> asyncio.Task[None]:
         """The rebuild under way, or a new one."""
@@ -162,7 +171,7 @@ class StateManager:
             if isinstance(exc, Exception):
                 log.error("rebuilding the state from the store failed", exc_info=exc)
             self._failure = exc
-            self._abandon_queue(self._stopped_error())
+            self._abandon_mailbox(self._stopped_error())
             if not isinstance(exc, Exception):
                 raise
             return
@@ -183,7 +192,7 @@ class StateManager:
                 await finish(self._rebuilding)  # then its consumer serves what it queued
         consumer = self._consumer
         if consumer is not None and not consumer.done():
-            await self._queue.put(STOP)
+            await self._mailbox.put(STOP)  # (False if the consumer died meanwhile)
             with contextlib.suppress(BaseException):
                 await finish(consumer)
         if self._snapshotting is not None:
@@ -194,8 +203,7 @@ class StateManager:
                 async with asyncio.timeout(10):
                     await self._projector.wait_for(self._state.version)
             await self._projector.close()
-        for subscriber in self._subscribers:
-            subscriber.end()
+        self._subscriptions.end()
         self._sql.detach(self)
 
     async def __aenter__(self) -> StateManager:
@@ -242,7 +250,7 @@ class StateManager:
         is full."""
         message = self._message("delta", delta)
         try:
-            self._queue.put_nowait(message)
+            self._mailbox.queue.put_nowait(message)
         except asyncio.QueueFull:
             raise StateManagerFull(
                 f"the state manager's queue is full ({self._queue_size} messages)"
@@ -280,24 +288,13 @@ class StateManager:
             state = apply_event(state, event.type, event.data, event.metadata, self._limits)
         await self._projector.rebuild(state)
 
-    async def subscribe(self) -> AsyncIterator[tuple[int, StateDelta]]:
+    def subscribe(self) -> AsyncIterator[tuple[int, StateDelta]]:
         """``(version, delta)`` for each change accepted after the iteration starts (the first
         ``anext()``), in order. Ends when the manager closes; raises :class:`StoreError` if
-        the reader falls more than ``subscriber_buffer`` changes behind."""
-        subscriber = Subscriber(self._subscriber_buffer)
-        self._subscribers.add(subscriber)
-        try:
-            while True:
-                item = await subscriber.queue.get()
-                if item is None:
-                    if subscriber.overflowed:
-                        raise StoreError(
-                            f"subscriber fell more than {self._subscriber_buffer} changes behind"
-                        )
-                    return
-                yield item
-        finally:
-            self._subscribers.discard(subscriber)
+        the reader falls more than ``subscriber_buffer`` changes behind, and
+        :class:`StateManagerClosed` if the consumer dies (the manager serves on; subscribe
+        again for the changes after that)."""
+        return self._subscriptions.follow()
 
     @property
     def projected_version(self) -> int:
@@ -329,15 +326,11 @@ class StateManager:
 
     async def _call(self, kind: Kind, delta: StateDelta | None) -> Any:
         message = self._message(kind, delta)
-        queue = self._queue
+        mailbox = self._mailbox
         try:
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                await queue.put(message)
-            if queue is not self._queue:
-                # The consumer stopped while this caller waited for room in its queue, and the
-                # queue was abandoned: nobody will ever take the message.
+            if not await mailbox.put(message) or mailbox.abandoned:
+                # The consumer stopped while this caller waited for room in its mailbox:
+                # nobody will ever take the message.
                 raise self._stopped_error()
             # A cancelled caller cancels the message's future too: the consumer skips the
             # message if its turn has not come, and otherwise answers nobody (the change
@@ -349,14 +342,14 @@ class StateManager:
 
     # -- the consumer ------------------------------------------------------------------------
 
-    async def _consume(self) -> None:
+    async def _consume(self, queue: asyncio.Queue[Message | object]) -> None:
         while True:
-            first = await self._queue.get()
+            first = await queue.get()
             if first is STOP:
                 return
             batch = [first]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while len(batch) < self._batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
             stop = STOP in batch
             messages = [m for m in batch if isinstance(m, Message)]
             # Kept until answered: if the consumer dies half-way, _consumer_done fails them.
@@ -378,7 +371,7 @@ class StateManager:
         else:
             exc = task.exception()
             if exc is None:
-                self._abandon_queue(StateManagerClosed("the state manager is closed"))
+                self._abandon_mailbox(StateManagerClosed("the state manager is closed"))
                 return
             failure = exc
             log.error("the state manager's consumer died", exc_info=exc)
@@ -387,20 +380,18 @@ class StateManager:
         for taken in self._in_flight:
             fail(taken.future, error)
         self._in_flight = []
-        self._abandon_queue(error)
-        for subscriber in self._subscribers:
-            subscriber.end()
+        self._abandon_mailbox(error)
+        self._subscriptions.end(
+            f"the state manager's consumer stopped after version {self._state.version}: "
+            "later changes are not delivered to this subscription (subscribe again)"
+        )
         if not self._closing:
             self._start_rebuild()
 
-    def _abandon_queue(self, error: StoreError) -> None:
-        """Fail every message of the queue and replace it: a caller still waiting for room in
-        the old one sees that it was abandoned (``_call``)."""
-        queue, self._queue = self._queue, asyncio.Queue(self._queue_size)
-        while not queue.empty():
-            message = queue.get_nowait()
-            if isinstance(message, Message):
-                fail(message.future, error)
+    def _abandon_mailbox(self, error: StoreError) -> None:
+        """Fail what waits in the mailbox and give the next consumer a new one."""
+        mailbox, self._mailbox = self._mailbox, Mailbox(self._queue_size)
+        mailbox.abandon(error)
 
     def _stopped_error(self) -> StateManagerClosed:
         error = StateManagerClosed("the state manager's consumer stopped")
@@ -490,11 +481,7 @@ class StateManager:
         self._state = working
         for item in accepted:
             resolve(item.message.future, item.version if item.message.kind == "delta" else True)
-        for subscriber in list(self._subscribers):
-            for item in accepted:
-                if not subscriber.offer((item.version, item.change.delta)):
-                    self._subscribers.discard(subscriber)
-                    break
+        self._subscriptions.publish((item.version, item.change.delta) for item in accepted)
         if self._projector is not None:
             for item in accepted:
                 self._projector.feed(item.version, item.change.delta)

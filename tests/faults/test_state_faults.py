@@ -270,7 +270,10 @@ async def test_consumer_crash_while_idle_rebuilds_and_serves(sql: SqlService) ->
         dead.cancel()
         async with asyncio.timeout(10):
             await until(dead.done)
-            await follower  # a subscription ends when the consumer dies
+            # A subscription ends with an error when the consumer dies: the manager serves
+            # on, and the reader must know it misses what follows.
+            with pytest.raises(StateManagerClosed, match=f"after version {before.version}"):
+                await follower
             # The next call waits for the state rebuilt from the store, then is served.
             assert await manager.redo() is True  # the history survived too
         assert consumer_of(manager) is not dead
@@ -308,14 +311,16 @@ async def test_consumer_crash_while_callers_wait(sql: SqlService) -> None:
 
 
 async def test_consumer_crash_with_callers_blocked_on_a_full_queue(sql: SqlService) -> None:
-    async with StateManager(sql, queue_size=2) as manager:
+    # One fills the queue and three wait for room: emptying the queue once wakes only one of
+    # them, so the others must be released by the queue's abandonment, not by room.
+    async with StateManager(sql, queue_size=1) as manager:
         async with writer_held(sql.events) as release:
             in_flight = manager.mutate_nowait(SettingSet("in-flight", 0))
             await until(lambda: sql.events.statistics().writer_queue_depth >= 1)
             callers = [
                 asyncio.ensure_future(manager.mutate(SettingSet(f"w{i}", i))) for i in range(4)
             ]
-            await asyncio.sleep(0)  # two fill the queue, two wait for room
+            await asyncio.sleep(0)
             consumer_of(manager).cancel()
             release()
         try:
@@ -366,7 +371,7 @@ async def test_consumer_cancelled_mid_commit_fails_a_flush_of_the_same_batch(
             in_flight = manager.mutate_nowait(SettingSet("in-flight", 1))
             # Both were taken in one batch; its append waits behind the writer.
             await until(lambda: sql.events.statistics().writer_queue_depth >= 1)
-            assert manager._queue.empty()
+            assert manager._mailbox.queue.empty()
             consumer_of(manager).cancel()
             release()
         try:
@@ -378,6 +383,29 @@ async def test_consumer_cancelled_mid_commit_fails_a_flush_of_the_same_batch(
         finally:
             flushing.cancel()
         assert manager.read_state().settings["in-flight"] == 1
+
+
+async def test_close_waiting_for_room_when_the_consumer_dies_returns(sql: SqlService) -> None:
+    manager = StateManager(sql, queue_size=1, project=False)
+    await manager.start()
+    async with writer_held(sql.events) as release:
+        in_flight = manager.mutate_nowait(SettingSet("in-flight", 0))
+        await until(lambda: sql.events.statistics().writer_queue_depth >= 1)
+        queued = manager.mutate_nowait(SettingSet("queued", 1))  # fills the queue
+        closing = asyncio.ensure_future(manager.close())  # waits for room for its STOP
+        await asyncio.sleep(0)
+        consumer_of(manager).cancel()
+        release()
+        async with asyncio.timeout(10):
+            assert await in_flight == 1
+            with pytest.raises(StateManagerClosed):
+                await queued
+            await closing
+    await assert_refused_with_closed(manager)
+    with pytest.raises(StateManagerClosed, match="closed"):
+        await manager.restart()
+    assert consumer_of(manager).done()
+    assert manager._rebuilding is None
 
 
 @contextlib.asynccontextmanager
