@@ -158,12 +158,23 @@ async def _backup(args: argparse.Namespace) -> int:
         root = Path(args.dest) if args.dest is not None else sql.backup_root
         while not task.done():
             await asyncio.wait({task}, timeout=0.2)
-            written = sum(f.stat().st_size for f in root.glob("*.partial/*.db") if f.exists())
-            progress(written, total)
+            progress(_partial_bytes(root), total)
         manifest = await task
         progress(total, total)
     print(_manifest_json(manifest) if args.json else _manifest_text(manifest))
     return 0
+
+
+def _partial_bytes(root: Path) -> int:
+    """What the backup under way has written so far: its ``.partial`` folder's databases (the
+    folder may be renamed into place at any moment)."""
+    written = 0
+    for path in root.glob("*.partial/*.db"):
+        try:
+            written += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return written
 
 
 async def _verify(args: argparse.Namespace) -> int:
