@@ -2,15 +2,16 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record
+    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record,
+    _log_records
       → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs,
         _backup_manifest
         → _readers, _writer_thread, _queries, _foreign_files, _backup_contents, _health_report
           → _writer, _scopes, _exposition
             → database, _event_log → _appends
-              → migrations, events, _documents, _pipeline_runs, backup, health, logsinks,
+              → migrations, events, _documents, _pipeline_runs, backup, health, _sql_log_sink,
                 chunking, _writer_pause
-                → repositories, state, restore, retention
+                → repositories, state, restore, retention, logsinks
                   → service
                     → demo
                       → cli
