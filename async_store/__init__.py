@@ -10,7 +10,7 @@ Dependencies point one way (nothing lower imports anything higher):
             → database, _event_log → _appends
               → migrations, events, _documents, _pipeline_runs, backup, health, logsinks,
                 chunking, _writer_pause
-                → repositories, state, restore, retention
+                → repositories, state, restore, retention, _online_restore
                   → service
                     → demo
                       → cli
