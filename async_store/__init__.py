@@ -11,7 +11,7 @@ Dependencies point one way (nothing lower imports anything higher):
             → database, _event_log → _appends
               → migrations, events, _documents, _pipeline_runs, backup, health, _sql_log_sink,
                 chunking, _writer_pause
-                → repositories, state, restore, retention, logsinks
+                → repositories, state, restore, retention, logsinks, _online_restore
                   → service
                     → demo
                       → cli

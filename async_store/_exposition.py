@@ -270,6 +270,11 @@ _POOL_METRICS = (
     ),
     ("busy_retries", "busy_retries_total", "counter", "BEGIN IMMEDIATE retries."),
     ("acquire_waits", "reader_waits_total", "counter", "Reads that waited for a free reader."),
-    ("acquire_timeouts", "reader_timeouts_total", "counter", "Waits for a reader that timed out."),
+    (
+        "acquire_timeouts",
+        "pool_timeouts_total",
+        "counter",
+        "Waits for a free reader or for room in the writer queue that ended in PoolTimeout.",
+    ),
 )
 """PoolStatistics field, metric name, type, help."""

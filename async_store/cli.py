@@ -15,15 +15,14 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._migration_sets import BUILTIN_SETS
 from .backup import BackupManifest, verify_backup
-from .config import ENV_PREFIX, SqlConfig
-from .demo import DEFAULT_DATA, run_demo
+from .config import SqlConfig
+from .demo import run_demo
 from .errors import StoreError
 from .restore import restore_offline
 from .service import SqlService
@@ -234,12 +233,8 @@ async def _metrics(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from_env = any(name.startswith(ENV_PREFIX) for name in os.environ)
-    if args.data is None and not from_env:
-        config = SqlConfig.in_directory(DEFAULT_DATA)
-    else:
-        config = _config(args)
-    await run_demo(config, out=sys.stdout)
+    # With no variable set, the environment's configuration is the demo's default directory.
+    await run_demo(_config(args), out=sys.stdout)
     return 0
 
 

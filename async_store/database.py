@@ -27,7 +27,7 @@ from ._scopes import ReadContext, ReadSnapshot, Transaction, TransactionContext,
 from ._shield import finish
 from ._writer import Writer
 from .config import DatabaseConfig
-from .errors import DatabaseBusy, PoolClosed, StoreError, translate
+from .errors import ConfigError, DatabaseBusy, PoolClosed, StoreError, translate
 from .metrics import Metrics
 from .statistics import CheckpointResult, Counters, PoolStatistics
 
@@ -263,9 +263,13 @@ class Database(QueryMethods):
         """Run ``PRAGMA wal_checkpoint(mode)`` on the writer, between transactions, and return
         (and remember as :attr:`last_checkpoint`) what it did. ``wait=False`` gives up at once
         (``busy`` in the result) instead of waiting up to busy_timeout for readers or other
-        processes. ``source`` names the caller in health reports. Raises :class:`StoreError`."""
+        processes. ``source`` names the caller in health reports. Raises :class:`ConfigError`
+        for a mode other than PASSIVE, FULL, RESTART or TRUNCATE, else :class:`StoreError`."""
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
-            raise ValueError(f"unknown checkpoint mode {mode!r}")
+            raise ConfigError(
+                f"{self.name}: unknown checkpoint mode {mode!r}; "
+                "the modes are PASSIVE, FULL, RESTART and TRUNCATE"
+            )
         result = await self.run_on_writer(
             functools.partial(_run_checkpoint, mode=mode, wait=wait, source=source)
         )

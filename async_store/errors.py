@@ -33,7 +33,8 @@ Every error is a :class:`StoreError`; ``sqlite3`` exceptions never leak out of t
     │   └── EntityInUse                       a Remove of an entity others still refer to
     ├── StateManagerClosed                    the state manager is closed or its consumer died
     ├── StateManagerFull                      mutate_nowait() found the queue full
-    └── BackupError                           a backup or restore failed; nothing was replaced
+    └── BackupError                           a backup or restore failed; the message says what
+                                              was replaced (nothing, unless it names it)
 
 :func:`translate` maps a ``sqlite3`` exception to this tree: the most specific match wins,
 by SQLite's extended result code first, then its primary code, then the exception class.
@@ -197,7 +198,9 @@ class StateManagerFull(StoreError):
 
 
 class BackupError(StoreError):
-    """A backup, verification or restore failed; no live file was replaced."""
+    """A backup, verification or restore failed. No live file was replaced, except by an
+    online restore whose later copy failed after an earlier one replaced its database: its
+    message names the databases replaced and those not, and says how to recover."""
 
 
 # Extended result codes (https://www.sqlite.org/rescode.html): the most specific match.

@@ -10,9 +10,11 @@ checkpoint starved by a long read, a backup overdue or failing, projections lagg
 Checkpoints: ``last_checkpoint`` of a database is the newest checkpoint the library ran on it on
 purpose (the ``TRUNCATE`` after a backup, the one at close, ``Database.checkpoint()``), with its
 mode, source and time. ``checkpoint_probe`` is a ``PASSIVE`` checkpoint each health check runs
-itself: it never waits and never blocks a reader or the writer, and it is the one way SQLite
-tells how far the WAL is behind now, so a starved checkpoint (a long read holding an old
-snapshot) is judged on it.
+itself. It never waits for a lock and never blocks a reader, but it is not free: it runs as a
+job on the writer, so this process's writes to that database wait while it copies the WAL's
+frames back into the database (one health check after a burst of writes may copy many). It is
+the one way SQLite tells how far the WAL is behind now, so a starved checkpoint (a long read
+holding an old snapshot) is judged on it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -17,12 +16,12 @@ import anyio
 
 from ._backup_contents import check_target
 from ._foreign_files import refuse_foreign_file
+from ._online_restore import restore_online
 from ._shield import finish
-from ._writer_pause import run_paused
 from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
 from .database import Database
-from .errors import MigrationError, PoolClosed
+from .errors import BackupError, MigrationError, PoolClosed
 from .events import EventStore
 from .health import HealthReport, collect, metrics_text
 from .migrations import (
@@ -244,39 +243,60 @@ class SqlService:
         raised and nothing is replaced.
 
         Writes to every database are then paused together, for the whole restore: each
-        writer finishes the transactions queued before the restore, then waits while SQLite's
-        backup API copies the backup over its database and any migration the backup lacks is
-        applied, and all writers go on together once every database is restored. Writes
-        queued meanwhile wait and then run on the restored data, in order. So app_meta and
-        events never receive a write between their two copies. A ``transaction()`` open on
-        one database that waits for a write to the other delays the restore rather than
-        deadlocking it: the writer held first is let go until the other can be held. Readers
-        see each database's restored data once its copy commits; a read snapshot opened
-        before keeps what it saw.
+        writer finishes the transactions queued before the restore, then waits. Every copy in
+        the backup is opened and checked against the manifest again; then SQLite's backup API
+        copies them over the live databases one after another (app_meta first), each followed
+        by any migration the backup lacks, and all writers go on together once every database
+        is restored. Writes queued meanwhile wait and then run on the restored data, in order.
+        So app_meta and events never receive a write between their two copies. A
+        ``transaction()`` open on one database that waits for a write to the other delays the
+        restore rather than deadlocking it: the writer held first is let go until the other
+        can be held. Readers see each database's restored data once its copy commits; a read
+        snapshot opened before keeps what it saw.
+
+        SQLite cannot replace two files in one transaction. A failure before the first copy
+        commits (a copy unreadable or changed since it was verified, too little free space, a
+        full disk during the first copy) replaces nothing. If a later copy fails (the disk
+        fills during the events copy), the :class:`BackupError` names the databases replaced
+        and those still holding live data; restoring the same backup again (online or
+        offline) brings them back together.
 
         No copy of the replaced data is kept: take a backup first if it may be needed. A
         state manager on this service must be restarted afterwards (its state is from
-        before). Raises :class:`BackupError`; :class:`PoolClosed` when the service is closed;
-        a failure while copying (a full disk) is raised as the :class:`StoreError` SQLite's
-        error maps to."""
+        before). Raises :class:`BackupError` (a failure while copying has SQLite's error, a
+        :class:`DatabaseFull` say, as its ``__cause__``), also when called inside a
+        ``transaction()`` block of this service, which the restore would wait for;
+        :class:`PoolClosed` when the service is closed."""
         directory = Path(backup)
+        for database in self.databases:
+            if database.in_transaction:
+                # Before the backup is read: the restore could only wait for this block.
+                raise BackupError(
+                    f"cannot restore inside a transaction() block of {database.name}: the "
+                    "restore waits for that database's writer, which the block holds; restore "
+                    "after the block ends; nothing was replaced"
+                )
         manifest = await verify_backup(directory, migration_sets=self._migration_sets)
         check_target(
             directory, manifest.mode, self._config.mode, [db.name for db in self.databases]
         )
-        by_database = {item.database: item for item in manifest.files}
-        migrations = {
-            database: migration_job(database, sets, track_user_version=tracked)
-            for database, sets, tracked in self._migration_plan()
-        }
-        works = []
-        for database in self.databases:
-            source = directory / by_database[database.name].name
-            job = migrations.get(database) if self._auto_migrate else None
-            works.append((database, functools.partial(_restore_into, source=source, migrate=job)))
+        migrations = (
+            {
+                database: migration_job(database, sets, track_user_version=tracked)
+                for database, sets, tracked in self._migration_plan()
+            }
+            if self._auto_migrate
+            else {}
+        )
         # Once every writer is held: appends planned from what the store knew of the old log
         # and written after the copy are then made the careful way.
-        await run_paused(works, before=self._event_store._forget_versions)
+        await restore_online(
+            self.databases,
+            directory,
+            {item.database: item for item in manifest.files},
+            migrations,
+            before=self._event_store._forget_versions,
+        )
         return manifest
 
     def attach(self, component: Component) -> None:
@@ -354,20 +374,3 @@ class SqlService:
 def _builtin_sets() -> tuple[MigrationSet, MigrationSet]:
     """The shipped sets, read and checked once per process."""
     return MigrationSet.builtin("app_meta"), MigrationSet.builtin("events")
-
-
-def _restore_into(
-    conn: sqlite3.Connection,
-    *,
-    source: Path,
-    migrate: Callable[[sqlite3.Connection], list[str]] | None,
-) -> None:
-    """Runs on a writer's thread, the writer held: the backup API copies ``source`` over the
-    live database, then ``migrate`` brings it to this code's schema."""
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        src.backup(conn)
-    finally:
-        src.close()
-    if migrate is not None:
-        migrate(conn)

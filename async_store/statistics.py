@@ -38,7 +38,8 @@ class PoolStatistics:
     acquire_waits: int
     """Reads that found no free reader and waited."""
     acquire_timeouts: int
-    """Waits that ended in :class:`PoolTimeout`."""
+    """Waits that ended in :class:`PoolTimeout`: for a free reader, or for room in the writer
+    queue."""
 
 
 @dataclass(frozen=True, slots=True)

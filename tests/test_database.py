@@ -15,6 +15,7 @@ import pytest
 
 from async_store import (
     CheckViolation,
+    ConfigError,
     Database,
     Interrupted,
     NotADatabase,
@@ -454,3 +455,13 @@ async def test_close_stops_long_reads_running_and_queued_after_its_grace(db_path
     outcomes = await asyncio.gather(*reads, return_exceptions=True)
     assert [type(outcome) for outcome in outcomes] == [Interrupted] * 3
     assert not db.is_open
+
+
+async def test_an_unknown_checkpoint_mode_is_a_config_error(db: Database) -> None:
+    """The error is part of the library's tree (and still a ValueError), names the mode and
+    runs nothing."""
+    with pytest.raises(ConfigError, match="unknown checkpoint mode 'HALF'") as caught:
+        await db.checkpoint("HALF")  # type: ignore[arg-type]
+    assert isinstance(caught.value, StoreError)
+    assert isinstance(caught.value, ValueError)
+    assert db.last_checkpoint is None

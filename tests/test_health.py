@@ -25,6 +25,7 @@ from async_store import (
     DatabaseBusy,
     IntegrityViolation,
     NewEvent,
+    PoolTimeout,
     SqlConfig,
     SqlService,
     StoreError,
@@ -507,7 +508,7 @@ _POOL_FIELDS = {
     "largest_batch": "batch_size_largest",
     "busy_retries": "busy_retries_total",
     "acquire_waits": "reader_waits_total",
-    "acquire_timeouts": "reader_timeouts_total",
+    "acquire_timeouts": "pool_timeouts_total",
 }
 _TOP_FIELDS = {
     "event_position": "event_position",
@@ -795,6 +796,41 @@ async def test_writer_queue_depth_while_the_writer_is_held(tmp_path: Path) -> No
         after = await sql.health()
     assert report.databases["app_meta"].pool.writer_queue_depth == 3
     assert after.databases["app_meta"].pool.writer_queue_depth == 0
+
+
+async def test_a_full_writer_queue_is_counted_as_a_pool_timeout(tmp_path: Path) -> None:
+    """``acquire_timeouts`` counts the writer queue's timeouts as well as the readers': the
+    metric's name and help say so."""
+    cfg = SqlConfig.in_directory(tmp_path / "data", mvp=True, max_queued=1, acquire_timeout=0.2)
+    async with SqlService(cfg) as sql:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_writer() -> None:
+            async with sql.app.transaction() as tx:
+                await tx.execute("INSERT INTO settings(key, value) VALUES ('held', '1')")
+                entered.set()
+                await release.wait()
+
+        async with asyncio.timeout(30):
+            holder = asyncio.create_task(hold_the_writer())
+            await entered.wait()
+            queued = asyncio.create_task(
+                sql.app.execute("INSERT INTO settings(key, value) VALUES ('queued', '1')")
+            )
+            await wait_until(lambda: sql.app.statistics().writer_queue_depth == 1)
+            with pytest.raises(PoolTimeout, match="writer queue stayed full"):
+                await sql.app.execute("INSERT INTO settings(key, value) VALUES ('late', '1')")
+            release.set()
+            await holder
+            await queued
+            text = await sql.metrics_text()
+    samples = parse_prometheus(text)
+    assert samples[("async_store_pool_timeouts_total", '{database="app_meta"}')] == 1
+    assert (
+        "# HELP async_store_pool_timeouts_total Waits for a free reader or for room in the "
+        "writer queue" in text
+    )
+    assert "reader_timeouts" not in text
 
 
 async def test_batch_sizes_after_concurrent_writes(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from async_store import (
     BackupError,
     BackupManifest,
+    DatabaseFull,
     NewEvent,
     PoolClosed,
     SqlConfig,
@@ -537,3 +540,182 @@ async def test_offline_restore_refuses_targets_of_no_mode(tmp_path: Path) -> Non
     with pytest.raises(BackupError, match="the targets are app_meta"):
         await restore_offline(manifest.directory, {"events": cfg.app.path})
     assert live_bytes(cfg) == before
+
+
+# -- a restore that fails part way -----------------------------------------------------------
+
+
+def remove(path: Path) -> None:
+    path.unlink()
+
+
+def replace_with_garbage(path: Path) -> None:
+    garbage = path.with_name("garbage")
+    garbage.write_bytes(b"not a database" * 512)
+    os.replace(garbage, path)
+
+
+def cut_short(path: Path) -> None:
+    os.truncate(path, path.stat().st_size - 4096)
+
+
+def grown(path: Path) -> None:
+    """A page of zeros appended: the file still reads as the database it was."""
+    with path.open("ab") as file:
+        file.write(bytes(4096))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(remove, "cannot be read any more", id="removed"),
+        pytest.param(replace_with_garbage, "cannot be read any more", id="replaced-by-garbage"),
+        pytest.param(cut_short, "cannot be read any more", id="cut-short"),
+        pytest.param(grown, "changed after it was verified", id="grown"),
+    ],
+)
+async def test_a_copy_damaged_after_verification_replaces_nothing(
+    tmp_path: Path, damage: Callable[[Path], None], message: str
+) -> None:
+    """The events copy is damaged through a real file operation after the backup verified,
+    while the restore waits for the events writer: every copy is opened and checked before
+    any is put in place, so app_meta is not replaced either, and both serve writes after."""
+    async with SqlService(config(tmp_path, "production")) as sql:
+        await add_rows(sql, "before")
+        manifest = await sql.backup(tmp_path / "backups")
+        await add_rows(sql, "after")
+        entered, go_on = asyncio.Event(), asyncio.Event()
+
+        async def events_transaction() -> None:
+            async with sql.events.transaction() as tx:
+                await tx.execute("SELECT 1")
+                entered.set()
+                await go_on.wait()
+
+        async with asyncio.timeout(60):  # a bound on a hang, not a measure of speed
+            holder = asyncio.ensure_future(events_transaction())
+            await entered.wait()
+            restore = asyncio.ensure_future(sql.restore(manifest.directory))
+            try:
+                # Verified, and waiting for the events writer.
+                await wait_until(lambda: sql.events.statistics().writer_queue_depth >= 1)
+                damage(manifest.directory / "events.db")
+            finally:
+                go_on.set()
+                await holder
+            with pytest.raises(BackupError, match=message) as info:
+                await restore
+
+        assert "events" in str(info.value)
+        assert "nothing was replaced" in str(info.value)
+        keys = await setting_keys(sql)
+        assert keys == [*(f"{p}-{i}" for p in ("after", "before") for i in range(3))]
+        assert await sql.event_store.stream_version("stream-after") == 3
+        await sql.app.execute("INSERT INTO settings(key, value) VALUES ('next', '1')")
+        await sql.event_store.append("next", [NewEvent("Next", {})])
+        assert (await sql.event_store.verify_events()).ok
+
+
+async def big_backup(tmp_path: Path) -> BackupManifest:
+    """A backup of rows ``b-*``, padded so that each of its databases is larger than the live
+    service's: a live writer whose ``max_page_count`` is its present size cannot take it."""
+    async with SqlService(config(tmp_path / "source", "production")) as sql:
+        await add_rows(sql, "b")
+        await sql.app.execute_many(
+            "INSERT INTO settings(key, value) VALUES (?, ?)",
+            [(f"pad-{i:03d}", json.dumps("x" * 2000)) for i in range(200)],
+        )
+        await sql.event_store.append(
+            "bulk", [NewEvent("Padded", {"pad": "x" * 2000, "i": i}) for i in range(200)]
+        )
+        return await sql.backup(tmp_path / "backups")
+
+
+def no_room(conn: sqlite3.Connection) -> None:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()
+
+
+def room(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA max_page_count = 1073741823").fetchone()
+
+
+async def test_a_first_copy_failing_replaces_nothing(tmp_path: Path) -> None:
+    """The disk fills during the app_meta copy (its writer's ``max_page_count`` is its
+    present size, the backup's copy is larger): the copies run one after another, so events
+    is not replaced either."""
+    manifest = await big_backup(tmp_path)
+    cfg = await live_service(tmp_path, "production")
+    async with SqlService(cfg) as sql, asyncio.timeout(60):
+        await sql.app.run_on_writer(no_room)
+        with pytest.raises(BackupError, match="nothing was replaced") as info:
+            await sql.restore(manifest.directory)
+        assert "copying the backup over app_meta failed" in str(info.value)
+        assert isinstance(info.value.__cause__, DatabaseFull)
+        await sql.app.run_on_writer(room)
+        await still_serving(sql)
+
+
+async def test_a_copy_failing_after_another_was_replaced_says_which(tmp_path: Path) -> None:
+    """The disk fills during the events copy, after app_meta was replaced: the error names
+    app_meta as replaced and events as not, and restoring the same backup again once there
+    is room brings both back together."""
+    manifest = await big_backup(tmp_path)
+    cfg = await live_service(tmp_path, "production")
+    async with SqlService(cfg) as sql, asyncio.timeout(60):
+        await sql.events.run_on_writer(no_room)
+        with pytest.raises(BackupError) as info:
+            await sql.restore(manifest.directory)
+        text = str(info.value)
+        assert "copying the backup over events failed" in text
+        assert "Replaced with the backup: app_meta;" in text
+        assert "not replaced (still the live data): events" in text
+        assert "restore the same backup again" in text
+        assert isinstance(info.value.__cause__, DatabaseFull)
+        assert (await setting_keys(sql))[:3] == ["b-0", "b-1", "b-2"]
+        assert await sql.event_store.stream_version("stream-live") == 3
+        assert await sql.event_store.stream_version("bulk") == 0
+
+        await sql.events.run_on_writer(room)
+        await sql.restore(manifest.directory)
+        assert (await setting_keys(sql))[:3] == ["b-0", "b-1", "b-2"]
+        assert await sql.event_store.stream_version("stream-live") == 0
+        assert await sql.event_store.stream_version("bulk") == 200
+        assert (await sql.event_store.verify_events()).ok
+
+
+async def test_a_restore_without_room_for_the_copies_replaces_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = await backup_of(tmp_path, "production")
+    cfg = await live_service(tmp_path, "production")
+    async with SqlService(cfg) as sql:
+        real = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(
+            "async_store._online_restore.shutil.disk_usage", lambda path: real._replace(free=4096)
+        )
+        with pytest.raises(BackupError, match="not enough free space") as info:
+            await sql.restore(manifest.directory)
+        assert "nothing was replaced" in str(info.value)
+        await still_serving(sql)
+
+
+@pytest.mark.parametrize("database", ["app_meta", "events"])
+async def test_a_restore_inside_a_transaction_block_is_refused(
+    tmp_path: Path, database: str
+) -> None:
+    """The restore would wait for the writer the caller's own block holds: refused at once,
+    nothing replaced, and the block goes on."""
+    manifest = await backup_of(tmp_path, "production")
+    cfg = await live_service(tmp_path, "production")
+    async with SqlService(cfg) as sql:
+        target = sql.app if database == "app_meta" else sql.events
+        async with asyncio.timeout(30):  # a bound on a hang, not a measure of speed
+            async with target.transaction() as tx:
+                await tx.execute("SELECT 1")
+                with pytest.raises(
+                    BackupError, match=f"inside a transaction.. block of {database}"
+                ):
+                    await sql.restore(manifest.directory)
+                await tx.execute("SELECT 1")
+        await still_serving(sql)
