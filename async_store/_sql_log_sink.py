@@ -229,7 +229,7 @@ class SqlLogSink(logging.Handler):
         Only into an existing file: a database that is gone is not created anew for a few
         records. Rows not written go back to the buffer; the batch in flight stays so."""
         in_flight = self._in_flight
-        rows = self._take_batch_all()
+        rows = self._take_buffered()
         if in_flight is None and not rows:
             return
         path = self._database.path
@@ -260,7 +260,7 @@ class SqlLogSink(logging.Handler):
             self.dropped += lost
             self._buffer.extendleft(reversed(rows[lost:]))
 
-    def _take_batch_all(self) -> list[_Row]:
+    def _take_buffered(self) -> list[_Row]:
         with self._buffer_lock:
             rows = list(self._buffer)
             self._buffer.clear()
@@ -306,8 +306,8 @@ class SqlLogSink(logging.Handler):
         if lost:
             warnings.warn(
                 f"SqlLogSink: {lost} log record(s) could not be written to the logs table of "
-                f"{self._database.name} ({self._database.path}) and are lost"
-                f"{why}: {self.last_error}",
+                f"{self._database.name} ({self._database.path}) and are lost{why}"
+                + (f": {self.last_error}" if self.last_error else ""),
                 RuntimeWarning,
                 stacklevel=3,
             )
