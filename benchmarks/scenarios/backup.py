@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import os
 import shutil
 import sqlite3
 import time
@@ -130,6 +131,14 @@ async def _checkpoint(sql: SqlService) -> None:
         )
 
 
+def _settle() -> None:
+    """Before timing: no garbage to collect, and no dirty pages of earlier work (an earlier
+    scenario's files, this run's copy of the template) still being written back, which slows
+    whatever writes next, ``cp`` most of all."""
+    gc.collect()
+    os.sync()
+
+
 async def _run(*argv: str) -> None:
     process = await asyncio.create_subprocess_exec(*argv)
     code = await process.wait()
@@ -151,7 +160,7 @@ def _cp_contender(name: str, *, sync: bool) -> Contender:
             await _checkpoint(sql)
             size = _source_bytes(directory)
             sources = [str(directory / name) for name in FILES]
-            gc.collect()
+            _settle()
             started = time.perf_counter()
             await _run("cp", *sources, str(target))
             if sync:
@@ -177,7 +186,7 @@ def _step_contender(name: str, step: Callable[[Path, Path], object]) -> Contende
         async with SqlService(SqlConfig.in_directory(directory)) as sql:
             await _checkpoint(sql)
             size = _source_bytes(directory)
-            gc.collect()
+            _settle()
             started = time.perf_counter()
             for name in FILES:
                 step(directory / name, path.parent)
@@ -212,7 +221,7 @@ def _backup_contender() -> Contender:
         async with SqlService(SqlConfig.in_directory(directory)) as sql:
             await _checkpoint(sql)
             size = _source_bytes(directory)
-            gc.collect()
+            _settle()
             started = time.perf_counter()
             manifest = await sql.backup(path.parent / "backups")
             seconds = time.perf_counter() - started
@@ -248,8 +257,9 @@ def backup(profile: Profile) -> Scenario:
         notes=(
             "MB = size of the source files (after a TRUNCATE checkpoint), over the time of one "
             "backup() or one cp of both files; the service open, the files warm in the page "
-            "cache, no warm-up run. backup() = VACUUM INTO + integrity_check + foreign_key_check "
-            "+ sha256 + fsync of each copy; cp neither verifies nor fsyncs."
+            "cache, nothing left to write back (sync), no warm-up run. backup() = VACUUM INTO "
+            "+ integrity_check + foreign_key_check + sha256 + fsync of each copy; cp neither "
+            "verifies nor fsyncs."
         ),
         run_notes=notes,
     )
@@ -298,7 +308,7 @@ async def _writers(sql: SqlService, until: Callable[[], Awaitable[object]]) -> T
         for task in range(WRITERS):
             for n in range(5):
                 group.create_task(db.execute(INSERT_WRITE, (task, -n, PAYLOAD)))
-    gc.collect()
+    _settle()
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         handles = [group.create_task(writer(task)) for task in range(WRITERS)]
