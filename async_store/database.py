@@ -253,8 +253,15 @@ class Database(QueryMethods):
         transaction the writer opened (for migrations and maintenance): ``fn`` manages its own
         transactions and must leave none open. ``sqlite3`` errors come back translated. A
         cursor returned by ``fn`` comes back as the list of its rows (it is closed on the
-        writer's thread)."""
+        writer's thread). Refused inside a ``transaction()`` block of this database, whose
+        end it would wait for (so would the block, for it)."""
         writer = self._open_parts()[0]
+        if self.in_transaction:
+            raise StoreError(
+                f"{self.name}: work that needs the writer alone (run_on_writer, checkpoint, "
+                "migrate, health) cannot run inside a transaction() block of the same "
+                "database: it would wait for the block to end; run it after the block"
+            )
         return await writer.run_exclusive(fn)
 
     async def checkpoint(

@@ -21,7 +21,7 @@ from ._shield import finish
 from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
 from .database import Database
-from .errors import BackupError, MigrationError, PoolClosed
+from .errors import BackupError, MigrationError, PoolClosed, StoreError
 from .events import EventStore
 from .health import HealthReport, collect, metrics_text
 from .migrations import (
@@ -217,7 +217,7 @@ class SqlService:
         )
         self._last_backup_at = datetime.now(UTC)
         for database in self.databases:
-            if database.statistics().readers_busy == 0:
+            if database.statistics().readers_busy == 0 and not database.in_transaction:
                 try:
                     result = await database.checkpoint("TRUNCATE", wait=False, source="backup")
                 except Exception as exc:  # the backup itself is done and verified
@@ -309,7 +309,14 @@ class SqlService:
             self._components.remove(component)
 
     async def health(self) -> HealthReport:
-        """Status (ok/degraded/failing) with reasons, and the facts behind it."""
+        """Status (ok/degraded/failing) with reasons, and the facts behind it. Refused inside a
+        ``transaction()`` block (it reads each database on its writer, which the block holds)."""
+        for database in self.databases:
+            if database.in_transaction:
+                raise StoreError(
+                    f"{database.name}: health() cannot run inside a transaction() block: it "
+                    "would wait for the block to end; run it after the block"
+                )
         lags = [c.projection_lag for c in self._components]
         errors = [c.projection_error for c in self._components if c.projection_error]
         return await collect(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from async_store import NewEvent, PoolClosed, SqlConfig, SqlService
+from async_store import NewEvent, PoolClosed, SqlConfig, SqlService, StoreError
 
 
 async def test_mvp_shares_one_database(tmp_path: Path) -> None:
@@ -125,3 +125,32 @@ async def test_a_close_cancelled_while_appends_drain_still_closes_every_database
     for database in sql.databases:
         with pytest.raises(PoolClosed):
             await database.fetch_val("SELECT 1")
+
+
+@pytest.mark.parametrize("mvp", [False, True], ids=["production", "mvp"])
+async def test_work_that_needs_the_writer_alone_is_refused_inside_a_transaction(
+    tmp_path: Path, mvp: bool
+) -> None:
+    """run_on_writer, checkpoint, migrate and health wait for the writer to be free; inside a
+    transaction() block of the same database that is the block's own end: refused at once
+    instead of waiting forever. The block goes on and commits; a backup taken inside it
+    completes (it skips the checkpoint after it)."""
+    config = SqlConfig.in_directory(tmp_path, mvp=mvp)
+    async with SqlService(config) as sql:
+        async with asyncio.timeout(30), sql.app.transaction() as tx:
+            await tx.execute("INSERT INTO settings(key, value) VALUES ('a', '1')")
+            refused = [
+                lambda: sql.app.run_on_writer(lambda conn: conn.execute("SELECT 1").fetchall()),
+                lambda: sql.app.checkpoint(),
+                sql.migrate,
+                sql.health,
+            ]
+            for call in refused:
+                with pytest.raises(StoreError, match="inside a transaction"):
+                    await call()
+            manifest = await sql.backup()
+            await tx.execute("INSERT INTO settings(key, value) VALUES ('b', '2')")
+        assert await sql.app.fetch_val("SELECT count(*) FROM settings") == 2
+        assert (await sql.app.checkpoint()).mode == "PASSIVE"  # after the block: fine
+        assert (await sql.health()).status in ("ok", "degraded")
+    assert (manifest.directory / "manifest.json").exists()
