@@ -328,10 +328,13 @@ class StateManager:
         message = self._message(kind, delta)
         mailbox = self._mailbox
         try:
-            if not await mailbox.put(message) or mailbox.abandoned:
-                # The consumer stopped while this caller waited for room in its mailbox:
-                # nobody will ever take the message.
-                raise self._stopped_error()
+            try:
+                mailbox.queue.put_nowait(message)  # (the common case: no coroutine to await)
+            except asyncio.QueueFull:
+                if not await mailbox.put(message) or mailbox.abandoned:
+                    # The consumer stopped while this caller waited for room in its mailbox:
+                    # nobody will ever take the message.
+                    raise self._stopped_error() from None
             # A cancelled caller cancels the message's future too: the consumer skips the
             # message if its turn has not come, and otherwise answers nobody (the change
             # stands).
