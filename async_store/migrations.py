@@ -37,10 +37,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from ._foreign_files import foreign_reason
+from ._foreign_files import refuse_foreign_file as refuse_foreign_file
 from ._migration_record import CREATE_TABLE, applied_rows
+from ._migration_sets import BUILTIN_SETS as BUILTIN_SETS
 from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
 from ._migration_sets import Migration, MigrationSet
 from ._migration_sets import normalize as normalize
+from ._migration_sets import split_statements as split_statements
 from ._writer_thread import begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate

@@ -131,12 +131,19 @@ async def _checkpoint(sql: SqlService) -> None:
         )
 
 
-def _settle() -> None:
-    """Before timing: no garbage to collect, and no dirty pages of earlier work (an earlier
+def _settle(directory: Path | None = None) -> None:
+    """Before timing: no garbage to collect; no dirty pages of earlier work (an earlier
     scenario's files, this run's copy of the template) still being written back, which slows
-    whatever writes next, ``cp`` most of all."""
+    whatever writes next; and the source files read once, so that every contender starts with
+    them in the page cache (in a full run they were at times not, and ``cp`` read them from
+    the disk at 400-700 MB/s)."""
     gc.collect()
     os.sync()
+    if directory is not None:
+        for name in FILES:
+            with (directory / name).open("rb", buffering=0) as handle:
+                while handle.read(8 << 20):
+                    pass
 
 
 async def _run(*argv: str) -> None:
@@ -160,7 +167,7 @@ def _cp_contender(name: str, *, sync: bool) -> Contender:
             await _checkpoint(sql)
             size = _source_bytes(directory)
             sources = [str(directory / name) for name in FILES]
-            _settle()
+            _settle(directory)
             started = time.perf_counter()
             await _run("cp", *sources, str(target))
             if sync:
@@ -186,7 +193,7 @@ def _step_contender(name: str, step: Callable[[Path, Path], object]) -> Contende
         async with SqlService(SqlConfig.in_directory(directory)) as sql:
             await _checkpoint(sql)
             size = _source_bytes(directory)
-            _settle()
+            _settle(directory)
             started = time.perf_counter()
             for name in FILES:
                 step(directory / name, path.parent)
@@ -221,7 +228,7 @@ def _backup_contender() -> Contender:
         async with SqlService(SqlConfig.in_directory(directory)) as sql:
             await _checkpoint(sql)
             size = _source_bytes(directory)
-            _settle()
+            _settle(directory)
             started = time.perf_counter()
             manifest = await sql.backup(path.parent / "backups")
             seconds = time.perf_counter() - started
@@ -308,7 +315,7 @@ async def _writers(sql: SqlService, until: Callable[[], Awaitable[object]]) -> T
         for task in range(WRITERS):
             for n in range(5):
                 group.create_task(db.execute(INSERT_WRITE, (task, -n, PAYLOAD)))
-    _settle()
+    _settle(sql.app.path.parent)
     started = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         handles = [group.create_task(writer(task)) for task in range(WRITERS)]
