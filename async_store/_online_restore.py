@@ -151,14 +151,8 @@ class _Source:
                 self._conn.execute(f"PRAGMA {pragma}").fetchone()[0]
                 for pragma in ("page_count", "page_size", "user_version")
             )
-        except sqlite3.Error as exc:
-            raise BackupError(
-                f"{name}: the backup's copy {self.path} cannot be read any more ({exc}); "
-                "nothing was replaced"
-            ) from exc
-        try:
             on_disk = os.stat(self.path).st_size
-        except OSError as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise BackupError(
                 f"{name}: the backup's copy {self.path} cannot be read any more ({exc}); "
                 "nothing was replaced"

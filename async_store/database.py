@@ -278,7 +278,7 @@ class Database(QueryMethods):
                 "the modes are PASSIVE, FULL, RESTART and TRUNCATE"
             )
         result = await self.run_on_writer(
-            functools.partial(_run_checkpoint, mode=mode, wait=wait, source=source)
+            functools.partial(run_checkpoint, mode=mode, wait=wait, source=source)
         )
         self._last_checkpoint = result
         return result
@@ -330,11 +330,12 @@ class Database(QueryMethods):
         return f"<Database {self.name} {str(self.path)!r} {self._state}>"
 
 
-def _run_checkpoint(
+def run_checkpoint(
     conn: sqlite3.Connection, *, mode: CheckpointMode, wait: bool, source: str
 ) -> CheckpointResult:
-    """Runs on the writer's thread. With ``wait=False``, busy_timeout 0: a checkpoint blocked by
-    a reader gives up at once instead of stalling the writer."""
+    """Runs on the writer's thread (also for health's probe). With ``wait=False``,
+    busy_timeout 0: a checkpoint blocked by a reader gives up at once instead of stalling the
+    writer."""
     timeout = None
     if not wait:
         timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -362,4 +363,4 @@ def _checkpoint_on_close(conn: sqlite3.Connection) -> CheckpointResult:
         # Best effort too: the ANALYZE it may run needs the write lock, which another process
         # may hold past busy_timeout; a later close runs it.
         pass
-    return _run_checkpoint(conn, mode="TRUNCATE", wait=True, source="close")
+    return run_checkpoint(conn, mode="TRUNCATE", wait=True, source="close")

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._exposition import metrics_text as metrics_text
 from ._health_report import DatabaseHealth, HealthReport, Status
-from .database import Database
+from .database import Database, run_checkpoint
 from .errors import StoreError
 from .metrics import KINDS, Metrics
 from .statistics import CheckpointResult
@@ -52,8 +52,7 @@ def _read_database(conn: sqlite3.Connection) -> dict[str, Any]:
     def pragma(name: str) -> Any:
         return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
-    busy, log_frames, checkpointed = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    probed_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    probe = run_checkpoint(conn, mode="PASSIVE", wait=True, source="health")
     versions: dict[str, int] = {}
     if conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
@@ -72,9 +71,7 @@ def _read_database(conn: sqlite3.Connection) -> dict[str, Any]:
         "synchronous": _SYNCHRONOUS.get(pragma("synchronous"), "?"),
         "schema_version": pragma("user_version"),
         "schema_versions": versions,
-        "probe": CheckpointResult(
-            bool(busy), max(log_frames, 0), max(checkpointed, 0), "PASSIVE", "health", probed_at
-        ),
+        "probe": probe,
     }
 
 

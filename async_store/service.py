@@ -268,14 +268,8 @@ class SqlService:
         ``transaction()`` block of this service, which the restore would wait for;
         :class:`PoolClosed` when the service is closed."""
         directory = Path(backup)
-        for database in self.databases:
-            if database.in_transaction:
-                # Before the backup is read: the restore could only wait for this block.
-                raise BackupError(
-                    f"cannot restore inside a transaction() block of {database.name}: the "
-                    "restore waits for that database's writer, which the block holds; restore "
-                    "after the block ends; nothing was replaced"
-                )
+        # Before the backup is read: the restore could only wait for this block.
+        self._refuse_inside_a_transaction("restore()", BackupError, "; nothing was replaced")
         manifest = await verify_backup(directory, migration_sets=self._migration_sets)
         check_target(
             directory, manifest.mode, self._config.mode, [db.name for db in self.databases]
@@ -308,15 +302,23 @@ class SqlService:
         with contextlib.suppress(ValueError):
             self._components.remove(component)
 
+    def _refuse_inside_a_transaction(
+        self, what: str, error: type[StoreError], outcome: str = ""
+    ) -> None:
+        """Raise ``error`` when the caller is inside a ``transaction()`` block of one of the
+        databases: ``what`` waits for every writer, so it would wait for that block's end."""
+        for database in self.databases:
+            if database.in_transaction:
+                raise error(
+                    f"{what} cannot run inside a transaction() block of {database.name}: it "
+                    "waits for that database's writer, which the block holds; run it after "
+                    f"the block{outcome}"
+                )
+
     async def health(self) -> HealthReport:
         """Status (ok/degraded/failing) with reasons, and the facts behind it. Refused inside a
         ``transaction()`` block (it reads each database on its writer, which the block holds)."""
-        for database in self.databases:
-            if database.in_transaction:
-                raise StoreError(
-                    f"{database.name}: health() cannot run inside a transaction() block: it "
-                    "would wait for the block to end; run it after the block"
-                )
+        self._refuse_inside_a_transaction("health()", StoreError)
         lags = [c.projection_lag for c in self._components]
         errors = [c.projection_error for c in self._components if c.projection_error]
         return await collect(

@@ -168,12 +168,11 @@ class StateManager:
         try:
             state = await load_state(self._store, self._limits)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                log.error("rebuilding the state from the store failed", exc_info=exc)
             self._failure = exc
             self._abandon_mailbox(self._stopped_error())
             if not isinstance(exc, Exception):
                 raise
+            log.error("rebuilding the state from the store failed", exc_info=exc)
             return
         self._state = state
         self._snapshot_version = state.version
