@@ -13,8 +13,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from async_store import (
     BackupError,
     BackupManifest,
     ConfigError,
+    Database,
     NewEvent,
     SqlConfig,
     SqlService,
@@ -61,6 +62,26 @@ async def wait_until(
             if result:
                 return
             await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def transaction_held(database: Database) -> AsyncIterator[Callable[[], None]]:
+    """A ``transaction()`` open on ``database`` in a task of its own until the block ends (or
+    the yielded function is called): the writer is leased to it, so writes queue behind it."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with database.transaction():
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await entered.wait()
+        yield release.set
+    finally:
+        release.set()
+        await holder
 
 
 def config(tmp_path: Path, mode: Mode) -> SqlConfig:

@@ -34,7 +34,7 @@ from async_store.cli import main
 from async_store.health import HealthReport, metrics_text
 from async_store.metrics import KINDS, LatencyHistogram, Metrics
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet, StateManager
-from tests.test_backup import wait_until
+from tests.test_backup import transaction_held, wait_until
 
 Mode = Literal["production", "mvp"]
 
@@ -768,29 +768,18 @@ async def test_readers_busy_and_idle_while_a_read_holds_a_reader(
 
 async def test_writer_queue_depth_while_the_writer_is_held(tmp_path: Path) -> None:
     async with SqlService(config(tmp_path, "mvp")) as sql:
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def hold_the_writer() -> None:
-            async with sql.app.transaction() as tx:
-                await tx.execute("INSERT INTO settings(key, value) VALUES ('held', '1')")
-                entered.set()
-                await release.wait()
-
-        holder = asyncio.create_task(hold_the_writer())
-        await entered.wait()
-        writes = [
-            asyncio.create_task(
-                sql.app.execute("INSERT INTO settings(key, value) VALUES (?, '1')", (f"q{i}",))
-            )
-            for i in range(3)
-        ]
-        await wait_until(lambda: sql.app.statistics().writer_queue_depth == 3)
-        # The report's own job on the writer waits too; its statistics are those of the
-        # moment it was asked for.
-        health = asyncio.create_task(sql.health())
-        await wait_until(lambda: sql.app.statistics().writer_queue_depth == 4)
-        release.set()
-        await holder
+        async with transaction_held(sql.app):
+            writes = [
+                asyncio.create_task(
+                    sql.app.execute("INSERT INTO settings(key, value) VALUES (?, '1')", (f"q{i}",))
+                )
+                for i in range(3)
+            ]
+            await wait_until(lambda: sql.app.statistics().writer_queue_depth == 3)
+            # The report's own job on the writer waits too; its statistics are those of the
+            # moment it was asked for.
+            health = asyncio.create_task(sql.health())
+            await wait_until(lambda: sql.app.statistics().writer_queue_depth == 4)
         await asyncio.gather(*writes)
         report = await health
         after = await sql.health()
@@ -803,25 +792,14 @@ async def test_a_full_writer_queue_is_counted_as_a_pool_timeout(tmp_path: Path) 
     metric's name and help say so."""
     cfg = SqlConfig.in_directory(tmp_path / "data", mvp=True, max_queued=1, acquire_timeout=0.2)
     async with SqlService(cfg) as sql:
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def hold_the_writer() -> None:
-            async with sql.app.transaction() as tx:
-                await tx.execute("INSERT INTO settings(key, value) VALUES ('held', '1')")
-                entered.set()
-                await release.wait()
-
         async with asyncio.timeout(30):
-            holder = asyncio.create_task(hold_the_writer())
-            await entered.wait()
-            queued = asyncio.create_task(
-                sql.app.execute("INSERT INTO settings(key, value) VALUES ('queued', '1')")
-            )
-            await wait_until(lambda: sql.app.statistics().writer_queue_depth == 1)
-            with pytest.raises(PoolTimeout, match="writer queue stayed full"):
-                await sql.app.execute("INSERT INTO settings(key, value) VALUES ('late', '1')")
-            release.set()
-            await holder
+            async with transaction_held(sql.app):
+                queued = asyncio.create_task(
+                    sql.app.execute("INSERT INTO settings(key, value) VALUES ('queued', '1')")
+                )
+                await wait_until(lambda: sql.app.statistics().writer_queue_depth == 1)
+                with pytest.raises(PoolTimeout, match="writer queue stayed full"):
+                    await sql.app.execute("INSERT INTO settings(key, value) VALUES ('late', '1')")
             await queued
             text = await sql.metrics_text()
     samples = parse_prometheus(text)

@@ -18,7 +18,7 @@ import pytest
 
 from async_store import SqlConfig, SqlService
 from async_store.logsinks import JsonlSink, SqlLogSink
-from tests.test_backup import wait_until
+from tests.test_backup import transaction_held, wait_until
 
 _names = itertools.count()
 
@@ -258,24 +258,13 @@ async def test_sql_sink_aclose_loses_nothing_while_the_writer_is_busy(
     sink = SqlLogSink(sql.app, batch_size=50, flush_interval=60)
     await sink.start()
     logger.addHandler(sink)
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def hold_the_writer() -> None:
-        async with sql.app.transaction() as tx:
-            await tx.execute("INSERT INTO settings(key, value) VALUES ('busy', '1')")
-            entered.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold_the_writer())
-    await entered.wait()
-    for i in range(100):
-        logger.info("record %d", i)
-    # The sink's batch is queued behind the transaction.
-    await wait_until(lambda: sql.app.statistics().writer_queue_depth > 0, interval=0)
-    closing = asyncio.create_task(sink.aclose())
-    await asyncio.sleep(0)
-    release.set()
-    await holder
+    async with transaction_held(sql.app):
+        for i in range(100):
+            logger.info("record %d", i)
+        # The sink's batch is queued behind the transaction.
+        await wait_until(lambda: sql.app.statistics().writer_queue_depth > 0, interval=0)
+        closing = asyncio.create_task(sink.aclose())
+        await asyncio.sleep(0)
     await closing
     logger.removeHandler(sink)
     assert await logged_messages(sql, logger) == [f"record {i}" for i in range(100)]
@@ -474,29 +463,18 @@ async def test_sql_sink_aclose_under_a_deadline_raises_and_the_close_still_compl
     sink = SqlLogSink(sql.app, batch_size=50, flush_interval=60)
     await sink.start()
     logger.addHandler(sink)
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def hold_the_writer() -> None:
-        async with sql.app.transaction() as tx:
-            await tx.execute("INSERT INTO settings(key, value) VALUES ('busy', '1')")
-            entered.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold_the_writer())
-    await entered.wait()
-    log_records(logger, 100)
-    await wait_until(lambda: sql.app.statistics().writer_queue_depth > 0, interval=0)
 
     async def close_within_a_deadline() -> None:
         async with asyncio.timeout(0):
             await sink.aclose()
 
-    closing = asyncio.create_task(close_within_a_deadline())
-    # The writer is released only once the deadline has cancelled the close: the timeout must
-    # be raised all the same, not swallowed once the sink's task has finished writing.
-    await wait_until(lambda: closing.cancelling() > 0 or closing.done(), interval=0)
-    release.set()
-    await holder
+    async with transaction_held(sql.app):
+        log_records(logger, 100)
+        await wait_until(lambda: sql.app.statistics().writer_queue_depth > 0, interval=0)
+        closing = asyncio.create_task(close_within_a_deadline())
+        # The writer is released only once the deadline has cancelled the close: the timeout
+        # must be raised all the same, not swallowed once the sink's task has finished writing.
+        await wait_until(lambda: closing.cancelling() > 0 or closing.done(), interval=0)
     async with asyncio.timeout(30):
         with pytest.raises(TimeoutError):
             await closing

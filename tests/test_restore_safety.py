@@ -35,6 +35,7 @@ from tests.test_backup import (
     config,
     setting_keys,
     targets,
+    transaction_held,
     wait_until,
     write_migration,
 )
@@ -429,18 +430,8 @@ async def test_an_online_restore_cancelled_while_it_waits_replaces_nothing(
         await add_rows(sql, "before")
         manifest = await sql.backup(tmp_path / "backups")
         await add_rows(sql, "after")
-        entered, go_on = asyncio.Event(), asyncio.Event()
-
-        async def events_transaction() -> None:
-            async with sql.events.transaction() as tx:
-                await tx.execute("SELECT 1")
-                entered.set()
-                await go_on.wait()
-
         async with asyncio.timeout(60):  # a bound on a hang, not a measure of speed
-            holder = asyncio.ensure_future(events_transaction())
-            try:
-                await entered.wait()
+            async with transaction_held(sql.events):
                 restore = asyncio.ensure_future(sql.restore(manifest.directory))
                 await wait_until(lambda: sql.events.statistics().writer_queue_depth >= 1)
                 restore.cancel()
@@ -448,9 +439,6 @@ async def test_an_online_restore_cancelled_while_it_waits_replaces_nothing(
                     await restore
                 assert sql.events.statistics().writer_queue_depth == 0
                 await sql.app.execute("INSERT INTO settings(key, value) VALUES ('next', '1')")
-            finally:
-                go_on.set()
-                await holder
             await sql.event_store.append("next", [NewEvent("Next", {})])
 
         assert await setting_keys(sql) == [
@@ -584,25 +572,12 @@ async def test_a_copy_damaged_after_verification_replaces_nothing(
         await add_rows(sql, "before")
         manifest = await sql.backup(tmp_path / "backups")
         await add_rows(sql, "after")
-        entered, go_on = asyncio.Event(), asyncio.Event()
-
-        async def events_transaction() -> None:
-            async with sql.events.transaction() as tx:
-                await tx.execute("SELECT 1")
-                entered.set()
-                await go_on.wait()
-
         async with asyncio.timeout(60):  # a bound on a hang, not a measure of speed
-            holder = asyncio.ensure_future(events_transaction())
-            await entered.wait()
-            restore = asyncio.ensure_future(sql.restore(manifest.directory))
-            try:
+            async with transaction_held(sql.events):
+                restore = asyncio.ensure_future(sql.restore(manifest.directory))
                 # Verified, and waiting for the events writer.
                 await wait_until(lambda: sql.events.statistics().writer_queue_depth >= 1)
                 damage(manifest.directory / "events.db")
-            finally:
-                go_on.set()
-                await holder
             with pytest.raises(BackupError, match=message) as info:
                 await restore
 
