@@ -60,6 +60,7 @@ from .errors import (
     StateManagerClosed,
     StateManagerFull,
     StoreError,
+    TransactionTimeout,
     UniqueViolation,
 )
 from .events import (
@@ -99,7 +100,7 @@ from .restore import restore_offline
 from .retention import BackupScheduler, list_backups
 from .service import SqlService
 from .state import AppState, StateDelta, StateManager
-from .statistics import PoolStatistics
+from .statistics import PoolStatistics, WriterHold
 
 __version__ = "0.1.0"
 
@@ -186,8 +187,10 @@ __all__ = [
     "StreamState",
     "Synchronous",
     "Transaction",
+    "TransactionTimeout",
     "UniqueViolation",
     "VerificationReport",
+    "WriterHold",
     "__version__",
     "content_hash",
     "estimate_tokens",

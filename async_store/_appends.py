@@ -68,7 +68,8 @@ class Appends:
             # (Inside a transaction nothing is committed yet: it may still roll back.)
             for result in results:
                 self._learn(result.stream_id, result.last_version)
-        self._on_commit()
+        # Subscribers wake once the events are committed: inside a transaction, at its end.
+        self._db.after_commit(self._on_commit)
         return results
 
     # Appends of one stream are coalesced: they wait in ``_waiting`` while the write before them

@@ -176,6 +176,22 @@ def metrics_text(report: HealthReport) -> str:
 
     for attribute, name, kind, help_text in _POOL_METRICS:
         metric(name, kind, help_text, per_db(functools.partial(_pool_value, attribute)))
+    holds = [(db.name, hold) for db in dbs if (hold := db.pool.writer_hold) is not None]
+    metric(
+        "writer_hold_info",
+        "gauge",
+        "What holds a database's writer now: its kind, task and newest statement.",
+        [
+            (_labels(database=n, kind=h.kind, task=h.task, last_sql=h.last_sql or ""), 1)
+            for n, h in holds
+        ],
+    )
+    metric(
+        "writer_held_seconds",
+        "gauge",
+        "Seconds the writer has been held by what holds it now (absent when idle).",
+        [(_labels(database=n), h.held_seconds) for n, h in holds],
+    )
     metric(
         "database_errors_total",
         "counter",
@@ -274,7 +290,13 @@ _POOL_METRICS = (
         "acquire_timeouts",
         "pool_timeouts_total",
         "counter",
-        "Waits for a free reader or for room in the writer queue that ended in PoolTimeout.",
+        "Waits for a free reader or for the writer that ended in PoolTimeout.",
+    ),
+    (
+        "transaction_timeouts",
+        "transaction_timeouts_total",
+        "counter",
+        "transaction() blocks rolled back past transaction_timeout.",
     ),
 )
 """PoolStatistics field, metric name, type, help."""

@@ -7,6 +7,7 @@ them; ``_exposition`` renders a report as Prometheus text.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,4 +113,7 @@ class HealthReport:
 
 
 def vars_of(stats: PoolStatistics) -> dict[str, Any]:
-    return {name: getattr(stats, name) for name in stats.__dataclass_fields__}
+    data = {name: getattr(stats, name) for name in stats.__dataclass_fields__}
+    hold = stats.writer_hold
+    data["writer_hold"] = None if hold is None else dataclasses.asdict(hold)
+    return data

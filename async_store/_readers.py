@@ -104,6 +104,7 @@ class ReaderPool:
         self._waiters: list[asyncio.Future[None]] = []
         self._resets: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._stopped = False
 
     @property
     def total(self) -> int:
@@ -319,9 +320,10 @@ class ReaderPool:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    async def close(self, *, grace: float = CLOSE_GRACE) -> None:
-        """Wait for every queued read and reservation to end, then close every reader. After
-        ``grace`` seconds the reads still running are interrupted and those still queued are
+    async def close(self, *, deadline: float | None = None) -> None:
+        """Wait for every queued read and reservation to end, then close every reader. At
+        ``deadline`` (loop time; default ``CLOSE_GRACE`` seconds from now), or at once after
+        :meth:`stop`, the reads still running are interrupted and those still queued are
         skipped (their callers get :class:`Interrupted`): a forgotten long query must not keep
         the service open."""
         self._closed = True
@@ -329,12 +331,12 @@ class ReaderPool:
         if self._opening is not None:
             await asyncio.wait({self._opening})
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        stopped = False
+        if deadline is None:
+            deadline = loop.time() + CLOSE_GRACE
         while True:
-            # Past the deadline every reader has been stopped, so what is left ends soon: wait
-            # for it without a timeout (a timeout of 0 would spin).
-            timeout = None if stopped else max(0.0, deadline - loop.time())
+            # Once every reader has been stopped, what is left ends soon: wait for it without
+            # a timeout (a timeout of 0 would spin).
+            timeout = None if self._stopped else max(0.0, deadline - loop.time())
             if self._resets:
                 await asyncio.wait(set(self._resets), timeout=timeout)
             elif self.idle < self.total:
@@ -343,9 +345,15 @@ class ReaderPool:
                 await asyncio.wait({waiter}, timeout=timeout)
             else:
                 break
-            if not stopped and loop.time() >= deadline:
-                stopped = True
-                for reader in self._readers:
-                    reader.connection.stop_all()
+            if not self._stopped and loop.time() >= deadline:
+                self.stop()
         for reader in self._readers:
             await reader.connection.close()
+
+    def stop(self) -> None:
+        """Interrupt every read running and skip every read queued (see :meth:`close`)."""
+        self._closed = True
+        self._stopped = True
+        for reader in self._readers:
+            reader.connection.stop_all()
+        self._wake()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -19,10 +20,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from ._connection import Connection, Row
+from ._futures import resolve
 from ._queries import Parameters, QueryMethods
 from ._shield import finish
 from ._writer_jobs import TransactionLease
-from .errors import PoolClosed, StoreError, translate
+from .errors import PoolClosed, PoolTimeout, StoreError, translate
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its scopes.
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["ReadContext", "ReadSnapshot", "Transaction", "TransactionContext", "stream_rows"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("async_store.database")
 
 
 class Transaction(QueryMethods):
@@ -41,26 +45,96 @@ class Transaction(QueryMethods):
     write half-way could roll back other callers' work). So that it is not committed behind
     its caller's back, the (nested) transaction it ran in is marked: when that block ends
     normally it is rolled back instead, and raises :class:`StoreError`.
+
+    Tasks started inside the block inherit it (asyncio copies context variables). They may
+    query it together; a nested block is theirs alone while it is open: a call from a task
+    outside it (one that was not started inside it) waits for it to end, up to
+    ``acquire_timeout``, so the savepoints of two tasks never interleave.
     """
 
-    __slots__ = ("_active", "_connection", "_database", "_depth", "_poisoned", "_savepoints")
+    __slots__ = (
+        "_active",
+        "_after_commit",
+        "_connection",
+        "_database",
+        "_lease",
+        "_levels",
+        "_poisoned",
+        "_savepoints",
+        "_turns",
+    )
 
-    def __init__(self, database: Database, connection: Connection) -> None:
+    def __init__(self, database: Database, connection: Connection, lease: TransactionLease) -> None:
         self._database = database
         self._connection = connection
+        self._lease = lease
         self._active = True
         self._savepoints = 0
-        self._depth = 0
+        self._levels: list[_Level] = []
+        """The nested blocks open now, outermost first."""
+        self._turns: asyncio.Future[None] | None = None
+        """Resolved when a nested block ends (wakes the calls waiting for their turn)."""
         self._poisoned: int | None = None
         """The shallowest nesting depth a cancelled statement ran at, if any."""
+        self._after_commit: list[Callable[[], object]] = []
 
-    def _check(self) -> Connection:
+    def _blocked(self, level: _Level | None) -> bool:
+        """Whether a caller at nesting ``level`` must wait: a nested block of another task is
+        open inside it."""
+        levels = self._levels
+        return (
+            self._active
+            and self._lease.expired is None
+            and (level is None or level.open)
+            and (levels[-1] if levels else None) is not level
+        )
+
+    async def _turn(self, level: _Level | None) -> bool:
+        """Wait until a caller at ``level`` may go on (see ``_blocked``); False if that took
+        longer than ``acquire_timeout``."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._database.config.acquire_timeout):
+                while self._blocked(level):
+                    if self._turns is None:
+                        self._turns = loop.create_future()
+                    await asyncio.shield(self._turns)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _check(self) -> Connection:
+        """The connection, once the current task may use it; raises when it never may."""
+        level = _level_of(self)
+        if self._blocked(level) and not await self._turn(level):
+            owner = self._levels[-1].task if self._levels else "?"
+            raise PoolTimeout(
+                f"{self._database.name}: waited acquire_timeout "
+                f"({self._database.config.acquire_timeout} s) for a nested transaction() "
+                f"block of task {owner!r} on this transaction to end; a task may use a "
+                "transaction while another task's nested block is open in it only if it was "
+                "started inside that block"
+            )
+        expired = self._lease.expired
+        if expired is not None:
+            raise type(expired)(str(expired))
         if not self._active:
             raise PoolClosed(f"{self._database.name}: this transaction has already ended")
+        if level is not None and not level.open:
+            raise StoreError(
+                f"{self._database.name}: the nested transaction() block this task was started "
+                "in has ended; start the task's own transaction() instead"
+            )
         return self._connection
 
+    def _next_turn(self) -> None:
+        turns, self._turns = self._turns, None
+        if turns is not None:
+            resolve(turns, None)
+
     async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        connection = self._check()
+        connection = await self._check()
+        self._lease.last_sql = sql
         try:
             return await connection.run(fn)
         except asyncio.CancelledError:
@@ -76,8 +150,9 @@ class Transaction(QueryMethods):
         return await self._read(functools.partial(_in_savepoint, fn), sql)
 
     def _poison(self) -> None:
-        if self._poisoned is None or self._depth < self._poisoned:
-            self._poisoned = self._depth
+        depth = len(self._levels)
+        if self._poisoned is None or depth < self._poisoned:
+            self._poisoned = depth
 
     def _take_poison(self, depth: int) -> bool:
         """Whether a cancelled statement ran at ``depth`` or deeper; clears the mark, since
@@ -87,14 +162,54 @@ class Transaction(QueryMethods):
             return True
         return False
 
-    def _iterate(
+    def _close_levels(self, depth: int) -> None:
+        """Mark the nested blocks from ``depth`` on as ended (their tasks' calls then raise)."""
+        for level in self._levels[depth:]:
+            level.open = False
+        del self._levels[depth:]
+
+    async def _iterate(
         self, sql: str, parameters: Parameters, chunk_size: int
     ) -> AsyncGenerator[Row, None]:
-        return stream_rows(self._check(), sql, parameters, chunk_size, on_reader=False)
+        connection = await self._check()
+        self._lease.last_sql = sql
+        async for row in stream_rows(connection, sql, parameters, chunk_size, on_reader=False):
+            yield row
 
     def transaction(self) -> TransactionContext:
         """A nested SAVEPOINT: its work is undone alone if its block raises."""
         return TransactionContext(self._database)
+
+
+class _Level:
+    """One nested ``transaction()`` block: its savepoint, the task that opened it, and
+    whether it is still open."""
+
+    __slots__ = ("name", "open", "task", "tx")
+
+    def __init__(self, tx: Transaction, name: str, task: str) -> None:
+        self.tx = tx
+        self.name = name
+        self.task = task
+        self.open = True
+
+
+async def _end_turn(
+    tx: Transaction, level: _Level | None
+) -> tuple[bool, asyncio.CancelledError | None]:
+    """For a block at ``level`` that ends: wait for the nested blocks of other tasks inside it
+    to end first. Returns whether they did within ``acquire_timeout``, and a cancellation that
+    arrived meanwhile (the block then ends rolled back, and raises it afterwards)."""
+    try:
+        return not tx._blocked(level) or await tx._turn(level), None
+    except asyncio.CancelledError as exc:
+        return False, exc
+
+
+def _level_of(tx: Transaction) -> _Level | None:
+    """The nested block of ``tx`` the current task is in (``None``: none of them)."""
+    level = tx._database._savepoint.get()
+    return level if level is not None and level.tx is tx else None
 
 
 class ReadSnapshot(QueryMethods):
@@ -132,34 +247,50 @@ class TransactionContext:
     ``TransactionLease``) or, inside a transaction of the same task, opens a SAVEPOINT of it;
     on exit it keeps or undoes that level's work."""
 
-    __slots__ = ("_database", "_lease", "_savepoint", "_started", "_token", "_tx")
+    __slots__ = ("_database", "_lease", "_level", "_level_token", "_started", "_token", "_tx")
 
     def __init__(self, database: Database) -> None:
         self._database = database
         self._lease: TransactionLease | None = None
         self._tx: Transaction | None = None
-        self._savepoint: str | None = None
+        self._level: _Level | None = None
         self._token: object = None
+        self._level_token: object = None
         self._started = 0.0
 
     async def __aenter__(self) -> Transaction:
         database = self._database
         outer = database._current.get()
         if outer is not None and outer._active:
-            connection = outer._check()
-            outer._savepoints += 1
-            name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
-            await finish(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
-            self._savepoint = name
-            self._tx = outer
-            outer._depth += 1
-            return outer
+            return await self._enter_nested(outer)
         writer = database._open_parts()[0]
         self._started = time.perf_counter()
         self._lease = await writer.lease()
-        self._tx = Transaction(database, writer.connection)
+        self._tx = Transaction(database, writer.connection, self._lease)
         self._token = database._current.set(self._tx)
+        self._level_token = database._savepoint.set(None)
         return self._tx
+
+    async def _enter_nested(self, outer: Transaction) -> Transaction:
+        connection = await outer._check()
+        outer._savepoints += 1
+        name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
+        task = asyncio.current_task()
+        level = _Level(outer, name, task.get_name() if task is not None else "?")
+        # Open before the SAVEPOINT is sent: from now on other tasks' calls wait for its end.
+        outer._levels.append(level)
+        try:
+            await finish(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
+        except BaseException as exc:
+            outer._close_levels(outer._levels.index(level))
+            outer._next_turn()
+            if isinstance(exc, Exception):
+                raise translate(exc, database=self._database.name, sql="SAVEPOINT") from exc
+            raise
+        self._tx = outer
+        self._level = level
+        self._level_token = self._database._savepoint.set(level)
+        return outer
 
     async def __aexit__(
         self,
@@ -167,39 +298,94 @@ class TransactionContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._level is not None:
+            await self._exit_nested(self._level, keep=exc_type is None)
+        else:
+            await self._exit_outer(keep=exc_type is None)
+
+    async def _exit_nested(self, level: _Level, *, keep: bool) -> None:
         tx = self._tx
         assert tx is not None
-        keep = exc_type is None
-        if self._savepoint is not None:
-            depth = tx._depth
-            tx._depth -= 1
-            cancelled_inside = tx._take_poison(depth)
-            await self._close_savepoint(tx, self._savepoint, keep=keep and not cancelled_inside)
-            if keep and cancelled_inside:
-                raise _cancelled_statement(self._database.name)
-            return
-        lease = self._lease
-        assert lease is not None
-        self._database._current.reset(self._token)  # type: ignore[arg-type]
-        tx._active = False
-        cancelled_inside = tx._take_poison(0)
-        lease.finished.set_result(keep and not cancelled_inside)
-        if keep and cancelled_inside:
-            with contextlib.suppress(StoreError):
-                await finish(lease.committed)
-            self._database.metrics.record("transaction", time.perf_counter() - self._started)
-            raise _cancelled_statement(self._database.name)
+        self._database._savepoint.reset(self._level_token)  # type: ignore[arg-type]
+        # Nested blocks of tasks started inside this one end first (they are part of it).
+        waited, cancelled = await _end_turn(tx, level)
         try:
-            if keep:
-                await asyncio.shield(lease.committed)
-            else:
+            expired = tx._lease.expired
+            if expired is not None:  # the writer rolled the whole transaction back already
+                if keep:
+                    raise type(expired)(str(expired))
+                return
+            if not level.open or not tx._active:  # the block around it ended first
+                if keep:
+                    raise StoreError(
+                        f"{self._database.name}: this nested transaction() block ended after "
+                        "the block around it (of another task), which took its work along"
+                    )
+                return
+            depth = tx._levels.index(level)
+            cancelled_inside = tx._take_poison(depth + 1)
+            tx._close_levels(depth)
+            await self._close_savepoint(
+                tx, level.name, keep=keep and waited and not cancelled_inside
+            )
+        finally:
+            tx._next_turn()
+        if cancelled is not None:
+            raise cancelled
+        if keep and not waited:
+            raise StoreError(
+                f"{self._database.name}: a nested transaction() block of another task started "
+                f"inside this one was still open after acquire_timeout "
+                f"({self._database.config.acquire_timeout} s); both were rolled back"
+            )
+        if keep and cancelled_inside:
+            raise _cancelled_statement(self._database.name)
+
+    async def _exit_outer(self, *, keep: bool) -> None:
+        tx, lease = self._tx, self._lease
+        assert tx is not None
+        assert lease is not None
+        database = self._database
+        # Nested blocks of tasks started inside the transaction end first (they are part of it).
+        waited, cancelled = await _end_turn(tx, None)
+        database._current.reset(self._token)  # type: ignore[arg-type]
+        database._savepoint.reset(self._level_token)  # type: ignore[arg-type]
+        tx._active = False
+        tx._close_levels(0)
+        tx._next_turn()
+        cancelled_inside = tx._take_poison(0)
+        lease.finished.set_result(keep and waited and not cancelled_inside)
+        try:
+            if not (keep and waited and not cancelled_inside):
                 with contextlib.suppress(StoreError):
                     await finish(lease.committed)
+            else:
+                await asyncio.shield(lease.committed)
         except StoreError as error:
-            self._database.metrics.count_error(error)
+            database.metrics.count_error(error)
             raise
         finally:
-            self._database.metrics.record("transaction", time.perf_counter() - self._started)
+            database.metrics.record("transaction", time.perf_counter() - self._started)
+        if cancelled is not None:
+            raise cancelled
+        if not keep:
+            return
+        if lease.expired is not None:
+            database.metrics.count_error(lease.expired)
+            raise type(lease.expired)(str(lease.expired))
+        if not waited:
+            raise StoreError(
+                f"{database.name}: a nested transaction() block of another task started inside "
+                f"this transaction was still open after acquire_timeout "
+                f"({database.config.acquire_timeout} s); the transaction was rolled back"
+            )
+        if cancelled_inside:
+            raise _cancelled_statement(database.name)
+        for callback in tx._after_commit:
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: a callback after commit failed", database.name)
 
     async def _close_savepoint(self, tx: Transaction, name: str, *, keep: bool) -> None:
         def close(conn: sqlite3.Connection) -> None:

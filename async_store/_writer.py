@@ -2,17 +2,27 @@
 
 Jobs queued behind the writer run back to back inside one outer ``BEGIN IMMEDIATE`` transaction,
 each in its own SAVEPOINT, and commit once. A job that fails rolls back to its savepoint and
-raises to its own caller; a COMMIT that fails fails every job of its batch. Every caller's await
-returns only after the COMMIT that holds its work. With nothing queued a job commits alone.
+raises to its own caller; a COMMIT that fails fails every job of its batch (one refused by a
+deferred constraint re-runs the batch's jobs one by one instead: see ``_writer_thread``). Every
+caller's await returns only after the COMMIT that holds its work. With nothing queued a job
+commits alone.
 
 Three kinds of job:
 
 * a *statement job* (``execute``, ``execute_many``): a plain function of the connection. All the
   statement jobs of a batch run in one hop to the writer's thread, BEGIN and COMMIT included.
 * a *transaction job* (``transaction()``): the writer opens a savepoint, lends the connection to
-  the caller's ``async with`` block, and waits for the block to end before it goes on.
+  the caller's ``async with`` block, and waits for the block to end; the statement jobs queued
+  meanwhile then join its COMMIT. A block always leads its batch and never shares it with
+  another block: a block that joined a batch would make the callers before it wait for its
+  code, which may be waiting for one of them (a deadlock).
 * an *exclusive job* (migrations, checkpoints): a function that runs alone, outside any
   transaction, between batches.
+
+Every wait is bounded. A caller whose job is still queued ``acquire_timeout`` seconds after it
+asked gives up with ``PoolTimeout``: its job is withdrawn, nothing of it runs. A block held
+past ``transaction_timeout`` is rolled back and the writer goes on. ``close()`` serves what is
+queued until its deadline, then rolls back an open block and fails what is still queued.
 
 The jobs are defined in ``_writer_jobs``; what runs on the writer's thread (BEGIN, the jobs,
 savepoints, COMMIT) is in ``_writer_thread``.
@@ -26,33 +36,29 @@ import functools
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ._connection import Connection, rollback_if_open
 from ._futures import fail, resolve
 from ._shield import finish
 from ._writer_jobs import ExclusiveJob, StatementJob, TransactionLease
-from ._writer_thread import (
-    BatchFailed,
-    begin_immediate,
-    close_savepoint,
-    commit,
-    run_batch,
-    run_jobs,
-    without_cursor,
-)
+from ._writer_thread import BatchFailed, Locking, begin_block, end_block, run_batch, without_cursor
 from .config import DatabaseConfig
-from .errors import PoolClosed, PoolTimeout, StoreError, translate
-from .statistics import Counters
+from .errors import PoolClosed, PoolTimeout, StoreError, TransactionTimeout, translate
+from .statistics import Counters, WriterHold
 
 __all__ = ["Writer"]
 
 T = TypeVar("T")
 
 _Job = StatementJob | TransactionLease | ExclusiveJob
-_J = TypeVar("_J", StatementJob, TransactionLease)
+_J = TypeVar("_J", StatementJob, TransactionLease, ExclusiveJob)
+
+_SQL_SHOWN = 200
+"""Characters of a statement quoted in a timeout message."""
 
 
 class Writer:
@@ -62,15 +68,36 @@ class Writer:
         self._connection = connection
         self._config = config
         self._name = config.name
-        self._describe = f"{config.name} ({config.path})"
+        self._locking = Locking(
+            config.busy_retries, config.busy_backoff, counters, f"{config.name} ({config.path})"
+        )
         self._counters = counters
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(config.max_queued)
-        self._backlog: deque[_Job | None] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._jobs: deque[_Job] = deque()
+        """Jobs in FIFO order; those whose caller gave up (``waiting`` False) are skipped."""
+        self._waiting = 0
+        """Jobs in ``_jobs`` whose caller still waits."""
+        self._idle: asyncio.Future[None] | None = None
+        """The writer waiting for a job (resolved by the next one queued)."""
+        self._room: deque[asyncio.Future[None]] = deque()
+        """Callers waiting for room in a full queue."""
+        self._reaper: asyncio.TimerHandle | None = None
+        """Wakes at the earliest deadline of a queued job to time it out."""
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopped: StoreError | None = None
+        """Set past close's deadline: queued jobs failed, an open block rolled back."""
+        self._stop: asyncio.Future[None] = self._loop.create_future()
+        """Resolved when ``_stopped`` is set: wakes the writer waiting on a block."""
         self._failure: BaseException | None = None
         self._savepoints = 0
-        self._waiting = 0
+        # What holds the writer now (see ``hold``): kind, task, the block, first SQL, since.
+        self._held: Literal["transaction", "batch", "exclusive"] | None = None
+        self._held_task = ""
+        self._held_lease: TransactionLease | None = None
+        self._held_sql: str | None = None
+        self._held_since = 0.0
+        self._held_wall = 0.0
 
     @property
     def connection(self) -> Connection:
@@ -82,8 +109,19 @@ class Writer:
         return self._waiting
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._serve(), name=f"async_store.{self._name}.writer"
+        self._task = self._loop.create_task(self._serve(), name=f"async_store.{self._name}.writer")
+
+    def hold(self) -> WriterHold | None:
+        """What holds the writer now, or ``None`` when it waits for work."""
+        if self._held is None:
+            return None
+        lease = self._held_lease
+        return WriterHold(
+            kind=self._held,
+            task=self._held_task,
+            since=datetime.fromtimestamp(self._held_wall, UTC).isoformat(timespec="microseconds"),
+            held_seconds=round(time.monotonic() - self._held_since, 6),
+            last_sql=lease.last_sql if lease is not None else self._held_sql,
         )
 
     # -- submitting work -------------------------------------------------------------------
@@ -94,36 +132,48 @@ class Writer:
         """Run ``fn`` as one transaction of a group commit; return once it is committed.
         ``atomic``: a failure of ``fn`` leaves nothing to undo (see ``StatementJob.atomic``).
 
-        Cancelling the caller after the job reached the writer's thread does not undo it."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        return await self._submit(StatementJob(fn, sql, future, atomic), future)
-
-    async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
-        transactions."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        return await self._submit(ExclusiveJob(fn, future), future)
-
-    async def _submit(self, job: StatementJob | ExclusiveJob, future: asyncio.Future[T]) -> T:
-        """Queue ``job`` and wait for its ``future``."""
-        await self._enqueue(job)
+        Raises :class:`PoolTimeout` (nothing ran) when the writer did not take the job within
+        ``acquire_timeout``. Cancelling the caller while the job is queued withdraws it; once
+        the job reached the writer's thread, cancelling does not undo it."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        job = StatementJob(fn, sql, future, atomic)
+        await self._put(job, self._config.acquire_timeout)
         try:
             return await future
         except asyncio.CancelledError:
-            self._stop_waiting(job)
+            self._withdraw(job)
+            raise
+
+    async def run_exclusive(
+        self, fn: Callable[[sqlite3.Connection], T], *, acquire_timeout: float | None = None
+    ) -> T:
+        """Run ``fn`` alone on the writer's thread, between batches; ``fn`` manages its own
+        transactions. :class:`PoolTimeout` when the writer did not take it within
+        ``acquire_timeout`` seconds (default: the database's)."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        job = ExclusiveJob(fn, future)
+        if acquire_timeout is None:
+            acquire_timeout = self._config.acquire_timeout
+        await self._put(job, acquire_timeout)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._withdraw(job)
             raise
 
     async def lease(self) -> TransactionLease:
-        """Wait for the writer to open a savepoint for a ``transaction()`` block."""
-        lease = TransactionLease(asyncio.get_running_loop())
+        """Wait for the writer to open a savepoint for a ``transaction()`` block (at most
+        ``acquire_timeout``, then :class:`PoolTimeout`)."""
+        task = asyncio.current_task()
+        lease = TransactionLease(self._loop, task.get_name() if task is not None else "?")
         try:
-            await self._enqueue(lease)
+            await self._put(lease, self._config.acquire_timeout)
             await asyncio.shield(lease.granted)
         except BaseException:
             if not lease.granted.done():
                 lease.granted.cancel()  # still queued: the writer will skip it
-                self._stop_waiting(lease)
-            elif lease.granted.exception() is None:
+                self._withdraw(lease)
+            elif not lease.granted.cancelled() and lease.granted.exception() is None:
                 # Granted just as the caller gave up: hand it back, rolled back.
                 lease.finished.set_result(False)
                 with contextlib.suppress(StoreError):
@@ -131,90 +181,170 @@ class Writer:
             raise
         return lease
 
-    def _stop_waiting(self, job: _Job) -> None:
-        """The writer took ``job``, or its caller gave up on it while it was queued."""
-        if job.waiting:
-            job.waiting = False
-            self._waiting -= 1
-
-    async def _enqueue(self, job: _Job) -> None:
+    async def _put(self, job: _Job, patience: float) -> None:
+        """Queue ``job``, its deadline ``patience`` seconds from now; wait for room first if
+        the queue is full."""
         if self._failure is not None:
             raise PoolClosed(f"{self._name}: the writer stopped") from self._failure
         if self._closing or self._task is None:
             raise PoolClosed(f"{self._name}: the database is closed")
+        job.deadline = self._loop.time() + patience
+        if self._waiting >= self._config.max_queued:
+            await self._wait_for_room(job.deadline)
         job.waiting = True
         self._waiting += 1
-        try:
-            self._queue.put_nowait(job)
-            return
-        except asyncio.QueueFull:
-            pass
-        try:
-            async with asyncio.timeout(self._config.acquire_timeout):
-                await self._queue.put(job)
-        except BaseException as exc:
-            self._stop_waiting(job)
-            if not isinstance(exc, TimeoutError):
-                raise
-            self._counters.acquire_timeouts += 1
-            raise PoolTimeout(
-                f"{self._name}: the writer queue stayed full ({self._config.max_queued} jobs) "
-                f"for {self._config.acquire_timeout} s"
-            ) from None
+        self._jobs.append(job)
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            resolve(idle, None)
+        reaper = self._reaper
+        if reaper is None or job.deadline < reaper.when():
+            self._arm(job.deadline)
+
+    async def _wait_for_room(self, deadline: float) -> None:
+        while self._waiting >= self._config.max_queued:
+            room = self._loop.create_future()
+            self._room.append(room)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await room
+            except TimeoutError:
+                self._counters.acquire_timeouts += 1
+                raise PoolTimeout(
+                    f"{self._name}: the writer queue stayed full ({self._config.max_queued} "
+                    f"jobs) for {self._config.acquire_timeout} s; nothing was queued"
+                ) from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._room.remove(room)
+            if self._stopped is not None or self._closing:
+                raise PoolClosed(f"{self._name}: the database is closed")
+
+    def _withdraw(self, job: _Job) -> None:
+        """The caller gave up on ``job``: if it is still queued, the writer skips it."""
+        if job.waiting:
+            job.waiting = False
+            self._waiting -= 1
+            self._make_room()
+
+    def _make_room(self) -> None:
+        while self._room and self._waiting < self._config.max_queued:
+            resolve(self._room.popleft(), None)
+
+    def _arm(self, deadline: float) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reaper = self._loop.call_at(deadline, self._reap)
+
+    def _reap(self) -> None:
+        """Time out every queued job past its deadline; wake again at the next deadline."""
+        self._reaper = None
+        # (A timer may fire up to the clock's resolution early.)
+        now = self._loop.time() + 0.001
+        kept: deque[_Job] = deque()
+        expired: list[_Job] = []
+        for job in self._jobs:
+            if not job.waiting:
+                continue
+            if job.deadline <= now:
+                job.waiting = False
+                self._waiting -= 1
+                expired.append(job)
+            else:
+                kept.append(job)
+        self._jobs = kept
+        if kept:
+            self._arm(min(job.deadline for job in kept))
+        if expired:
+            self._counters.acquire_timeouts += len(expired)
+            message = self._gave_up_message()
+            for job in expired:
+                _fail_job(job, PoolTimeout(message))
+        self._make_room()
+
+    def _gave_up_message(self) -> str:
+        hold = self.hold()
+        if hold is None:
+            holder = f"{self._waiting} job(s) still queued"
+        else:
+            holder = {
+                "transaction": f"held by a transaction() block of task {hold.task!r}",
+                "batch": "busy with a group commit",
+                "exclusive": "busy with work that needs it alone",
+            }[hold.kind] + f" for {hold.held_seconds:.3f} s"
+            if hold.last_sql is not None:
+                holder += f", last SQL: {_shorten(hold.last_sql)}"
+        return (
+            f"{self._name}: the writer did not become free within acquire_timeout "
+            f"({self._config.acquire_timeout} s): {holder}; the work was withdrawn and did not "
+            "run"
+        )
 
     # -- serving -----------------------------------------------------------------------------
 
     async def _serve(self) -> None:
         try:
-            while True:
-                job = self._backlog.popleft() if self._backlog else await self._queue.get()
-                if job is None:
-                    return
-                self._stop_waiting(job)
-                if isinstance(job, ExclusiveJob):
-                    await self._serve_exclusive(job)
-                elif isinstance(job, StatementJob):
-                    await self._serve_statements(job)
-                elif not job.granted.cancelled():
-                    await self._serve_transactions(job)
+            while (job := await self._next_job()) is not None:
+                try:
+                    if isinstance(job, StatementJob):
+                        await self._serve_statements(job)
+                    elif isinstance(job, TransactionLease):
+                        await self._serve_transaction(job)
+                    else:
+                        await self._serve_exclusive(job)
+                finally:
+                    self._held = None
+                    self._held_lease = None
         except BaseException as exc:
             self._failure = exc
-            self._fail_queued(exc)
+            self._stop_serving(PoolClosed(f"{self._name}: the writer stopped: {exc!r}"))
             raise
 
-    def _fail_queued(self, exc: BaseException) -> None:
-        error = PoolClosed(f"{self._name}: the writer stopped: {exc!r}")
-        while self._backlog or not self._queue.empty():
-            job = self._backlog.popleft() if self._backlog else self._queue.get_nowait()
-            if isinstance(job, StatementJob | ExclusiveJob):
-                fail(job.future, error)
-            elif job is not None:
-                fail(job.granted, error)
-
-    def _take(self, kind: type[_J]) -> _J | None:
-        """Pop the next queued job if it is a ``kind``; otherwise leave it at the head."""
-        while not self._backlog and not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not _abandoned(job):
-                self._backlog.append(job)
-            elif job is not None:
-                self._stop_waiting(job)
-        if self._backlog and isinstance(self._backlog[0], kind):
-            job = self._backlog.popleft()
+    async def _next_job(self) -> _Job | None:
+        while True:
+            job = self._pop(None)
             if job is not None:
-                self._stop_waiting(job)
+                return job
+            if self._closing:
+                return None
+            self._idle = self._loop.create_future()
+            await self._idle
+
+    def _pop(self, kind: type[_J] | None) -> _J | None:
+        """Take the next queued job if it is a ``kind`` (any kind: ``None``)."""
+        jobs = self._jobs
+        while jobs:
+            job = jobs[0]
+            if not job.waiting:
+                jobs.popleft()
+                continue
+            if kind is not None and not isinstance(job, kind):
+                return None
+            jobs.popleft()
+            job.waiting = False
+            self._waiting -= 1
+            if self._room:
+                self._make_room()
             return job  # type: ignore[return-value]
         return None
 
-    def _take_statements(self, first: StatementJob, room: int) -> list[StatementJob]:
-        jobs = [first]
-        while len(jobs) < room and (job := self._take(StatementJob)) is not None:
+    def _take_statements(self, first: StatementJob | None, room: int) -> list[StatementJob]:
+        jobs = [] if first is None else [first]
+        while len(jobs) < room and (job := self._pop(StatementJob)) is not None:
             jobs.append(job)
         return [job for job in jobs if not job.future.cancelled()]
+
+    def _holds(
+        self, kind: Literal["transaction", "batch", "exclusive"], task: str, sql: str | None
+    ) -> None:
+        self._held, self._held_task, self._held_sql = kind, task, sql
+        self._held_since, self._held_wall = time.monotonic(), time.time()
 
     async def _serve_exclusive(self, job: ExclusiveJob) -> None:
         if job.future.cancelled():
             return
+        self._holds("exclusive", self._task_name(), None)
         try:
             result = await self._connection.run(functools.partial(without_cursor, job.fn))
         except Exception as exc:
@@ -227,18 +357,86 @@ class Writer:
         jobs = self._take_statements(first, self._config.max_batch_size)
         if not jobs:
             return
-        retries, backoff, counters = (
-            self._config.busy_retries,
-            self._config.busy_backoff,
-            self._counters,
-        )
+        self._holds("batch", self._task_name(), jobs[0].sql)
         try:
             outcomes = await self._connection.run(
-                lambda conn: run_batch(conn, jobs, retries, backoff, counters, self._describe)
+                partial(run_batch, jobs=jobs, locking=self._locking)
             )
         except Exception as exc:
             await self._abort([job.future for job in jobs], exc)
             return
+        self._counters.record_batch(*self._answer(jobs, outcomes))
+
+    async def _serve_transaction(self, lease: TransactionLease) -> None:
+        """A batch led by a ``transaction()`` block: the block, then the statement jobs queued
+        behind it, one COMMIT."""
+        if lease.granted.done():
+            return
+        self._savepoints += 1
+        name = f"async_store_tx_{self._savepoints}"
+        self._holds("transaction", lease.task, None)
+        self._held_lease = lease
+        try:
+            await self._connection.run(partial(begin_block, savepoint=name, locking=self._locking))
+        except Exception as exc:
+            fail(lease.granted, translate(exc, database=self._name), cause=exc)
+            return
+        if lease.granted.done():  # its caller gave up while BEGIN ran
+            await self._connection.run(rollback_if_open)
+            return
+        lease.savepoint = name
+        lease.granted.set_result(None)
+        keep = await self._await_block(lease)
+        jobs = self._take_statements(None, self._config.max_batch_size - 1)
+        try:
+            block_error, outcomes = await self._connection.run(
+                partial(end_block, savepoint=name, keep=keep, jobs=jobs, locking=self._locking)
+            )
+        except BaseException as exc:
+            await self._abort([lease.committed, *(job.future for job in jobs)], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        committed, failed = self._answer(jobs, outcomes)
+        if block_error is not None:
+            error = translate(block_error, database=self._name, sql="COMMIT")
+            fail(lease.committed, error, cause=block_error)
+            failed += 1
+        else:
+            resolve(lease.committed, None)
+            committed += keep
+            failed += not keep
+        self._counters.record_batch(committed, failed)
+
+    async def _await_block(self, lease: TransactionLease) -> bool:
+        """Wait for the block to end; whether to keep its work. Past ``transaction_timeout``,
+        or once close's deadline has passed, the block is expired: rolled back, and its later
+        calls raise."""
+        finished = lease.finished
+        if not finished.done():
+            await asyncio.wait(
+                (finished, self._stop),
+                timeout=self._config.transaction_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        if finished.done():
+            return finished.result()
+        if self._stopped is not None:
+            lease.expired = PoolClosed(
+                f"{self._name}: the database closed while this transaction() block was open; "
+                "its work was rolled back"
+            )
+        else:
+            self._counters.transaction_timeouts += 1
+            lease.expired = TransactionTimeout(
+                f"{self._name}: this transaction() block of task {lease.task!r} held the writer "
+                f"longer than transaction_timeout ({self._config.transaction_timeout} s); its "
+                "work was rolled back"
+            )
+        return False
+
+    def _answer(self, jobs: Sequence[StatementJob], outcomes: Sequence[Any]) -> tuple[int, int]:
+        """Answer each job's caller with its outcome; (committed, failed)."""
         committed = 0
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome.error is None:
@@ -247,77 +445,7 @@ class Writer:
             else:
                 error = translate(outcome.error, database=self._name, sql=job.sql)
                 fail(job.future, error, cause=outcome.error)
-        self._counters.record_batch(committed, len(jobs) - committed)
-
-    async def _serve_transactions(self, first: TransactionLease) -> None:
-        """A batch led by a ``transaction()`` block: it takes the statement jobs and blocks
-        queued behind it, until the batch is full or has stayed open too long."""
-        retries, backoff, counters = (
-            self._config.busy_retries,
-            self._config.busy_backoff,
-            self._counters,
-        )
-        try:
-            await self._connection.run(
-                lambda conn: begin_immediate(conn, retries, backoff, counters, self._describe)
-            )
-        except Exception as exc:
-            fail(first.granted, translate(exc, database=self._name), cause=exc)
-            return
-        deadline = time.monotonic() + self._config.max_batch_duration
-        room = self._config.max_batch_size
-        kept: list[tuple[asyncio.Future[Any], Any]] = []
-        leases: list[TransactionLease] = []
-        failed = 0
-        job: _Job | None = first
-        try:
-            while job is not None:
-                if isinstance(job, TransactionLease):
-                    leases.append(job)
-                    if await self._serve_lease(job):
-                        kept.append((job.committed, None))
-                    else:
-                        failed += 1
-                elif isinstance(job, StatementJob):
-                    jobs = self._take_statements(job, room - len(kept) - failed)
-                    outcomes = await self._connection.run(partial(run_jobs, jobs=jobs))
-                    for statement, outcome in zip(jobs, outcomes, strict=True):
-                        if outcome.error is None:
-                            kept.append((statement.future, outcome.value))
-                        else:
-                            failed += 1
-                            error = translate(outcome.error, database=self._name, sql=statement.sql)
-                            fail(statement.future, error, cause=outcome.error)
-                if len(kept) + failed >= room or time.monotonic() >= deadline:
-                    break
-                job = self._take(TransactionLease) or self._take(StatementJob)
-            await self._connection.run(commit)
-        except BaseException as exc:
-            await self._abort([future for future, _ in kept], exc)
-            for lease in leases:
-                resolve(lease.committed, None)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for future, value in kept:
-            resolve(future, value)
-        for lease in leases:
-            resolve(lease.committed, None)
-        self._counters.record_batch(len(kept), failed)
-
-    async def _serve_lease(self, lease: TransactionLease) -> bool:
-        """Open a savepoint, lend the connection, and close the savepoint when the block ends.
-        Returns whether the block's work was kept."""
-        self._savepoints += 1
-        name = f"async_store_tx_{self._savepoints}"
-        await self._connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}"))
-        lease.savepoint = name
-        keep = False
-        if not lease.granted.cancelled():
-            lease.granted.set_result(None)
-            keep = await asyncio.shield(lease.finished)
-        await self._connection.run(lambda conn: close_savepoint(conn, name, keep=keep))
-        return keep
+        return committed, len(jobs) - committed
 
     async def _abort(self, futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
         """The batch is lost: roll back whatever is left of it and fail everyone in it."""
@@ -333,23 +461,63 @@ class Writer:
             fail(future, error, cause=cause)
         self._counters.record_batch(0, len(futures))
 
+    def _task_name(self) -> str:
+        return self._task.get_name() if self._task is not None else "?"
+
     # -- closing ---------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Serve everything already queued, then stop the writer task."""
+    async def close(self, deadline: float) -> None:
+        """Serve what is queued until ``deadline`` (loop time); then roll back a block still
+        open and fail what is still queued (:class:`PoolClosed`), and stop the writer task."""
         self._closing = True
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            resolve(idle, None)
         task = self._task
         if task is None:
             return
         if not task.done():
-            await self._queue.put(None)
+            await asyncio.wait({task}, timeout=max(0.0, deadline - self._loop.time()))
+        if not task.done():
+            self.stop()
         with contextlib.suppress(Exception):
             await finish(task)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+
+    def stop(self, *, interrupt: bool = False) -> None:
+        """Close's deadline has passed: roll back the open block (its later calls raise
+        :class:`PoolClosed`), fail every queued job, and with ``interrupt`` stop the statement
+        running on the writer's thread (its batch fails)."""
+        self._stop_serving(PoolClosed(f"{self._name}: the database closed before this ran"))
+        if interrupt and self._held is not None:
+            self._connection.interrupt()
+
+    def _stop_serving(self, error: StoreError) -> None:
+        if self._stopped is None:
+            self._stopped = error
+            resolve(self._stop, None)
+        self._closing = True
+        jobs, self._jobs = self._jobs, deque()
+        for job in jobs:
+            if job.waiting:
+                job.waiting = False
+                self._waiting -= 1
+                _fail_job(job, type(error)(str(error)))
+        while self._room:
+            resolve(self._room.popleft(), None)
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            resolve(idle, None)
 
 
-def _abandoned(job: _Job | None) -> bool:
-    if isinstance(job, TransactionLease):
-        return job.granted.cancelled()
-    if job is None:
-        return False
-    return job.future.cancelled()
+def _fail_job(job: _Job, error: StoreError) -> None:
+    fail(job.granted if isinstance(job, TransactionLease) else job.future, error)
+
+
+def _shorten(sql: str) -> str:
+    sql = " ".join(sql.split())
+    return sql if len(sql) <= _SQL_SHOWN else sql[: _SQL_SHOWN - 1] + "…"

@@ -68,15 +68,21 @@ class DatabaseConfig:
     """Bytes the WAL file is truncated to after a checkpoint. Default 64 MiB."""
 
     acquire_timeout: float = 30.0
-    """Seconds a caller waits for a reader or for the writer before :class:`PoolTimeout`.
-    Default 30."""
+    """Seconds a caller waits for a reader or for the writer before :class:`PoolTimeout`
+    (its work is then withdrawn: nothing of it runs). One ``transaction()`` block held open
+    holds up every writer behind it for as long. Default 30."""
+
+    transaction_timeout: float | None = None
+    """Seconds a ``transaction()`` block may hold the writer. Past it the writer rolls the
+    block's work back and serves the next caller; the block's next call, or its end, raises
+    :class:`TransactionTimeout`. Default ``None``: no limit."""
+
+    writer_hold_warning: float = 5.0
+    """Seconds one holder (a ``transaction()`` block, a batch, a migration) may keep the writer
+    before ``health()`` reports the service degraded and names it. Default 5."""
 
     max_batch_size: int = 256
     """Most transactions one group commit holds. Default 256."""
-
-    max_batch_duration: float = 0.05
-    """Seconds a group-commit batch may stay open before it commits, while more work waits.
-    Default 0.05. With nothing queued a transaction commits at once, whatever this says."""
 
     max_queued: int = 10_000
     """Bound of the writer queue; callers beyond it wait (up to ``acquire_timeout``). Default
@@ -116,9 +122,20 @@ class DatabaseConfig:
                 f"not {self.synchronous!r}"
             )
         _require(self.readers >= 1, self.name, "readers", self.readers, "at least 1")
-        for attr in ("busy_timeout", "busy_backoff", "acquire_timeout", "max_batch_duration"):
+        for attr in _SECONDS_FIELDS:
             value = getattr(self, attr)
             _require(value >= 0, self.name, attr, value, "a number of seconds >= 0")
+        timeout = self.transaction_timeout
+        if timeout is not None and (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigError(
+                f"{self.name}: transaction_timeout must be None or a finite number of seconds "
+                f"> 0, not {timeout!r:.60}"
+            )
         _require(self.busy_retries >= 0, self.name, "busy_retries", self.busy_retries, ">= 0")
         _require(self.cache_size_kib >= 0, self.name, "cache_size_kib", self.cache_size_kib, ">= 0")
         _require(self.mmap_size >= 0, self.name, "mmap_size", self.mmap_size, ">= 0")
@@ -221,8 +238,9 @@ class SqlConfig:
         ``ASYNC_STORE_CACHE_SIZE_KIB``, ``ASYNC_STORE_MMAP_SIZE``,
         ``ASYNC_STORE_WAL_AUTOCHECKPOINT``, ``ASYNC_STORE_JOURNAL_SIZE_LIMIT``,
         ``ASYNC_STORE_ACQUIRE_TIMEOUT``, ``ASYNC_STORE_MAX_BATCH_SIZE``,
-        ``ASYNC_STORE_MAX_BATCH_DURATION``: the :class:`DatabaseConfig` field of the same name,
-        applied to every database.
+        ``ASYNC_STORE_TRANSACTION_TIMEOUT``,
+        ``ASYNC_STORE_WRITER_HOLD_WARNING``: the :class:`DatabaseConfig` field of the same
+        name, applied to every database.
 
         Raises :class:`ConfigError` naming the variable when a value cannot be parsed.
         """
@@ -267,7 +285,12 @@ _INT_FIELDS: dict[str, int] = {
     "max_batch_size": _INT64,
     "max_queued": _INT64,
 }
-_SECONDS_FIELDS = ("busy_timeout", "busy_backoff", "acquire_timeout", "max_batch_duration")
+_SECONDS_FIELDS = (
+    "busy_timeout",
+    "busy_backoff",
+    "acquire_timeout",
+    "writer_hold_warning",
+)
 
 _ENV_FIELDS: dict[str, Any] = {
     "readers": int,
@@ -279,7 +302,8 @@ _ENV_FIELDS: dict[str, Any] = {
     "journal_size_limit": int,
     "acquire_timeout": float,
     "max_batch_size": int,
-    "max_batch_duration": float,
+    "transaction_timeout": float,
+    "writer_hold_warning": float,
 }
 
 

@@ -8,6 +8,7 @@ a nested ``transaction()`` becomes a SAVEPOINT. Those scopes, and the ``Transact
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sqlite3
@@ -22,8 +23,15 @@ from typing import Literal, TypeVar
 
 from ._connection import Connection, Row, open_connection
 from ._queries import Parameters, QueryMethods
-from ._readers import ReaderPool
-from ._scopes import ReadContext, ReadSnapshot, Transaction, TransactionContext, stream_rows
+from ._readers import CLOSE_GRACE, ReaderPool
+from ._scopes import (
+    ReadContext,
+    ReadSnapshot,
+    Transaction,
+    TransactionContext,
+    _Level,
+    stream_rows,
+)
 from ._shield import finish
 from ._writer import Writer
 from .config import DatabaseConfig
@@ -52,9 +60,14 @@ class Database(QueryMethods):
         self._readers: ReaderPool | None = None
         self._state = "new"
         self._last_checkpoint: CheckpointResult | None = None
-        # The transaction the current task is inside, if any, on this database.
+        self._hurried = False
+        # The transaction the current task is inside, if any, on this database, and the nested
+        # block of it the task is in (``None``: none).
         self._current: ContextVar[Transaction | None] = ContextVar(
             f"async_store.{config.name}.transaction", default=None
+        )
+        self._savepoint: ContextVar[_Level | None] = ContextVar(
+            f"async_store.{config.name}.savepoint", default=None
         )
 
     @property
@@ -110,8 +123,13 @@ class Database(QueryMethods):
         self._state = "open"
 
     async def close(self) -> None:
-        """Serve the writes already queued, wait for readers in use, checkpoint the WAL, and
-        close every connection and thread. Idempotent."""
+        """Serve the writes already queued, give reads in progress and an open ``transaction()``
+        block a grace period (5 s) to end, checkpoint the WAL, and close every connection and
+        thread. Past the grace period an open block is rolled back (its later calls raise
+        :class:`PoolClosed`), writes still queued fail with :class:`PoolClosed` and reads
+        still running are interrupted. Cancelled (or timed out), it skips what is left of the
+        grace period and the checkpoint, closes everything, then raises the cancellation.
+        Idempotent."""
         if self._state in ("closing", "closed", "new"):
             self._state = "closed" if self._state == "new" else self._state
             return
@@ -119,12 +137,27 @@ class Database(QueryMethods):
         writer, readers = self._writer, self._readers
         assert writer is not None
         assert readers is not None
-        await finish(self._close(writer, readers))
-        self._state = "closed"
+        closing = asyncio.ensure_future(self._close(writer, readers))
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            self._hurried = True
+            writer.stop(interrupt=True)
+            readers.stop()
+            await finish(closing)
+            raise
+        finally:
+            if closing.done():
+                self._state = "closed"
 
     async def _close(self, writer: Writer, readers: ReaderPool) -> None:
-        await writer.close()
-        await readers.close()
+        deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
+        await asyncio.gather(writer.close(deadline), readers.close(deadline=deadline))
+        if not self._hurried:
+            await self._checkpoint_on_close(writer)
+        await writer.connection.close()
+
+    async def _checkpoint_on_close(self, writer: Writer) -> None:
         # Leave a small file behind: fold the WAL back in. Best effort: another process using
         # the database may keep it from finishing, which is harmless (SQLite finishes it later).
         busy = False
@@ -142,7 +175,6 @@ class Database(QueryMethods):
                 "database; SQLite finishes it later",
                 self.name,
             )
-        await writer.connection.close()
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -218,9 +250,14 @@ class Database(QueryMethods):
 
     def transaction(self) -> TransactionContext:
         """``async with db.transaction() as tx``: a transaction on the writer, begun with
-        ``BEGIN IMMEDIATE`` (group-committed with other queued work). Its work commits when the
-        block ends normally and is rolled back if the block raises or is cancelled. Inside a
-        transaction, a nested ``transaction()`` is a SAVEPOINT."""
+        ``BEGIN IMMEDIATE`` (group-committed with the writes queued behind it). Its work commits
+        when the block ends normally and is rolled back if the block raises or is cancelled.
+        Inside a transaction, a nested ``transaction()`` is a SAVEPOINT.
+
+        While the block is open every other write waits for it: entering raises
+        :class:`PoolTimeout` if the writer did not become free within ``acquire_timeout``;
+        with ``transaction_timeout`` set, a block held longer is rolled back and its next call
+        (or its end) raises :class:`TransactionTimeout`."""
         return TransactionContext(self)
 
     def read(self) -> ReadContext:
@@ -248,13 +285,16 @@ class Database(QueryMethods):
         transaction) and return its result; ``label`` names the work in error messages."""
         return await self._read(fn, label)
 
-    async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_on_writer(
+        self, fn: Callable[[sqlite3.Connection], T], *, acquire_timeout: float | None = None
+    ) -> T:
         """Run ``fn(sqlite3_connection)`` on the writer's thread, alone and outside any
         transaction the writer opened (for migrations and maintenance): ``fn`` manages its own
         transactions and must leave none open. ``sqlite3`` errors come back translated. A
         cursor returned by ``fn`` comes back as the list of its rows (it is closed on the
         writer's thread). Refused inside a ``transaction()`` block of this database, whose
-        end it would wait for (so would the block, for it)."""
+        end it would wait for (so would the block, for it). :class:`PoolTimeout` when the
+        writer did not take it within ``acquire_timeout`` seconds (default: the database's)."""
         writer = self._open_parts()[0]
         if self.in_transaction:
             raise StoreError(
@@ -262,7 +302,7 @@ class Database(QueryMethods):
                 "migrate, health) cannot run inside a transaction() block of the same "
                 "database: it would wait for the block to end; run it after the block"
             )
-        return await writer.run_exclusive(fn)
+        return await writer.run_exclusive(fn, acquire_timeout=acquire_timeout)
 
     async def checkpoint(
         self, mode: CheckpointMode = "PASSIVE", *, wait: bool = True, source: str = "manual"
@@ -289,6 +329,19 @@ class Database(QueryMethods):
         through :meth:`checkpoint` (SQLite's automatic checkpoints are not seen); ``None``
         before the first."""
         return self._last_checkpoint
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once the current task's work is committed: at the end of its
+        ``transaction()`` block if the block commits (never if it rolls back), or at once
+        outside a block. An exception from it is logged, not raised."""
+        tx = self._current.get()
+        if tx is not None and tx._active:
+            tx._after_commit.append(callback)
+            return
+        try:
+            callback()
+        except Exception:
+            log.exception("%s: a callback after commit failed", self.name)
 
     # -- statistics --------------------------------------------------------------------------
 
@@ -324,6 +377,8 @@ class Database(QueryMethods):
             busy_retries=counters.busy_retries,
             acquire_waits=counters.acquire_waits,
             acquire_timeouts=counters.acquire_timeouts,
+            transaction_timeouts=counters.transaction_timeouts,
+            writer_hold=writer.hold() if writer is not None else None,
         )
 
     def __repr__(self) -> str:

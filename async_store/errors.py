@@ -7,7 +7,10 @@ Every error is a :class:`StoreError`; ``sqlite3`` exceptions never leak out of t
     StoreError
     ├── ConfigError (also ValueError)         invalid configuration, caught on construction
     ├── PoolClosed                            the database or service is closed or closing
-    ├── PoolTimeout (also TimeoutError)       no connection became free within acquire_timeout
+    ├── PoolTimeout (also TimeoutError)       the writer or a reader did not become free within
+    │                                         acquire_timeout; nothing was left queued
+    ├── TransactionTimeout (also TimeoutError) a transaction() block held the writer past
+    │                                         transaction_timeout and was rolled back
     ├── QueryError                            the SQL or its parameters are wrong
     │   └── ReadOnlyQuery                     a write sent to a read-only reader connection
     ├── IntegrityViolation                    a constraint rejected the change
@@ -74,6 +77,7 @@ __all__ = [
     "StateManagerClosed",
     "StateManagerFull",
     "StoreError",
+    "TransactionTimeout",
     "UniqueViolation",
 ]
 
@@ -91,7 +95,13 @@ class PoolClosed(StoreError):
 
 
 class PoolTimeout(StoreError, TimeoutError):
-    """No connection became free within the configured ``acquire_timeout``."""
+    """The writer or a reader did not become free within the configured ``acquire_timeout``;
+    the caller's work was withdrawn from the queue (nothing of it ran)."""
+
+
+class TransactionTimeout(StoreError, TimeoutError):
+    """A ``transaction()`` block held the writer longer than ``transaction_timeout``: the
+    writer rolled its work back, and the block's next call (or its end) raises this."""
 
 
 class QueryError(StoreError):

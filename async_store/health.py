@@ -19,6 +19,7 @@ holding an old snapshot) is judged on it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sqlite3
@@ -29,9 +30,9 @@ from typing import Any
 from ._exposition import metrics_text as metrics_text
 from ._health_report import DatabaseHealth, HealthReport, Status
 from .database import Database, run_checkpoint
-from .errors import StoreError
+from .errors import PoolTimeout, StoreError
 from .metrics import KINDS, Metrics
-from .statistics import CheckpointResult
+from .statistics import CheckpointResult, WriterHold
 
 __all__ = ["CheckpointResult", "DatabaseHealth", "HealthReport"]
 
@@ -41,18 +42,21 @@ NEAR_FULL = 0.9
 """page_count / max_page_count above this makes the service degraded."""
 PROJECTION_LAG = 1000
 """Events the projections may trail the state before the service is degraded."""
+WRITER_WAIT = 1.0
+"""Seconds a health check waits for a busy writer before it reads its facts on a reader."""
 
 
 _SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
-def _read_database(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Runs on the writer's thread, between batches."""
+def _read_database(conn: sqlite3.Connection, *, probe: bool = True) -> dict[str, Any]:
+    """Runs on the writer's thread, between batches (or, without the checkpoint ``probe``, on
+    a reader while the writer is held)."""
 
     def pragma(name: str) -> Any:
         return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
-    probe = run_checkpoint(conn, mode="PASSIVE", wait=True, source="health")
+    checkpoint = run_checkpoint(conn, mode="PASSIVE", wait=True, source="health") if probe else None
     versions: dict[str, int] = {}
     if conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
@@ -71,7 +75,7 @@ def _read_database(conn: sqlite3.Connection) -> dict[str, Any]:
         "synchronous": _SYNCHRONOUS.get(pragma("synchronous"), "?"),
         "schema_version": pragma("user_version"),
         "schema_versions": versions,
-        "probe": probe,
+        "probe": checkpoint,
     }
 
 
@@ -86,8 +90,11 @@ async def _database_health(database: Database, reasons: list[str]) -> DatabaseHe
     # Before the job below queues on the writer: the pool as it was when asked, the report's
     # own job not counted (and a writer held by a long transaction shows its queue).
     pool = database.statistics()
+    hold = pool.writer_hold
+    if hold is not None and hold.held_seconds > database.config.writer_hold_warning:
+        reasons.append(f"degraded: {database.name}: {_describe_hold(hold)}")
     try:
-        facts = await database.run_on_writer(_read_database)
+        facts = await _read_facts(database, hold)
     except StoreError as exc:
         reasons.append(f"failing: {database.name} cannot be queried: {exc}")
         return None
@@ -121,6 +128,33 @@ async def _database_health(database: Database, reasons: list[str]) -> DatabaseHe
             f"{checkpoint.log_frames} WAL frames copied back (a long read holds an old snapshot)"
         )
     return health
+
+
+async def _read_facts(database: Database, hold: WriterHold | None) -> dict[str, Any]:
+    """The facts of ``_read_database``, on the writer if it becomes free within
+    ``WRITER_WAIT`` (a block holding it may not end soon); else on a reader, without the
+    checkpoint probe."""
+    if hold is None or hold.kind != "transaction":
+        wait = min(WRITER_WAIT, database.config.acquire_timeout)
+        try:
+            return await database.run_on_writer(_read_database, acquire_timeout=wait)
+        except PoolTimeout:
+            pass
+    return await database.run_in_reader(
+        functools.partial(_read_database, probe=False), "health facts"
+    )
+
+
+def _describe_hold(hold: WriterHold) -> str:
+    holder = {
+        "transaction": f"a transaction() block of task {hold.task!r}",
+        "batch": "a group commit",
+        "exclusive": "work that needs it alone",
+    }[hold.kind]
+    text = f"the writer has been held for {hold.held_seconds:.1f} s by {holder} since {hold.since}"
+    if hold.last_sql is not None:
+        text += f" (last SQL: {' '.join(hold.last_sql.split())[:200]})"
+    return text
 
 
 async def collect(

@@ -44,7 +44,7 @@ from ._migration_sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
 from ._migration_sets import Migration, MigrationSet
 from ._migration_sets import normalize as normalize
 from ._migration_sets import split_statements as split_statements
-from ._writer_thread import begin_immediate
+from ._writer_thread import Locking, begin_immediate
 from .database import Database
 from .errors import MigrationError, StoreError, translate
 from .statistics import Counters
@@ -109,7 +109,7 @@ def migration_job(
     if target_set is not None and target_set not in {s.name for s in sets}:
         raise MigrationError(f"{database.name}: no migration set {target_set!r} on this database")
     config = database.config
-    counters = Counters()
+    locking = Locking(config.busy_retries, config.busy_backoff, Counters(), database.name)
 
     def run(conn: sqlite3.Connection) -> list[str]:
         # No race with other processes migrating: their first migration commits its tables
@@ -123,16 +123,7 @@ def migration_job(
                 continue
             goal = target if migration_set.name == target_set else None
             tracks = migration_set.name == track_user_version
-            done += _migrate_set(
-                conn,
-                migration_set,
-                goal,
-                tracks,
-                config.busy_retries,
-                config.busy_backoff,
-                counters,
-                database.name,
-            )
+            done += _migrate_set(conn, migration_set, goal, tracks, locking)
         return done
 
     return run
@@ -170,13 +161,11 @@ def _migrate_set(
     migration_set: MigrationSet,
     target: int | None,
     tracks_user_version: bool,
-    retries: int,
-    backoff: float,
-    counters: Counters,
-    database: str,
+    locking: Locking,
 ) -> list[str]:
     """Runs on the writer's thread. One transaction per migration, each taken under the write
     lock after re-reading what is applied."""
+    database = locking.database
     goal = migration_set.latest if target is None else target
     if not 0 <= goal <= migration_set.latest:
         raise MigrationError(
@@ -201,7 +190,7 @@ def _migrate_set(
         if fk_off:
             conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            begin_immediate(conn, retries, backoff, counters, database)
+            begin_immediate(conn, locking)
             try:
                 # Re-read under the write lock: another process may have moved on meanwhile.
                 if _current_version(conn, migration_set, database, tracks_user_version) != current:

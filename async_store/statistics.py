@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["CheckpointResult", "PoolStatistics"]
+__all__ = ["CheckpointResult", "PoolStatistics", "WriterHold"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHold:
+    """What holds a database's writer now, and since when."""
+
+    kind: Literal["transaction", "batch", "exclusive"]
+    """``transaction``: a ``transaction()`` block; ``batch``: a group commit of statements;
+    ``exclusive``: work that needs the writer alone (a migration, a checkpoint, a backup)."""
+    task: str
+    """The task that entered the ``transaction()`` block; for other kinds, the writer's."""
+    since: str
+    """When the writer was taken: ISO-8601 UTC."""
+    held_seconds: float
+    """Seconds it has been held so far."""
+    last_sql: str | None
+    """The newest statement of the block (the first of a batch); ``None`` before the first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +56,11 @@ class PoolStatistics:
     acquire_waits: int
     """Reads that found no free reader and waited."""
     acquire_timeouts: int
-    """Waits that ended in :class:`PoolTimeout`: for a free reader, or for room in the writer
-    queue."""
+    """Waits that ended in :class:`PoolTimeout`: for a free reader, or for the writer."""
+    transaction_timeouts: int = 0
+    """``transaction()`` blocks the writer rolled back past ``transaction_timeout``."""
+    writer_hold: WriterHold | None = None
+    """What holds the writer now (``None`` when it is idle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,7 @@ class Counters:
         "busy_retries",
         "failed_transactions",
         "largest_batch",
+        "transaction_timeouts",
         "transactions",
     )
 
@@ -88,6 +110,7 @@ class Counters:
         self.busy_retries = 0
         self.acquire_waits = 0
         self.acquire_timeouts = 0
+        self.transaction_timeouts = 0
 
     def record_batch(self, committed: int, failed: int) -> None:
         self.batches += 1

@@ -54,7 +54,12 @@ def test_frozen_and_keyword_only(tmp_path: Path) -> None:
         pytest.param({"readers": 0}, "readers must be at least 1", id="zero-readers"),
         pytest.param({"busy_timeout": -1}, "busy_timeout", id="negative-busy-timeout"),
         pytest.param({"acquire_timeout": -0.5}, "acquire_timeout", id="negative-acquire"),
-        pytest.param({"max_batch_duration": -1}, "max_batch_duration", id="negative-batch"),
+        pytest.param({"writer_hold_warning": -1}, "writer_hold_warning", id="negative-hold"),
+        pytest.param({"transaction_timeout": 0}, "transaction_timeout", id="zero-tx-timeout"),
+        pytest.param(
+            {"transaction_timeout": float("nan")}, "transaction_timeout", id="nan-tx-timeout"
+        ),
+        pytest.param({"transaction_timeout": True}, "transaction_timeout", id="bool-tx-timeout"),
         pytest.param({"max_batch_size": 0}, "max_batch_size", id="empty-batch"),
         pytest.param({"synchronous": "SOMETIMES"}, "synchronous must be one of", id="sync"),
         pytest.param({"mmap_size": -1}, "mmap_size", id="negative-mmap"),
@@ -122,7 +127,7 @@ def test_from_env_reads_every_documented_field(tmp_path: Path) -> None:
         "ASYNC_STORE_JOURNAL_SIZE_LIMIT": "1048576",
         "ASYNC_STORE_ACQUIRE_TIMEOUT": "3",
         "ASYNC_STORE_MAX_BATCH_SIZE": "64",
-        "ASYNC_STORE_MAX_BATCH_DURATION": "0.01",
+        "ASYNC_STORE_TRANSACTION_TIMEOUT": "0.01",
     }
     config = SqlConfig.from_env(env)
     app = config.app
@@ -134,7 +139,7 @@ def test_from_env_reads_every_documented_field(tmp_path: Path) -> None:
         500,
         1048576,
     )
-    assert (app.acquire_timeout, app.max_batch_size, app.max_batch_duration) == (3.0, 64, 0.01)
+    assert (app.acquire_timeout, app.max_batch_size, app.transaction_timeout) == (3.0, 64, 0.01)
 
 
 @pytest.mark.parametrize(

@@ -509,6 +509,7 @@ _POOL_FIELDS = {
     "busy_retries": "busy_retries_total",
     "acquire_waits": "reader_waits_total",
     "acquire_timeouts": "pool_timeouts_total",
+    "transaction_timeouts": "transaction_timeouts_total",
 }
 _TOP_FIELDS = {
     "event_position": "event_position",
@@ -545,6 +546,8 @@ def expected_sample(path: tuple[str, ...]) -> tuple[str, dict[str, str], float]:
             return "migration_version", {"database": db, "migration_set": migration_set}, 1
         case ("databases", db, "pool", field) if field in _POOL_FIELDS:
             return _POOL_FIELDS[field], {"database": db}, 1
+        case ("databases", db, "pool", "writer_hold", "held_seconds"):
+            return "writer_held_seconds", {"database": db}, 1
         case ("databases", db, "errors", kind):
             return "database_errors_total", {"database": db, "kind": kind}, 1
         case ("databases", db, ("last_checkpoint" | "checkpoint_probe") as which, field):
@@ -776,20 +779,24 @@ async def test_writer_queue_depth_while_the_writer_is_held(tmp_path: Path) -> No
                 for i in range(3)
             ]
             await wait_until(lambda: sql.app.statistics().writer_queue_depth == 3)
-            # The report's own job on the writer waits too; its statistics are those of the
-            # moment it was asked for.
-            health = asyncio.create_task(sql.health())
-            await wait_until(lambda: sql.app.statistics().writer_queue_depth == 4)
+            # The report does not wait for the block: it reads its facts on a reader.
+            report = await sql.health()
+            assert sql.app.statistics().writer_queue_depth == 3
         await asyncio.gather(*writes)
-        report = await health
         after = await sql.health()
-    assert report.databases["app_meta"].pool.writer_queue_depth == 3
+    pool = report.databases["app_meta"].pool
+    assert pool.writer_queue_depth == 3
+    assert pool.writer_hold is not None
+    assert pool.writer_hold.kind == "transaction"
+    assert report.databases["app_meta"].checkpoint_probe is None
     assert after.databases["app_meta"].pool.writer_queue_depth == 0
+    assert after.databases["app_meta"].pool.writer_hold is None
+    assert after.databases["app_meta"].checkpoint_probe is not None
 
 
-async def test_a_full_writer_queue_is_counted_as_a_pool_timeout(tmp_path: Path) -> None:
-    """``acquire_timeouts`` counts the writer queue's timeouts as well as the readers': the
-    metric's name and help say so."""
+async def test_writer_timeouts_are_counted_as_pool_timeouts(tmp_path: Path) -> None:
+    """``acquire_timeouts`` counts the writer's timeouts as well as the readers': the metric's
+    name and help say so."""
     cfg = SqlConfig.in_directory(tmp_path / "data", mvp=True, max_queued=1, acquire_timeout=0.2)
     async with SqlService(cfg) as sql:
         async with asyncio.timeout(30):
@@ -798,15 +805,17 @@ async def test_a_full_writer_queue_is_counted_as_a_pool_timeout(tmp_path: Path) 
                     sql.app.execute("INSERT INTO settings(key, value) VALUES ('queued', '1')")
                 )
                 await wait_until(lambda: sql.app.statistics().writer_queue_depth == 1)
-                with pytest.raises(PoolTimeout, match="writer queue stayed full"):
+                # Waits for room, gets it when the first one gives up, and gives up in turn.
+                with pytest.raises(PoolTimeout, match="did not become free"):
                     await sql.app.execute("INSERT INTO settings(key, value) VALUES ('late', '1')")
-            await queued
+                with pytest.raises(PoolTimeout, match="did not become free"):
+                    await queued
             text = await sql.metrics_text()
+            assert await sql.app.fetch_val("SELECT count(*) FROM settings") == 0
     samples = parse_prometheus(text)
-    assert samples[("async_store_pool_timeouts_total", '{database="app_meta"}')] == 1
+    assert samples[("async_store_pool_timeouts_total", '{database="app_meta"}')] == 2
     assert (
-        "# HELP async_store_pool_timeouts_total Waits for a free reader or for room in the "
-        "writer queue" in text
+        "# HELP async_store_pool_timeouts_total Waits for a free reader or for the writer" in text
     )
     assert "reader_timeouts" not in text
 

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from async_store import Database, DatabaseFull, ForeignKeyViolation, UniqueViolation
+from async_store import (
+    Database,
+    DatabaseFull,
+    ForeignKeyViolation,
+    StoreError,
+    UniqueViolation,
+)
 from tests.conftest import make_config
+from tests.test_backup import wait_until
 
 
 async def _hold_writer(db: Database, seconds: float) -> asyncio.Task[None]:
@@ -84,55 +91,108 @@ async def test_a_failing_transaction_block_rolls_back_only_itself(
     assert names == {f"{p}{n}" for n in range(30) if n % 3 for p in "ab"}
 
 
-async def test_a_failing_commit_fails_the_whole_batch(
+_DEFERRED_SCHEMA = (
+    "CREATE TABLE parent(id INTEGER PRIMARY KEY)",
+    "CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
+    " REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+    "CREATE TABLE other(x INTEGER)",
+)
+
+
+async def _deferred_schema(db: Database) -> None:
+    for statement in _DEFERRED_SCHEMA:
+        await db.execute(statement)
+
+
+async def test_a_deferred_violation_fails_only_its_own_caller(
     db: Database, raw: sqlite3.Connection
 ) -> None:
-    # A deferred foreign key is checked at COMMIT, so one bad row fails the batch's COMMIT.
-    await db.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY)")
-    await db.execute(
-        "CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
-        " REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
-    )
-    await db.execute("INSERT INTO parent(id) VALUES (1)")
+    # A deferred foreign key is checked at COMMIT: the batch's COMMIT is refused, and its jobs
+    # are run again one by one, so only the offender fails, as when issued one at a time.
+    await _deferred_schema(db)
     holder = await _hold_writer(db, 0.2)
-    good = [db.execute("INSERT INTO child(parent_id) VALUES (1)") for _ in range(20)]
+    good = [db.execute("INSERT INTO other(x) VALUES (?)", (n,)) for n in range(5)]
     bad = db.execute("INSERT INTO child(parent_id) VALUES (999)")
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     await holder
-    assert all(isinstance(r, ForeignKeyViolation) for r in results), results
-    assert "group commit of 21 transaction(s) was rolled back" in str(results[0])
+    assert results[:5] == [1, 2, 3, 4, 5]
+    assert isinstance(results[5], ForeignKeyViolation)
+    assert "[sql: INSERT INTO child(parent_id) VALUES (999)]" in str(results[5])
+    assert [row[0] for row in raw.execute("SELECT x FROM other ORDER BY rowid")] == list(range(5))
     assert raw.execute("SELECT count(*) FROM child").fetchone()[0] == 0
-    await db.execute("INSERT INTO child(parent_id) VALUES (1)")
-    assert raw.execute("SELECT count(*) FROM child").fetchone()[0] == 1
+    assert db.statistics().failed_transactions == 1
 
 
-@pytest.mark.parametrize("db_options", [{"max_batch_duration": 30.0}])
-async def test_a_failing_commit_fails_transaction_blocks_too(
+async def test_jobs_run_again_alone_see_each_other_in_order(
     db: Database, raw: sqlite3.Connection
 ) -> None:
-    await db.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY)")
-    await db.execute(
-        "CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
-        " REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
-    )
-    release = asyncio.Event()
+    # Run again one by one, a child whose parent came earlier in the batch still finds it.
+    await _deferred_schema(db)
+    holder = await _hold_writer(db, 0.2)
+    parent = db.execute("INSERT INTO parent(id) VALUES (1)")
+    child = db.execute("INSERT INTO child(parent_id) VALUES (1)")
+    orphan = db.execute("INSERT INTO child(parent_id) VALUES (2)")
+    results = await asyncio.gather(parent, child, orphan, return_exceptions=True)
+    await holder
+    assert list(results[:2]) == [1, 1]
+    assert isinstance(results[2], ForeignKeyViolation)
+    assert raw.execute("SELECT parent_id FROM child").fetchall() == [(1,)]
+
+
+async def _led_by_a_block(
+    db: Database, block_sql: str, statements: list[str]
+) -> tuple[BaseException | None, list[object]]:
+    """A block runs ``block_sql`` and stays open until ``statements`` are queued behind it (so
+    they join its batch); returns the block's error (``None`` if it committed) and the
+    statements' outcomes."""
+    entered, release = asyncio.Event(), asyncio.Event()
 
     async def leader() -> None:
         async with db.transaction() as tx:
-            await tx.execute("INSERT INTO parent(id) VALUES (7)")
+            await tx.execute(block_sql)
+            entered.set()
             await release.wait()
 
     first = asyncio.ensure_future(leader())
-    await asyncio.sleep(0.05)
-    followers = [db.execute("INSERT INTO child(parent_id) VALUES (7)") for _ in range(5)]
-    orphan = db.execute("INSERT INTO child(parent_id) VALUES (8)")
-    gathered = asyncio.gather(*followers, orphan, return_exceptions=True)
-    await asyncio.sleep(0.05)
+    await entered.wait()
+    followers = asyncio.gather(*(db.execute(sql) for sql in statements), return_exceptions=True)
+    await wait_until(lambda: db.statistics().writer_queue_depth == len(statements))
     release.set()
-    with pytest.raises(ForeignKeyViolation):
+    try:
         await first
-    assert all(isinstance(r, ForeignKeyViolation) for r in await gathered)
-    assert raw.execute("SELECT count(*) FROM parent").fetchone()[0] == 0
+    except StoreError as exc:
+        return exc, list(await followers)
+    return None, list(await followers)
+
+
+async def test_a_block_breaking_a_deferred_constraint_fails_alone(
+    db: Database, raw: sqlite3.Connection
+) -> None:
+    await _deferred_schema(db)
+    block_error, results = await _led_by_a_block(
+        db,
+        "INSERT INTO child(parent_id) VALUES (8)",
+        [f"INSERT INTO other(x) VALUES ({n})" for n in range(5)],
+    )
+    assert isinstance(block_error, ForeignKeyViolation)
+    assert results == [1, 2, 3, 4, 5]
+    assert raw.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+
+
+async def test_a_block_keeps_its_work_when_a_statement_behind_it_breaks_a_deferred_constraint(
+    db: Database, raw: sqlite3.Connection
+) -> None:
+    await _deferred_schema(db)
+    block_error, results = await _led_by_a_block(
+        db,
+        "INSERT INTO parent(id) VALUES (7)",
+        [f"INSERT INTO child(parent_id) VALUES ({7 if n < 5 else 8})" for n in range(6)],
+    )
+    assert block_error is None
+    assert results[:5] == [1, 2, 3, 4, 5]
+    assert isinstance(results[5], ForeignKeyViolation)
+    assert raw.execute("SELECT count(*) FROM parent").fetchone()[0] == 1
+    assert raw.execute("SELECT count(*) FROM child").fetchone()[0] == 5
 
 
 async def test_batch_size_is_bounded(db_path: Path) -> None:
@@ -146,8 +206,9 @@ async def test_batch_size_is_bounded(db_path: Path) -> None:
         assert stats.transactions == 51
 
 
-async def test_a_batch_led_by_a_block_closes_after_its_duration(db_path: Path) -> None:
-    async with Database(make_config(db_path, max_batch_duration=0)) as db:
+async def test_two_blocks_never_share_a_batch(db_path: Path) -> None:
+    # A block that joined a batch would make the blocks before it wait for its code to end.
+    async with Database(make_config(db_path)) as db:
         await db.execute("CREATE TABLE t(x)")
 
         async def block(i: int) -> None:
@@ -159,24 +220,14 @@ async def test_a_batch_led_by_a_block_closes_after_its_duration(db_path: Path) -
         assert await db.fetch_val("SELECT count(*) FROM t") == 10
 
 
-@pytest.mark.parametrize("db_options", [{"max_batch_duration": 30.0}])
 async def test_transaction_blocks_and_statements_share_a_batch(db: Database) -> None:
-    release = asyncio.Event()
-
-    async def leader() -> None:
-        async with db.transaction() as tx:
-            await tx.execute("INSERT INTO items(name) VALUES ('leader')")
-            await release.wait()
-
-    first = asyncio.ensure_future(leader())
-    await asyncio.sleep(0.02)
-    followers = asyncio.gather(
-        *(db.execute("INSERT INTO items(name) VALUES (?)", (f"f{i}",)) for i in range(10))
+    block_error, results = await _led_by_a_block(
+        db,
+        "INSERT INTO items(name) VALUES ('leader')",
+        [f"INSERT INTO items(name) VALUES ('f{i}')" for i in range(10)],
     )
-    await asyncio.sleep(0.02)
-    release.set()
-    await first
-    await followers
+    assert block_error is None
+    assert results == list(range(2, 12))
     assert db.statistics().largest_batch == 11
 
 

@@ -1,0 +1,388 @@
+"""Every wait is bounded: callers waiting for a writer held by an open ``transaction()`` block
+give up with ``PoolTimeout`` and leave nothing queued; the holder is named; a block held past
+``transaction_timeout`` is rolled back; ``close()`` returns with a block open, and a timeout or a
+cancellation around it is honoured; two tasks sharing one transaction never interleave their
+savepoints; an append inside a block wakes subscribers when the block commits.
+
+Each test that would hang on a regression waits under ``asyncio.timeout``, with bounds that fit
+a machine several times slower than the one it was written on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from async_store import (
+    Database,
+    NewEvent,
+    PoolClosed,
+    PoolTimeout,
+    SqlConfig,
+    SqlService,
+    StoreError,
+    TransactionTimeout,
+)
+from async_store.health import metrics_text
+from tests.conftest import make_config
+from tests.test_backup import transaction_held
+
+SHORT = 0.3
+"""acquire_timeout of the databases below, in seconds."""
+BOUND = 20.0
+"""What a test waits at most for something that must end on its own."""
+
+
+@pytest.fixture
+async def short(db_path: Path) -> AsyncIterator[Database]:
+    database = Database(make_config(db_path, acquire_timeout=SHORT))
+    await database.open()
+    await database.execute("CREATE TABLE t(x INTEGER)")
+    try:
+        yield database
+    finally:
+        async with asyncio.timeout(BOUND):
+            await database.close()
+
+
+# -- reproduction 1: a block held open -----------------------------------------------------
+
+
+async def test_a_block_waiting_on_another_writer_ends_in_pool_timeout(short: Database) -> None:
+    setup, done = asyncio.Event(), asyncio.Event()
+    outcome: list[object] = []
+
+    async def task_a() -> None:
+        async with short.transaction():
+            await short.execute("INSERT INTO t(x) VALUES (1)")
+            setup.set()
+            await done.wait()
+
+    async def task_b() -> None:
+        await setup.wait()
+        try:
+            async with short.transaction():
+                outcome.append(await short.fetch_all("SELECT x FROM t"))
+        except PoolTimeout as exc:
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    async with asyncio.timeout(BOUND):
+        await asyncio.gather(task_a(), task_b())
+    assert len(outcome) == 1
+    error = outcome[0]
+    assert isinstance(error, PoolTimeout)
+    assert isinstance(error, TimeoutError)
+    assert "held by a transaction() block of task" in str(error)
+    assert "INSERT INTO t(x) VALUES (1)" in str(error)
+    stats = short.statistics()
+    assert stats.writer_queue_depth == 0
+    assert stats.acquire_timeouts == 1
+    assert stats.writer_hold is None
+    assert await short.fetch_val("SELECT count(*) FROM t") == 1
+
+
+@pytest.mark.parametrize("kind", ["execute", "execute_many", "run_on_writer", "append"])
+async def test_every_writer_call_gives_up_and_leaves_nothing_queued(
+    tmp_path: Path, kind: str
+) -> None:
+    config = SqlConfig.mvp(tmp_path / "s.db", acquire_timeout=SHORT, readers=1)
+    async with asyncio.timeout(BOUND), SqlService(config) as sql:
+        db = sql.app
+        await db.execute("CREATE TABLE t(x INTEGER)")
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "execute": lambda: db.execute("INSERT INTO t VALUES (1)"),
+            "execute_many": lambda: db.execute_many("INSERT INTO t VALUES (?)", [(1,), (2,)]),
+            "run_on_writer": lambda: db.run_on_writer(_nothing),
+            "append": lambda: sql.event_store.append("s", [NewEvent("E", {})]),
+        }
+        async with transaction_held(db):
+            with pytest.raises(PoolTimeout, match="the work was withdrawn and did not run"):
+                await calls[kind]()
+            assert db.statistics().writer_queue_depth == 0
+        # Nothing of the withdrawn call ran once the writer was free again.
+        await db.execute("SELECT 1")
+        assert await db.fetch_val("SELECT count(*) FROM t") == 0
+        assert await db.fetch_val("SELECT count(*) FROM events") == 0
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    pass
+
+
+async def test_a_queued_caller_that_is_cancelled_is_withdrawn(short: Database) -> None:
+    async with transaction_held(short):
+        waiting = asyncio.ensure_future(short.execute("INSERT INTO t VALUES (5)"))
+        await asyncio.sleep(0)
+        assert short.statistics().writer_queue_depth == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert short.statistics().writer_queue_depth == 0
+    assert await short.fetch_val("SELECT count(*) FROM t") == 0
+
+
+# -- the holder, named -----------------------------------------------------------------------
+
+
+async def test_statistics_and_health_name_the_holder_of_the_writer(tmp_path: Path) -> None:
+    config = SqlConfig.mvp(tmp_path / "s.db", writer_hold_warning=0.05)
+    async with asyncio.timeout(BOUND), SqlService(config) as sql:
+        assert sql.app.statistics().writer_hold is None
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with sql.app.transaction() as tx:
+                await tx.execute("INSERT INTO settings(key, value) VALUES ('k', '1')")
+                holding.set()
+                await release.wait()
+
+        holder = asyncio.ensure_future(hold())
+        holder.set_name("request-42")
+        await holding.wait()
+        await asyncio.sleep(0.1)
+        hold_now = sql.app.statistics().writer_hold
+        assert hold_now is not None
+        assert (hold_now.kind, hold_now.task) == ("transaction", "request-42")
+        assert hold_now.last_sql == "INSERT INTO settings(key, value) VALUES ('k', '1')"
+        assert hold_now.held_seconds >= 0.05
+        report = await sql.health()
+        release.set()
+        await holder
+    assert report.status == "degraded"
+    reason = next(r for r in report.reasons if "writer" in r)
+    assert "request-42" in reason
+    assert "INSERT INTO settings" in reason
+    data = report.to_dict()["databases"]["app_meta"]["pool"]["writer_hold"]
+    assert data["task"] == "request-42"
+    assert data["kind"] == "transaction"
+    assert 'async_store_writer_held_seconds{database="app_meta"}' in metrics_text(report)
+
+
+# -- transaction_timeout ---------------------------------------------------------------------
+
+
+async def test_a_block_held_past_transaction_timeout_is_rolled_back(db_path: Path) -> None:
+    config = make_config(db_path, transaction_timeout=0.2, acquire_timeout=BOUND)
+    async with asyncio.timeout(BOUND), Database(config) as db:
+        await db.execute("CREATE TABLE t(x INTEGER)")
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (1)")
+                inside.set()
+                await release.wait()
+                await tx.execute("INSERT INTO t VALUES (2)")
+
+        slow_block = asyncio.ensure_future(slow())
+        await inside.wait()
+        # Queued behind the block: served once the writer rolls the block back.
+        assert await db.execute("INSERT INTO t VALUES (3)") == 1
+        assert [row[0] for row in await db.fetch_all("SELECT x FROM t")] == [3]
+        release.set()
+        with pytest.raises(TransactionTimeout, match="transaction_timeout"):
+            await slow_block
+        assert db.statistics().transaction_timeouts == 1
+        assert [row[0] for row in await db.fetch_all("SELECT x FROM t")] == [3]
+
+
+async def test_a_timed_out_block_that_raises_keeps_its_own_error(db_path: Path) -> None:
+    config = make_config(db_path, transaction_timeout=0.1)
+    async with asyncio.timeout(BOUND), Database(config) as db:
+        with pytest.raises(ValueError, match="its own"):
+            async with db.transaction():
+                await asyncio.sleep(0.3)
+                raise ValueError("its own")
+        assert await db.execute("SELECT 1") is None
+
+
+# -- reproduction 2: close() with a block open -----------------------------------------------
+
+
+async def test_close_returns_with_a_block_open(db_path: Path) -> None:
+    db = Database(make_config(db_path))
+    await db.open()
+    await db.execute("CREATE TABLE t(x INTEGER)")
+    context = db.transaction()
+    tx = await context.__aenter__()
+    await tx.execute("INSERT INTO t VALUES (1)")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(db.close(), BOUND)
+    assert loop.time() - started < BOUND
+    assert not db.is_open
+    with pytest.raises(PoolClosed, match="rolled back"):
+        await tx.execute("INSERT INTO t VALUES (2)")
+    with pytest.raises(PoolClosed):
+        await context.__aexit__(None, None, None)
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_timeout_or_cancellation_around_close_is_honoured(db_path: Path, how: str) -> None:
+    db = Database(make_config(db_path))
+    await db.open()
+    context = db.transaction()
+    await context.__aenter__()
+    # From outside the block (this task is inside it now): queued behind it.
+    queued = asyncio.get_running_loop().create_task(
+        db.execute("SELECT 1"), context=contextvars.Context()
+    )
+    await asyncio.sleep(0)
+    assert db.statistics().writer_queue_depth == 1
+    writer = db._writer
+    assert writer is not None
+    thread = writer.connection._aio._thread
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    if how == "timeout":
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await db.close()
+    else:
+        closing = asyncio.ensure_future(db.close())
+        await asyncio.sleep(0.2)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    # Well inside close's 5 s grace: the cancellation cut it short.
+    assert loop.time() - started < 4.0
+    assert not db.is_open
+    with pytest.raises(PoolClosed):
+        await queued
+    with pytest.raises(PoolClosed):
+        await context.__aexit__(None, None, None)
+    await asyncio.to_thread(thread.join, BOUND)
+    assert not thread.is_alive()
+    await db.close()  # idempotent
+
+
+# -- reproduction 3: an append inside a block wakes subscribers at its commit ----------------
+
+
+async def test_an_append_inside_a_block_wakes_subscribers_at_commit(tmp_path: Path) -> None:
+    async with asyncio.timeout(BOUND), SqlService(SqlConfig.mvp(tmp_path / "s.db")) as sql:
+        store = sql.event_store
+        received: asyncio.Queue[str] = asyncio.Queue()
+
+        async def subscriber() -> None:
+            # A poll interval far beyond the wait below: only the wake-up can deliver in time.
+            async for event in store.subscribe(0, poll_interval=3600):
+                await received.put(event.type)
+
+        task = asyncio.ensure_future(subscriber())
+        await asyncio.sleep(0.05)
+        async with sql.events.transaction():
+            await store.append("s", [NewEvent("Inside", {})])
+            await asyncio.sleep(0.05)
+            assert received.empty()  # not committed yet: nothing to see
+        async with asyncio.timeout(5):
+            assert await received.get() == "Inside"
+        rolled_back = False
+        try:
+            async with sql.events.transaction():
+                await store.append("s", [NewEvent("Undone", {})])
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            rolled_back = True
+        await store.append("s", [NewEvent("After", {})])
+        async with asyncio.timeout(5):
+            assert await received.get() == "After"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert rolled_back
+
+
+# -- reproduction 5: a child task sharing its parent's transaction ---------------------------
+
+
+async def test_a_child_nested_block_waits_for_the_parents_nested_block(short: Database) -> None:
+    parent_inside, child_started = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def child() -> None:
+        child_started.set()
+        async with short.transaction() as tx:  # nested: it inherited the parent's transaction
+            order.append("child in")
+            await tx.execute("INSERT INTO t VALUES (2)")
+        order.append("child out")
+
+    async with asyncio.timeout(BOUND), short.transaction() as tx:
+        task = asyncio.ensure_future(child())
+        try:
+            async with tx.transaction():
+                parent_inside.set()
+                await tx.execute("INSERT INTO t VALUES (1)")
+                await child_started.wait()
+                await asyncio.sleep(0.05)
+                order.append("parent rolls back")
+                raise LookupError("undo the parent's nested block")
+        except LookupError:
+            pass
+        await task
+    assert order == ["parent rolls back", "child in", "child out"]
+    assert [row[0] for row in await short.fetch_all("SELECT x FROM t")] == [2]
+
+
+async def test_tasks_started_inside_a_nested_block_share_it(short: Database) -> None:
+    async with asyncio.timeout(BOUND), short.transaction() as tx, tx.transaction():
+        await asyncio.gather(*(tx.execute("INSERT INTO t VALUES (?)", (n,)) for n in range(5)))
+        await asyncio.gather(*(_nested_insert(short, n) for n in range(5, 10)))
+    assert await short.fetch_val("SELECT count(*) FROM t") == 10
+
+
+async def _nested_insert(db: Database, n: int) -> None:
+    async with db.transaction() as tx:
+        await asyncio.sleep(0)
+        await tx.execute("INSERT INTO t VALUES (?)", (n,))
+
+
+async def test_a_task_outside_a_nested_block_gives_up_clearly(short: Database) -> None:
+    release = asyncio.Event()
+
+    async with asyncio.timeout(BOUND), short.transaction() as tx:
+        outsider = asyncio.ensure_future(_wait_then_insert(short, release))
+        async with tx.transaction():
+            release.set()
+            with pytest.raises(PoolTimeout, match="nested transaction"):
+                await outsider
+    assert await short.fetch_val("SELECT count(*) FROM t") == 0
+
+
+async def _wait_then_insert(db: Database, ready: asyncio.Event) -> None:
+    await ready.wait()
+    await db.execute("INSERT INTO t VALUES (1)")
+
+
+async def test_a_child_block_outliving_its_parent_block_fails_clearly(short: Database) -> None:
+    entered, finish_child = asyncio.Event(), asyncio.Event()
+    child_task: asyncio.Task[None] | None = None
+
+    async def child() -> None:
+        async with short.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (2)")
+            entered.set()
+            await finish_child.wait()
+
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(StoreError, match="still open after acquire_timeout"):
+            async with short.transaction() as tx, tx.transaction():
+                await tx.execute("INSERT INTO t VALUES (1)")
+                child_task = asyncio.ensure_future(child())
+                await entered.wait()
+        assert child_task is not None
+        finish_child.set()
+        with pytest.raises(StoreError):
+            await child_task
+    assert await short.fetch_val("SELECT count(*) FROM t") == 0
