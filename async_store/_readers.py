@@ -16,6 +16,7 @@ cannot cut short, so no slot is ever lost and no snapshot is left pinned.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -103,6 +104,11 @@ class ReaderPool:
         self._open_error: Exception | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._resets: set[asyncio.Task[None]] = set()
+        self._queued: collections.deque[tuple[float, Ticket, asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        """Reads queued behind others on their reader: (deadline, ticket, future)."""
+        self._expiry: asyncio.TimerHandle | None = None
         self._closed = False
         self._stopped = False
 
@@ -239,13 +245,53 @@ class ReaderPool:
 
     async def _wait_for_group(self, reader: _Reader, fn: Callable[[sqlite3.Connection], T]) -> T:
         ticket = Ticket()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         reader.waiting.append((fn, ticket, future))
+        self._bound(loop, ticket, future)
         try:
             return await future
         except asyncio.CancelledError:
             ticket.cancelled = True  # skipped if its group has not reached it yet
             raise
+
+    def _bound(
+        self, loop: asyncio.AbstractEventLoop, ticket: Ticket, future: asyncio.Future[Any]
+    ) -> None:
+        """Give a read queued behind others on its reader until ``acquire_timeout`` to start
+        (``_expire`` fails it with :class:`PoolTimeout` then). Every read has the same timeout,
+        so ``_queued`` is in deadline order; reads answered already are dropped from its head
+        as new ones come."""
+        queued = self._queued
+        while queued and queued[0][2].done():
+            queued.popleft()
+        deadline = loop.time() + self._acquire_timeout
+        queued.append((deadline, ticket, future))
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # (a timer may fire up to the clock's resolution early)
+        queued = self._queued
+        expired = 0
+        while queued and (queued[0][0] <= now or queued[0][2].done()):
+            _, ticket, future = queued.popleft()
+            if not future.done():
+                ticket.cancelled = True  # skipped, or stopped, on the reader's thread
+                expired += 1
+                fail(
+                    future,
+                    PoolTimeout(
+                        f"{self._name}: a read waited acquire_timeout ({self._acquire_timeout} "
+                        "s) behind the reads ahead of it on its reader (a long query?) and "
+                        "was withdrawn"
+                    ),
+                )
+        self._counters.acquire_timeouts += expired
+        if queued:
+            self._expiry = loop.call_at(queued[0][0], self._expire)
 
     def _send_group(self, reader: _Reader) -> None:
         """Hand the reads waiting on ``reader`` to its thread as one call."""
@@ -349,6 +395,9 @@ class ReaderPool:
                 self.stop()
         for reader in self._readers:
             await reader.connection.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     def stop(self) -> None:
         """Interrupt every read running and skip every read queued (see :meth:`close`)."""

@@ -386,3 +386,25 @@ async def test_a_child_block_outliving_its_parent_block_fails_clearly(short: Dat
         with pytest.raises(StoreError):
             await child_task
     assert await short.fetch_val("SELECT count(*) FROM t") == 0
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+_LONG_READ = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500000000) "
+    "SELECT count(*) FROM c"
+)
+
+
+async def test_a_read_queued_behind_a_long_read_gives_up(db_path: Path) -> None:
+    config = make_config(db_path, readers=1, acquire_timeout=SHORT)
+    async with asyncio.timeout(BOUND), Database(config) as db:
+        long_read = asyncio.ensure_future(db.fetch_val(_LONG_READ))
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolTimeout, match="behind the reads ahead of it"):
+            await db.fetch_val("SELECT 1")
+        assert db.statistics().acquire_timeouts == 1
+        long_read.cancel()  # interrupted on the reader's thread
+        with pytest.raises(asyncio.CancelledError):
+            await long_read
+        assert await db.fetch_val("SELECT 2") == 2
