@@ -408,3 +408,22 @@ async def test_a_read_queued_behind_a_long_read_gives_up(db_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await long_read
         assert await db.fetch_val("SELECT 2") == 2
+
+
+async def test_the_service_closes_with_blocks_open_on_both_databases(tmp_path: Path) -> None:
+    sql = SqlService(SqlConfig.in_directory(tmp_path / "data"))
+    await sql.start()
+    app_block, events_block = sql.app.transaction(), sql.events.transaction()
+    await app_block.__aenter__()
+    await events_block.__aenter__()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await sql.close()
+    assert loop.time() - started < 4.0
+    assert not sql.app.is_open
+    assert not sql.events.is_open
+    for block in (events_block, app_block):
+        with pytest.raises(PoolClosed):
+            await block.__aexit__(None, None, None)
