@@ -24,10 +24,12 @@ from async_store import (
     PoolTimeout,
     SqlConfig,
     SqlService,
+    StateManager,
     StoreError,
     TransactionTimeout,
 )
 from async_store.health import metrics_text
+from async_store.state import SettingSet
 from tests.conftest import make_config
 from tests.test_backup import transaction_held
 
@@ -427,3 +429,14 @@ async def test_the_service_closes_with_blocks_open_on_both_databases(tmp_path: P
     for block in (events_block, app_block):
         with pytest.raises(PoolClosed):
             await block.__aexit__(None, None, None)
+
+
+async def test_a_mutation_gives_up_while_a_block_holds_the_events_writer(tmp_path: Path) -> None:
+    config = SqlConfig.in_directory(tmp_path / "data", acquire_timeout=SHORT)
+    async with asyncio.timeout(BOUND), SqlService(config) as sql, StateManager(sql) as state:
+        async with transaction_held(sql.events):
+            with pytest.raises(PoolTimeout, match="withdrawn"):
+                await state.mutate(SettingSet("theme", "dark"))
+            assert "theme" not in state.read_state().settings
+        assert await state.mutate(SettingSet("theme", "light")) == 1
+        assert state.read_state().settings["theme"] == "light"
