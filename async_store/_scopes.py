@@ -24,7 +24,7 @@ from ._futures import resolve
 from ._queries import Parameters, QueryMethods
 from ._shield import finish
 from ._writer_jobs import TransactionLease
-from .errors import PoolClosed, PoolTimeout, StoreError, translate
+from .errors import DatabaseError, PoolClosed, PoolTimeout, StoreError, translate
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its scopes.
@@ -136,7 +136,7 @@ class Transaction(QueryMethods):
         connection = await self._check()
         self._lease.last_sql = sql
         try:
-            return await connection.run(fn)
+            return await connection.run(functools.partial(_still_open, fn, self._database.name))
         except asyncio.CancelledError:
             self._poison()
             raise
@@ -473,6 +473,17 @@ async def stream_rows(
                 return
     finally:
         await finish(connection.run(lambda conn: cursor.close()))
+
+
+def _still_open(fn: Callable[[sqlite3.Connection], T], name: str, conn: sqlite3.Connection) -> T:
+    """Run ``fn`` in the block's transaction, unless SQLite has rolled it back (after a disk
+    full or I/O error): run then, a write would commit on its own, outside the block."""
+    if not conn.in_transaction:
+        raise DatabaseError(
+            f"{name}: SQLite rolled this transaction back after an earlier error (disk full, "
+            "I/O error, ...); nothing more can run in it: end the block"
+        )
+    return fn(conn)
 
 
 def _in_savepoint(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

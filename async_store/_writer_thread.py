@@ -200,7 +200,11 @@ def commit(conn: sqlite3.Connection) -> None:
 def begin_block(conn: sqlite3.Connection, savepoint: str, locking: Locking) -> None:
     """Open the transaction of a ``transaction()`` block, and its savepoint ``savepoint``."""
     begin_immediate(conn, locking)
-    conn.execute(f"SAVEPOINT {savepoint}")
+    try:
+        conn.execute(f"SAVEPOINT {savepoint}")
+    except BaseException:
+        rollback_if_open(conn)
+        raise
 
 
 _AFTER_BLOCK = "async_store_after_block"
@@ -221,12 +225,12 @@ def end_block(
     If a deferred constraint refuses the COMMIT, the jobs are rolled back to a savepoint taken
     after the block, and the block's work alone is committed: the block fails only if that
     COMMIT is refused too. The jobs then run again one by one. ``BatchFailed`` when the whole
-    transaction is lost otherwise (SQLite rolled it back, or the COMMIT failed for another
-    reason)."""
+    transaction is lost otherwise (the COMMIT failed for another reason)."""
     if not conn.in_transaction:
-        raise BatchFailed(
-            sqlite3.OperationalError("the transaction was rolled back by SQLite"), savepoint
-        )
+        # SQLite rolled the block's transaction back (disk full, I/O error): the block's work
+        # is lost, the statements behind it are not.
+        lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
+        return lost, run_batch(conn, jobs, locking) if jobs else []
     if not keep:
         conn.execute(f"ROLLBACK TO {savepoint}")
     conn.execute(f"RELEASE {savepoint}")

@@ -4,6 +4,7 @@ a failed COMMIT failing its whole batch, and the batch limits."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from async_store import (
     Database,
+    DatabaseError,
     DatabaseFull,
     ForeignKeyViolation,
     StoreError,
@@ -264,3 +266,30 @@ async def test_disk_full_fails_only_the_statement_that_overflowed(
     await db.run_on_writer(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     await db.execute("INSERT INTO blobs VALUES (zeroblob(1000))")
     assert raw.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+
+
+async def test_a_block_whose_transaction_sqlite_rolled_back_runs_nothing_more(
+    db: Database, raw: sqlite3.Connection
+) -> None:
+    # SQLite rolls a transaction back by itself after some errors (disk full, I/O error); a
+    # ROLLBACK run behind the library's back stands in for one here.
+    def lose_the_transaction(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+
+    queued: list[asyncio.Future[int | None]] = []
+    with pytest.raises(StoreError, match="rolled back by SQLite"):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO items(name) VALUES ('before')")
+            with pytest.raises(StoreError):
+                await db.run_in_transaction(lose_the_transaction, "simulated loss")
+            with pytest.raises(DatabaseError, match="SQLite rolled this transaction back"):
+                await tx.execute("INSERT INTO items(name) VALUES ('after')")
+            queued.append(
+                asyncio.get_running_loop().create_task(
+                    db.execute("INSERT INTO items(name) VALUES ('behind')"),
+                    context=contextvars.Context(),
+                )
+            )
+            await wait_until(lambda: db.statistics().writer_queue_depth == 1)
+    assert await queued[0] == 1
+    assert [row[0] for row in raw.execute("SELECT name FROM items")] == ["behind"]
