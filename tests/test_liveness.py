@@ -51,6 +51,19 @@ async def short(db_path: Path) -> AsyncIterator[Database]:
             await database.close()
 
 
+@pytest.fixture
+async def patient(db_path: Path) -> AsyncIterator[Database]:
+    """A database whose callers wait long enough for a wait that must end well."""
+    database = Database(make_config(db_path, acquire_timeout=BOUND))
+    await database.open()
+    await database.execute("CREATE TABLE t(x INTEGER)")
+    try:
+        yield database
+    finally:
+        async with asyncio.timeout(BOUND):
+            await database.close()
+
+
 # -- reproduction 1: a block held open -----------------------------------------------------
 
 
@@ -309,22 +322,21 @@ async def test_an_append_inside_a_block_wakes_subscribers_at_commit(tmp_path: Pa
 # -- reproduction 5: a child task sharing its parent's transaction ---------------------------
 
 
-async def test_a_child_nested_block_waits_for_the_parents_nested_block(short: Database) -> None:
-    parent_inside, child_started = asyncio.Event(), asyncio.Event()
+async def test_a_child_nested_block_waits_for_the_parents_nested_block(patient: Database) -> None:
+    child_started = asyncio.Event()
     order: list[str] = []
 
     async def child() -> None:
         child_started.set()
-        async with short.transaction() as tx:  # nested: it inherited the parent's transaction
+        async with patient.transaction() as tx:  # nested: it inherited the parent's transaction
             order.append("child in")
             await tx.execute("INSERT INTO t VALUES (2)")
         order.append("child out")
 
-    async with asyncio.timeout(BOUND), short.transaction() as tx:
+    async with asyncio.timeout(BOUND), patient.transaction() as tx:
         task = asyncio.ensure_future(child())
         try:
             async with tx.transaction():
-                parent_inside.set()
                 await tx.execute("INSERT INTO t VALUES (1)")
                 await child_started.wait()
                 await asyncio.sleep(0.05)
@@ -334,14 +346,14 @@ async def test_a_child_nested_block_waits_for_the_parents_nested_block(short: Da
             pass
         await task
     assert order == ["parent rolls back", "child in", "child out"]
-    assert [row[0] for row in await short.fetch_all("SELECT x FROM t")] == [2]
+    assert [row[0] for row in await patient.fetch_all("SELECT x FROM t")] == [2]
 
 
-async def test_tasks_started_inside_a_nested_block_share_it(short: Database) -> None:
-    async with asyncio.timeout(BOUND), short.transaction() as tx, tx.transaction():
+async def test_tasks_started_inside_a_nested_block_share_it(patient: Database) -> None:
+    async with asyncio.timeout(BOUND), patient.transaction() as tx, tx.transaction():
         await asyncio.gather(*(tx.execute("INSERT INTO t VALUES (?)", (n,)) for n in range(5)))
-        await asyncio.gather(*(_nested_insert(short, n) for n in range(5, 10)))
-    assert await short.fetch_val("SELECT count(*) FROM t") == 10
+        await asyncio.gather(*(_nested_insert(patient, n) for n in range(5, 10)))
+    assert await patient.fetch_val("SELECT count(*) FROM t") == 10
 
 
 async def _nested_insert(db: Database, n: int) -> None:
