@@ -6,8 +6,9 @@ Dependencies point one way (nothing lower imports anything higher):
     _log_records
       → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs,
         _backup_manifest
-        → _readers, _writer_thread, _queries, _foreign_files, _backup_contents, _health_report
-          → _writer, _scopes, _exposition
+        → _readers, _writer_thread, _writer_queue, _queries, _foreign_files, _backup_contents,
+          _health_report
+          → _writer, _transaction → _snapshot, _exposition
             → database, _event_log → _appends
               → migrations, events, _documents, _pipeline_runs, backup, health, _sql_log_sink,
                 chunking, _writer_pause
@@ -16,7 +17,8 @@ Dependencies point one way (nothing lower imports anything higher):
                     → demo
                       → cli
 
-``_scopes`` names ``Database`` in annotations only, imported under ``TYPE_CHECKING``.
+``_transaction`` and ``_snapshot`` name ``Database`` in annotations only, imported under
+``TYPE_CHECKING``.
 
 This package re-exports every name in the ``__all__`` of its public modules (those without a
 leading underscore), so ``from async_store import X`` reaches the whole public surface. Two

@@ -1,5 +1,6 @@
 """The query methods every handle shares (``Database``, ``Transaction``, ``ReadSnapshot``),
-named as in encode/databases, and the functions that run them on a connection's thread."""
+named as in encode/databases, the functions that run them on a connection's thread, and
+``stream_rows``, the row stream behind ``iterate()`` on a reader, a transaction or a snapshot."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
-from ._connection import MANAGED_PRAGMAS, Row
-from .errors import QueryError
+from ._connection import MANAGED_PRAGMAS, Connection, Row
+from ._shield import finish
+from .errors import QueryError, translate
 
-__all__ = ["Parameters", "QueryMethods"]
+__all__ = ["Parameters", "QueryMethods", "stream_rows"]
 
 T = TypeVar("T")
 
@@ -224,3 +226,33 @@ def _execute(conn: sqlite3.Connection, query: str, params: Parameters, inserts: 
     # sqlite3 reports the connection's last insert rowid after any statement; only an insert
     # that wrote a row owns it.
     return cursor.lastrowid if inserts and cursor.rowcount > 0 else None
+
+
+async def stream_rows(
+    connection: Connection,
+    sql: str,
+    parameters: Parameters,
+    chunk_size: int,
+    *,
+    on_reader: bool,
+) -> AsyncGenerator[Row, None]:
+    """Yield the rows of ``sql`` run on ``connection``, fetched ``chunk_size`` at a time; errors
+    come back translated (``on_reader`` says whether the connection is a reader), and the cursor
+    is closed however the iteration ends."""
+    name = connection.database
+    try:
+        cursor = await connection.run(lambda conn: conn.execute(sql, parameters))
+    except Exception as exc:
+        raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
+    try:
+        while True:
+            try:
+                rows = await connection.run(lambda conn: cursor.fetchmany(chunk_size))
+            except Exception as exc:
+                raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
+            for row in rows:
+                yield row
+            if len(rows) < chunk_size:
+                return
+    finally:
+        await finish(connection.run(lambda conn: cursor.close()))

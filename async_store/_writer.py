@@ -35,7 +35,6 @@ import contextlib
 import functools
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -45,6 +44,8 @@ from ._connection import Connection, rollback_if_open
 from ._futures import fail, resolve
 from ._shield import finish
 from ._writer_jobs import ExclusiveJob, StatementJob, TransactionLease
+from ._writer_queue import Job as _Job
+from ._writer_queue import JobQueue
 from ._writer_thread import BatchFailed, Locking, begin_block, end_block, run_batch, without_cursor
 from .config import DatabaseConfig
 from .errors import PoolClosed, PoolTimeout, StoreError, TransactionTimeout, translate
@@ -53,12 +54,6 @@ from .statistics import Counters, WriterHold
 __all__ = ["Writer"]
 
 T = TypeVar("T")
-
-_Job = StatementJob | TransactionLease | ExclusiveJob
-_J = TypeVar("_J", StatementJob, TransactionLease, ExclusiveJob)
-
-_SQL_SHOWN = 200
-"""Characters of a statement quoted in a timeout message."""
 
 
 class Writer:
@@ -73,16 +68,7 @@ class Writer:
         )
         self._counters = counters
         self._loop = asyncio.get_running_loop()
-        self._jobs: deque[_Job] = deque()
-        """Jobs in FIFO order; those whose caller gave up (``waiting`` False) are skipped."""
-        self._waiting = 0
-        """Jobs in ``_jobs`` whose caller still waits."""
-        self._idle: asyncio.Future[None] | None = None
-        """The writer waiting for a job (resolved by the next one queued)."""
-        self._room: deque[asyncio.Future[None]] = deque()
-        """Callers waiting for room in a full queue."""
-        self._reaper: asyncio.TimerHandle | None = None
-        """Wakes at the earliest deadline of a queued job to time it out."""
+        self._queue = JobQueue(self._loop, limit=config.max_queued, on_expired=self._expired)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stopped: StoreError | None = None
@@ -106,7 +92,7 @@ class Writer:
     @property
     def queue_depth(self) -> int:
         """Jobs waiting for the writer (not counting those their callers gave up on)."""
-        return self._waiting
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = self._loop.create_task(self._serve(), name=f"async_store.{self._name}.writer")
@@ -141,7 +127,7 @@ class Writer:
         try:
             return await future
         except asyncio.CancelledError:
-            self._withdraw(job)
+            self._queue.withdraw(job)
             raise
 
     async def run_exclusive(
@@ -158,7 +144,7 @@ class Writer:
         try:
             return await future
         except asyncio.CancelledError:
-            self._withdraw(job)
+            self._queue.withdraw(job)
             raise
 
     async def lease(self) -> TransactionLease:
@@ -172,7 +158,7 @@ class Writer:
         except BaseException:
             if not lease.granted.done():
                 lease.granted.cancel()  # still queued: the writer will skip it
-                self._withdraw(lease)
+                self._queue.withdraw(lease)
             elif not lease.granted.cancelled() and lease.granted.exception() is None:
                 # Granted just as the caller gave up: hand it back, rolled back.
                 lease.finished.set_result(False)
@@ -182,110 +168,39 @@ class Writer:
         return lease
 
     async def _put(self, job: _Job, patience: float) -> None:
-        """Queue ``job``, its deadline ``patience`` seconds from now; wait for room first if
-        the queue is full."""
+        """Queue ``job``; the writer must take it within ``patience`` seconds."""
         if self._failure is not None:
             raise PoolClosed(f"{self._name}: the writer stopped") from self._failure
         if self._closing or self._task is None:
             raise PoolClosed(f"{self._name}: the database is closed")
-        job.deadline = self._loop.time() + patience
-        if self._waiting >= self._config.max_queued:
-            await self._wait_for_room(job.deadline)
-        job.waiting = True
-        self._waiting += 1
-        self._jobs.append(job)
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            resolve(idle, None)
-        reaper = self._reaper
-        if reaper is None or job.deadline < reaper.when():
-            self._arm(job.deadline)
+        if await self._queue.put(job, patience):
+            return
+        if self._closing:
+            raise PoolClosed(f"{self._name}: the database is closed")
+        self._counters.acquire_timeouts += 1
+        raise PoolTimeout(
+            f"{self._name}: the writer queue stayed full ({self._config.max_queued} jobs) for "
+            f"{patience} s; nothing was queued"
+        )
 
-    async def _wait_for_room(self, deadline: float) -> None:
-        while self._waiting >= self._config.max_queued:
-            room = self._loop.create_future()
-            self._room.append(room)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await room
-            except TimeoutError:
-                self._counters.acquire_timeouts += 1
-                raise PoolTimeout(
-                    f"{self._name}: the writer queue stayed full ({self._config.max_queued} "
-                    f"jobs) for {self._config.acquire_timeout} s; nothing was queued"
-                ) from None
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._room.remove(room)
-            if self._stopped is not None or self._closing:
-                raise PoolClosed(f"{self._name}: the database is closed")
-
-    def _withdraw(self, job: _Job) -> None:
-        """The caller gave up on ``job``: if it is still queued, the writer skips it."""
-        if job.waiting:
-            job.waiting = False
-            self._waiting -= 1
-            self._make_room()
-
-    def _make_room(self) -> None:
-        while self._room and self._waiting < self._config.max_queued:
-            resolve(self._room.popleft(), None)
-
-    def _arm(self, deadline: float) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-        self._reaper = self._loop.call_at(deadline, self._reap)
-
-    def _reap(self) -> None:
-        """Time out every queued job past its deadline; wake again at the next deadline."""
-        self._reaper = None
-        # (A timer may fire up to the clock's resolution early.)
-        now = self._loop.time() + 0.001
-        kept: deque[_Job] = deque()
-        expired: list[_Job] = []
-        for job in self._jobs:
-            if not job.waiting:
-                continue
-            if job.deadline <= now:
-                job.waiting = False
-                self._waiting -= 1
-                expired.append(job)
-            else:
-                kept.append(job)
-        self._jobs = kept
-        if kept:
-            self._arm(min(job.deadline for job in kept))
-        if expired:
-            self._counters.acquire_timeouts += len(expired)
-            message = self._gave_up_message()
-            for job in expired:
-                _fail_job(job, PoolTimeout(message))
-        self._make_room()
-
-    def _gave_up_message(self) -> str:
+    def _expired(self, jobs: list[_Job]) -> None:
+        """The writer did not take ``jobs`` in time: their callers get :class:`PoolTimeout`."""
+        self._counters.acquire_timeouts += len(jobs)
         hold = self.hold()
-        if hold is None:
-            holder = f"{self._waiting} job(s) still queued"
-        else:
-            holder = {
-                "transaction": f"held by a transaction() block of task {hold.task!r}",
-                "batch": "busy with a group commit",
-                "exclusive": "busy with work that needs it alone",
-            }[hold.kind] + f" for {hold.held_seconds:.3f} s"
-            if hold.last_sql is not None:
-                holder += f", last SQL: {_shorten(hold.last_sql)}"
-        return (
+        holder = f"{len(self._queue)} job(s) still queued" if hold is None else hold.describe()
+        message = (
             f"{self._name}: the writer did not become free within acquire_timeout "
             f"({self._config.acquire_timeout} s): {holder}; the work was withdrawn and did not "
             "run"
         )
+        for job in jobs:
+            _fail_job(job, PoolTimeout(message))
 
     # -- serving -----------------------------------------------------------------------------
 
     async def _serve(self) -> None:
         try:
-            while (job := await self._next_job()) is not None:
+            while (job := await self._queue.get()) is not None:
                 try:
                     if isinstance(job, StatementJob):
                         await self._serve_statements(job)
@@ -301,37 +216,9 @@ class Writer:
             self._stop_serving(PoolClosed(f"{self._name}: the writer stopped: {exc!r}"))
             raise
 
-    async def _next_job(self) -> _Job | None:
-        while True:
-            job = self._pop(None)
-            if job is not None:
-                return job
-            if self._closing:
-                return None
-            self._idle = self._loop.create_future()
-            await self._idle
-
-    def _pop(self, kind: type[_J] | None) -> _J | None:
-        """Take the next queued job if it is a ``kind`` (any kind: ``None``)."""
-        jobs = self._jobs
-        while jobs:
-            job = jobs[0]
-            if not job.waiting:
-                jobs.popleft()
-                continue
-            if kind is not None and not isinstance(job, kind):
-                return None
-            jobs.popleft()
-            job.waiting = False
-            self._waiting -= 1
-            if self._room:
-                self._make_room()
-            return job  # type: ignore[return-value]
-        return None
-
     def _take_statements(self, first: StatementJob | None, room: int) -> list[StatementJob]:
         jobs = [] if first is None else [first]
-        while len(jobs) < room and (job := self._pop(StatementJob)) is not None:
+        while len(jobs) < room and (job := self._queue.pop(StatementJob)) is not None:
             jobs.append(job)
         return [job for job in jobs if not job.future.cancelled()]
 
@@ -470,10 +357,7 @@ class Writer:
         """Serve what is queued until ``deadline`` (loop time); then roll back a block still
         open and fail what is still queued (:class:`PoolClosed`), and stop the writer task."""
         self._closing = True
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            resolve(idle, None)
+        self._queue.close()
         task = self._task
         if task is None:
             return
@@ -483,9 +367,6 @@ class Writer:
             self.stop()
         with contextlib.suppress(Exception):
             await finish(task)
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
 
     def stop(self, *, interrupt: bool = False) -> None:
         """Close's deadline has passed: roll back the open block (its later calls raise
@@ -500,24 +381,10 @@ class Writer:
             self._stopped = error
             resolve(self._stop, None)
         self._closing = True
-        jobs, self._jobs = self._jobs, deque()
-        for job in jobs:
-            if job.waiting:
-                job.waiting = False
-                self._waiting -= 1
-                _fail_job(job, type(error)(str(error)))
-        while self._room:
-            resolve(self._room.popleft(), None)
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            resolve(idle, None)
+        self._queue.close()
+        for job in self._queue.take_all():
+            _fail_job(job, type(error)(str(error)))
 
 
 def _fail_job(job: _Job, error: StoreError) -> None:
     fail(job.granted if isinstance(job, TransactionLease) else job.future, error)
-
-
-def _shorten(sql: str) -> str:
-    sql = " ".join(sql.split())
-    return sql if len(sql) <= _SQL_SHOWN else sql[: _SQL_SHOWN - 1] + "…"

@@ -3,7 +3,8 @@
 Reads go to a reader; writes go to the writer. Inside ``transaction()`` every call of the same
 task, on the database or on the transaction, runs on the transaction (reads see its writes), and
 a nested ``transaction()`` becomes a SAVEPOINT. Those scopes, and the ``Transaction`` and
-``ReadSnapshot`` they yield, are in ``_scopes``; this module re-exports the two handles.
+``ReadSnapshot`` they yield, are in ``_transaction`` and ``_snapshot``; this module re-exports
+the two handles.
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from types import TracebackType
 from typing import Literal, TypeVar
 
 from ._connection import Connection, Row, open_connection
-from ._queries import Parameters, QueryMethods
+from ._queries import Parameters, QueryMethods, stream_rows
 from ._readers import CLOSE_GRACE, ReaderPool
-from ._scopes import (
-    ReadContext,
-    ReadSnapshot,
-    Transaction,
-    TransactionContext,
-    _Level,
-    stream_rows,
-)
 from ._shield import finish
+from ._snapshot import ReadContext, ReadSnapshot
+from ._transaction import Level, Transaction, TransactionContext
 from ._writer import Writer
 from .config import DatabaseConfig
 from .errors import ConfigError, DatabaseBusy, PoolClosed, StoreError, translate
@@ -66,7 +61,7 @@ class Database(QueryMethods):
         self._current: ContextVar[Transaction | None] = ContextVar(
             f"async_store.{config.name}.transaction", default=None
         )
-        self._savepoint: ContextVar[_Level | None] = ContextVar(
+        self._savepoint: ContextVar[Level | None] = ContextVar(
             f"async_store.{config.name}.savepoint", default=None
         )
 

@@ -92,7 +92,7 @@ async def _database_health(database: Database, reasons: list[str]) -> DatabaseHe
     pool = database.statistics()
     hold = pool.writer_hold
     if hold is not None and hold.held_seconds > database.config.writer_hold_warning:
-        reasons.append(f"degraded: {database.name}: {_describe_hold(hold)}")
+        reasons.append(f"degraded: {database.name}: the writer is {hold.describe()}")
     try:
         facts = await _read_facts(database, hold)
     except StoreError as exc:
@@ -143,18 +143,6 @@ async def _read_facts(database: Database, hold: WriterHold | None) -> dict[str, 
     return await database.run_in_reader(
         functools.partial(_read_database, probe=False), "health facts"
     )
-
-
-def _describe_hold(hold: WriterHold) -> str:
-    holder = {
-        "transaction": f"a transaction() block of task {hold.task!r}",
-        "batch": "a group commit",
-        "exclusive": "work that needs it alone",
-    }[hold.kind]
-    text = f"the writer has been held for {hold.held_seconds:.1f} s by {holder} since {hold.since}"
-    if hold.last_sql is not None:
-        text += f" (last SQL: {' '.join(hold.last_sql.split())[:200]})"
-    return text
 
 
 async def collect(

@@ -24,6 +24,19 @@ class WriterHold:
     last_sql: str | None
     """The newest statement of the block (the first of a batch); ``None`` before the first."""
 
+    def describe(self) -> str:
+        """One line for a message: what holds the writer, for how long, its last SQL."""
+        holder = {
+            "transaction": f"held by a transaction() block of task {self.task!r}",
+            "batch": "busy with a group commit",
+            "exclusive": "busy with work that needs it alone",
+        }[self.kind]
+        text = f"{holder} for {self.held_seconds:.3f} s since {self.since}"
+        if self.last_sql is not None:
+            sql = " ".join(self.last_sql.split())
+            text += f", last SQL: {sql if len(sql) <= 200 else sql[:199] + '…'}"
+        return text
+
 
 @dataclass(frozen=True, kw_only=True)
 class PoolStatistics:

@@ -1,10 +1,11 @@
-"""The scopes ``Database`` opens for a block of calls, and the handles they yield:
-``transaction()`` yields a ``Transaction`` on the writer (a nested ``transaction()`` is a
-SAVEPOINT of it), ``read()`` a ``ReadSnapshot`` on one reader. ``Transaction`` and
-``ReadSnapshot`` are re-exported by ``async_store.database``.
+"""``transaction()``: the ``Transaction`` handle it yields, on the writer inside the
+transaction, and ``TransactionContext``, which takes a lease of the writer on entry (or, inside a
+transaction of the same task, opens a SAVEPOINT of it) and keeps or undoes that level's work on
+exit. ``Transaction`` is re-exported by ``async_store.database``.
 
-``stream_rows``, the row stream behind ``iterate()``, lives here too: a reader, a transaction and
-a snapshot all stream through it.
+Tasks started inside a block inherit its transaction (asyncio copies context variables); the
+nested blocks they open are tracked here as levels, so that the savepoints of two tasks never
+interleave (see ``Transaction``).
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ._connection import Connection, Row
 from ._futures import resolve
-from ._queries import Parameters, QueryMethods
+from ._queries import Parameters, QueryMethods, stream_rows
 from ._shield import finish
 from ._writer_jobs import TransactionLease
 from .errors import DatabaseError, PoolClosed, PoolTimeout, StoreError, translate
 
 if TYPE_CHECKING:
-    # For annotations only: ``database`` imports this module to open its scopes.
+    # For annotations only: ``database`` imports this module to open its transactions.
     from .database import Database
 
-__all__ = ["ReadContext", "ReadSnapshot", "Transaction", "TransactionContext", "stream_rows"]
+__all__ = ["Level", "Transaction", "TransactionContext"]
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ class Transaction(QueryMethods):
         self._lease = lease
         self._active = True
         self._savepoints = 0
-        self._levels: list[_Level] = []
+        self._levels: list[Level] = []
         """The nested blocks open now, outermost first."""
         self._turns: asyncio.Future[None] | None = None
         """Resolved when a nested block ends (wakes the calls waiting for their turn)."""
@@ -78,7 +79,7 @@ class Transaction(QueryMethods):
         """The shallowest nesting depth a cancelled statement ran at, if any."""
         self._after_commit: list[Callable[[], object]] = []
 
-    def _blocked(self, level: _Level | None) -> bool:
+    def _blocked(self, level: Level | None) -> bool:
         """Whether a caller at nesting ``level`` must wait: a nested block of another task is
         open inside it."""
         levels = self._levels
@@ -89,7 +90,7 @@ class Transaction(QueryMethods):
             and (levels[-1] if levels else None) is not level
         )
 
-    async def _turn(self, level: _Level | None) -> bool:
+    async def _turn(self, level: Level | None) -> bool:
         """Wait until a caller at ``level`` may go on (see ``_blocked``); False if that took
         longer than ``acquire_timeout``."""
         loop = asyncio.get_running_loop()
@@ -181,7 +182,7 @@ class Transaction(QueryMethods):
         return TransactionContext(self._database)
 
 
-class _Level:
+class Level:
     """One nested ``transaction()`` block: its savepoint, the task that opened it, and
     whether it is still open."""
 
@@ -195,7 +196,7 @@ class _Level:
 
 
 async def _end_turn(
-    tx: Transaction, level: _Level | None
+    tx: Transaction, level: Level | None
 ) -> tuple[bool, asyncio.CancelledError | None]:
     """For a block at ``level`` that ends: wait for the nested blocks of other tasks inside it
     to end first. Returns whether they did within ``acquire_timeout``, and a cancellation that
@@ -206,40 +207,10 @@ async def _end_turn(
         return False, exc
 
 
-def _level_of(tx: Transaction) -> _Level | None:
+def _level_of(tx: Transaction) -> Level | None:
     """The nested block of ``tx`` the current task is in (``None``: none of them)."""
     level = tx._database._savepoint.get()
     return level if level is not None and level.tx is tx else None
-
-
-class ReadSnapshot(QueryMethods):
-    """The handle ``read()`` yields: reads on one reader, inside one read transaction."""
-
-    __slots__ = ("_active", "_connection", "_database")
-
-    def __init__(self, database: Database, connection: Connection) -> None:
-        self._database = database
-        self._connection = connection
-        self._active = True
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        if not self._active:
-            raise PoolClosed(f"{self._database.name}: this read snapshot has already ended")
-        try:
-            return await self._connection.run(fn)
-        except Exception as exc:
-            raise translate(exc, database=self._database.name, sql=sql, on_reader=True) from exc
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        raise StoreError(
-            f"{self._database.name}: read() is read-only; use execute() or transaction() "
-            f"[sql: {sql}]"
-        )
-
-    def _iterate(
-        self, sql: str, parameters: Parameters, chunk_size: int
-    ) -> AsyncGenerator[Row, None]:
-        return stream_rows(self._connection, sql, parameters, chunk_size, on_reader=True)
 
 
 class TransactionContext:
@@ -253,7 +224,7 @@ class TransactionContext:
         self._database = database
         self._lease: TransactionLease | None = None
         self._tx: Transaction | None = None
-        self._level: _Level | None = None
+        self._level: Level | None = None
         self._token: object = None
         self._level_token: object = None
         self._started = 0.0
@@ -276,7 +247,7 @@ class TransactionContext:
         outer._savepoints += 1
         name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
         task = asyncio.current_task()
-        level = _Level(outer, name, task.get_name() if task is not None else "?")
+        level = Level(outer, name, task.get_name() if task is not None else "?")
         # Open before the SAVEPOINT is sent: from now on other tasks' calls wait for its end.
         outer._levels.append(level)
         try:
@@ -303,7 +274,7 @@ class TransactionContext:
         else:
             await self._exit_outer(keep=exc_type is None)
 
-    async def _exit_nested(self, level: _Level, *, keep: bool) -> None:
+    async def _exit_nested(self, level: Level, *, keep: bool) -> None:
         tx = self._tx
         assert tx is not None
         self._database._savepoint.reset(self._level_token)  # type: ignore[arg-type]
@@ -397,82 +368,6 @@ class TransactionContext:
             await finish(tx._connection.run(close))
         except Exception as exc:
             raise translate(exc, database=self._database.name, sql=f"RELEASE {name}") from exc
-
-
-class ReadContext:
-    """What ``read()`` returns: on entry it reserves a reader and begins a read transaction on
-    it or, inside a transaction of the same task, yields that transaction; on exit it gives the
-    reader back, which ends the read transaction."""
-
-    __slots__ = ("_connection", "_database", "_snapshot")
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._connection: Connection | None = None
-        self._snapshot: ReadSnapshot | Transaction | None = None
-
-    async def __aenter__(self) -> ReadSnapshot | Transaction:
-        database = self._database
-        outer = database._current.get()
-        if outer is not None and outer._active:
-            self._snapshot = outer
-            return outer
-        readers = database._open_parts()[1]
-        connection = await readers.acquire()
-        try:
-            await connection.run(lambda conn: conn.execute("BEGIN"))
-        except BaseException as exc:
-            await readers.release(connection)
-            if isinstance(exc, Exception):
-                raise translate(exc, database=database.name, sql="BEGIN") from exc
-            raise
-        self._connection = connection
-        self._snapshot = ReadSnapshot(database, connection)
-        return self._snapshot
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        connection, snapshot = self._connection, self._snapshot
-        if connection is None or not isinstance(snapshot, ReadSnapshot):
-            return
-        snapshot._active = False
-        readers = self._database._readers
-        assert readers is not None
-        await readers.release(connection)
-
-
-async def stream_rows(
-    connection: Connection,
-    sql: str,
-    parameters: Parameters,
-    chunk_size: int,
-    *,
-    on_reader: bool,
-) -> AsyncGenerator[Row, None]:
-    """Yield the rows of ``sql`` run on ``connection``, fetched ``chunk_size`` at a time; errors
-    come back translated (``on_reader`` says whether the connection is a reader), and the cursor
-    is closed however the iteration ends."""
-    name = connection.database
-    try:
-        cursor = await connection.run(lambda conn: conn.execute(sql, parameters))
-    except Exception as exc:
-        raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
-    try:
-        while True:
-            try:
-                rows = await connection.run(lambda conn: cursor.fetchmany(chunk_size))
-            except Exception as exc:
-                raise translate(exc, database=name, sql=sql, on_reader=on_reader) from exc
-            for row in rows:
-                yield row
-            if len(rows) < chunk_size:
-                return
-    finally:
-        await finish(connection.run(lambda conn: cursor.close()))
 
 
 def _still_open(fn: Callable[[sqlite3.Connection], T], name: str, conn: sqlite3.Connection) -> T:
