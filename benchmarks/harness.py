@@ -214,6 +214,9 @@ class Scenario:
     run_notes: list[str] = field(default_factory=list)
     """Lines the scenario adds while it runs (how long building its data took, sizes found),
     printed under its table."""
+    check: Callable[[Sequence[Outcome]], list[str]] | None = None
+    """Finds what makes the run's figures doubtful (a reference slower than one that does more
+    work, say): one warning per line, printed under the table and kept in the JSON."""
 
 
 Status = Literal["ok", "skipped", "failed"]
@@ -244,6 +247,8 @@ class ScenarioResult:
     scenario: Scenario
     outcomes: Sequence[Outcome]
     seconds: float
+    warnings: Sequence[str] = ()
+    """What the scenario's `check` found in its outcomes."""
 
 
 def run_scenario(scenario: Scenario, profile: Profile) -> ScenarioResult:
@@ -271,8 +276,9 @@ def run_scenario(scenario: Scenario, profile: Profile) -> ScenarioResult:
                 state.run(database, profile)
                 _progress(f" {state.last_status} ({state.last_seconds:.1f} s)\n")
                 shutil.rmtree(workdir, ignore_errors=True)
-        outcomes = [state.outcome() for state in states]
-    return ScenarioResult(scenario, _compare(scenario, outcomes), time.perf_counter() - started)
+        outcomes = _compare(scenario, [state.outcome() for state in states])
+    warnings = scenario.check(outcomes) if scenario.check else []
+    return ScenarioResult(scenario, outcomes, time.perf_counter() - started, warnings)
 
 
 class _Runs:

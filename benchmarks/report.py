@@ -59,6 +59,7 @@ def table(result: ScenarioResult) -> str:
     limit = scenario.latency_limit
     if limit and all(o.limit_met is None for o in result.outcomes):
         notes.append(f"   target {limit.contender} {limit.describe()}: n/a (no result)")
+    notes.extend(f"   WARNING: {warning}" for warning in result.warnings)
     notes.extend(f"   {note}" for note in scenario.run_notes)
     if notes:
         lines.append("   errors and notes:")
@@ -163,6 +164,7 @@ def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
         ),
         "seconds": round(result.seconds, 3),
         "run_notes": list(scenario.run_notes),
+        "warnings": list(result.warnings),
         "results": [_outcome_json(outcome) for outcome in result.outcomes],
     }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import signal
@@ -57,6 +58,19 @@ ROUNDS = int(os.environ.get("ASYNC_STORE_FAULT_ROUNDS", "0"))
 
 APPENDERS = 2
 STREAMS = 3
+
+
+SLOWER = 3
+"""How many times its measured duration a long test may take before its deadline fails it.
+Durations are measured here (2 cores, ``sum(range(10**7))`` in 0.2 s) with a busy loop on the
+other core, which made them up to 3.4 times as long as alone; a machine twice as slow and as
+busy takes up to twice as long again, and 1.5 is the margin for busier neighbours."""
+
+
+def deadline(measured_s: float) -> int:
+    """The pytest-timeout, in seconds, of a test measured at ``measured_s`` seconds (see
+    `SLOWER`): never under the suite's 120 s."""
+    return max(120, math.ceil(SLOWER * measured_s))
 
 
 def rounds(short: int) -> int:
@@ -364,11 +378,20 @@ async def run_migrate(directory: Path, set_directory: Path) -> None:
         await asyncio.Event().wait()
 
 
-def summary(report: Path) -> None:
-    """Print the figures a report file gathered, summed per test (``make faults``)."""
+def summary(report: Path, status: int = 0) -> None:
+    """Print the figures a report file gathered, summed per test (``make faults``), after a
+    pytest run that exited with ``status``: the figures of a failed run are printed too, under
+    a line that says it failed."""
     totals: dict[str, dict[str, Any]] = {}
-    for line in report.read_text(encoding="utf-8").splitlines():
-        figures = json.loads(line)
+    lines = report.read_text(encoding="utf-8").splitlines() if report.is_file() else []
+    if not lines:
+        print(f"faults: no figures in {report}")
+    for line in lines:
+        try:
+            figures = json.loads(line)
+        except ValueError:  # a line cut short by a test stopped while it wrote
+            print(f"faults: skipped a line that is not JSON: {line[:80]!r}")
+            continue
         test = totals.setdefault(figures.pop("test"), {"runs": 0})
         test["runs"] += 1
         for figure, value in figures.items():
@@ -386,12 +409,15 @@ def summary(report: Path) -> None:
                 test[figure] = value
     for name, figures in sorted(totals.items()):
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    if status:
+        print(f"faults: pytest FAILED (exit status {status}); the figures above are those of")
+        print("the tests that ran and recorded them")
 
 
 def main(argv: list[str]) -> None:
     mode, directory = argv[0], Path(argv[1])
     if mode == "summary":
-        summary(directory)
+        summary(directory, int(argv[2]) if len(argv) > 2 else 0)
     elif mode == "mixed":
         asyncio.run(run_mixed(directory, int(argv[2])))
     elif mode == "contend":

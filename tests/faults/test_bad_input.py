@@ -92,7 +92,7 @@ from async_store.state import (
     ToolRemove,
     ToolUpdate,
 )
-from tests.faults._workload import ROUNDS, record
+from tests.faults._workload import ROUNDS, deadline, record
 
 T = TypeVar("T")
 
@@ -101,7 +101,21 @@ EXAMPLES = int(os.environ.get("ASYNC_STORE_FAULT_EXAMPLES") or (10 * ROUNDS if R
 round of ``make faults`` (``ASYNC_STORE_FAULT_ROUNDS``), or ``ASYNC_STORE_FAULT_EXAMPLES``."""
 
 DEADLINE = 30.0
-"""Seconds one example may take before it counts as a hang."""
+"""Seconds one example may take before it counts as a hang (the slowest take about 0.3 s)."""
+
+MEASURED_EXAMPLES = 2000
+"""The example count of ``make faults``, at which each test's duration was measured."""
+
+
+def timeout_for(measured_s: float) -> pytest.MarkDecorator:
+    """The pytest-timeout of a test that took ``measured_s`` seconds for ``MEASURED_EXAMPLES``
+    examples (the whole module run, with a busy loop on the other core; see ``deadline``), for
+    this run's count: at most 120 s for ``make test``'s 200. Past ``MEASURED_EXAMPLES`` it
+    grows with the count's square: each example digests the files the examples before it
+    filled."""
+    scale = EXAMPLES / MEASURED_EXAMPLES
+    return pytest.mark.timeout(deadline(measured_s * max(scale, scale**2)))
+
 
 SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -244,7 +258,9 @@ def attempt_sync(kind: str, call: Callable[[], T]) -> tuple[bool, T | None]:
 
 def digest(*paths: Path) -> str:
     """SHA-256 over the schema and every row of every table of the files, read through a
-    separate read-only connection (what is committed, whatever the pool believes)."""
+    separate read-only connection (what is committed, whatever the pool believes). Each table
+    counts as the sorted reprs of its rows, one per line (a repr holds no raw newline), after
+    its name and row count: the rows' order does not matter, their contents do."""
     hasher = hashlib.sha256()
     for path in paths:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -257,8 +273,12 @@ def digest(*paths: Path) -> str:
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
             ).fetchall():
                 quoted = table.replace('"', '""')
-                rows = conn.execute(f'SELECT * FROM "{quoted}"').fetchall()
-                hasher.update(repr((table, sorted(map(repr, rows)))).encode())
+                rows = sorted(map(repr, conn.execute(f'SELECT * FROM "{quoted}"').fetchall()))
+                # Row by row: the repr of the whole sorted list escaped every row once more and
+                # made the digest, run twice per example, the larger part of this module's time.
+                hasher.update(f"\n{table!r} {len(rows)}\n".encode())
+                for row in rows:
+                    hasher.update(row.encode() + b"\n")
         finally:
             conn.close()
     return hasher.hexdigest()
@@ -476,6 +496,7 @@ async def _check_pool(db: Database) -> None:
     assert not db.path.with_name("copy.db").exists()
 
 
+@timeout_for(29)
 @SETTINGS
 @given(
     method=st.sampled_from(
@@ -524,6 +545,7 @@ def test_sql_text_and_parameters(
 STATEMENTS = st.lists(st.tuples(SQL, PARAMETERS), min_size=1, max_size=4)
 
 
+@timeout_for(34)
 @SETTINGS
 @given(statements=STATEMENTS, nested=STATEMENTS, end=st.sampled_from(["commit", "raise"]))
 def test_transactions(
@@ -575,6 +597,7 @@ EXPECTED_VERSIONS = st.one_of(
 )
 
 
+@timeout_for(77)
 @SETTINGS
 @given(
     stream_id=STREAM_IDS,
@@ -615,6 +638,7 @@ def test_event_payloads(
     world.run(example)
 
 
+@timeout_for(96)
 @SETTINGS
 @given(
     stream_id=STREAM_IDS,
@@ -818,6 +842,7 @@ def deltas(draw: st.DrawFn) -> Any:
     return draw(st.sampled_from([ErrorsClear(), StateDelta(), None, "delta", 5, object()]))
 
 
+@timeout_for(289)
 @SETTINGS
 @given(delta=deltas())
 def test_state_deltas(world: World, delta: Any) -> None:
@@ -890,6 +915,7 @@ PATHS = st.one_of(
 )
 
 
+@timeout_for(34)
 @CHEAP_SETTINGS
 @given(
     path=PATHS,
@@ -938,6 +964,7 @@ ENV_VALUES = st.one_of(
 )
 
 
+@timeout_for(69)
 @CHEAP_SETTINGS
 @given(env=st.dictionaries(st.sampled_from(ENV_NAMES) | TEXT, ENV_VALUES, max_size=5))
 def test_environment(world: World, env: dict[str, str]) -> None:
@@ -971,6 +998,7 @@ MANIFEST_FILE_NAMES = st.one_of(
 )
 
 
+@timeout_for(50)
 @SETTINGS
 @given(
     names=st.lists(MANIFEST_FILE_NAMES, min_size=1, max_size=2),
