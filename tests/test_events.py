@@ -571,6 +571,89 @@ async def test_a_migration_down_and_up_makes_the_store_forget_the_versions_it_kn
     assert (result.first_version, result.last_version) == (1, 1)
 
 
+# A coalesced write is one writer job. When the COMMIT of a group commit fails, the writer may
+# roll the batch back and run its jobs again one by one: the job's outcome must then depend on
+# the database alone, not on having run before.
+
+PlannedAppend = tuple[str, list[NewEvent], ExpectedVersion, int | None]
+"""stream, events, expected version, and the version the store believes the stream is at
+(written by the one INSERT), or None (made the careful way)."""
+
+STORED = [tick(0, event_id="a-1"), tick(1, event_id="a-2")]
+"""Stream ``a`` holds these two events before each write below."""
+
+
+@pytest.mark.parametrize(
+    ("appends", "forgotten"),
+    [
+        pytest.param(
+            [("a", [tick(2)], ANY, 2), ("a", [tick(3), tick(4)], 3, 3), ("b", [tick(5)], 0, 0)],
+            False,
+            id="one-insert",
+        ),
+        pytest.param(
+            [
+                ("a", [tick(2)], 2, None),
+                ("c", [tick(3)], 5, None),
+                ("a", STORED, ANY, None),
+                ("a", [STORED[0], tick(4)], ANY, None),
+                ("d", [tick(5)], NO_STREAM, None),
+            ],
+            False,
+            id="careful-with-failures-and-a-retry",
+        ),
+        pytest.param(
+            [("a", [tick(2)], ANY, 2), ("a", [STORED[1]], ANY, 3), ("e", [tick(3)], ANY, None)],
+            False,
+            id="insert-fails-then-careful",
+        ),
+        pytest.param(
+            [("a", [tick(2)], ANY, 0), ("b", [tick(3)], 0, 0)], True, id="versions-forgotten"
+        ),
+    ],
+)
+async def test_a_coalesced_write_run_again_after_a_rollback_does_the_same(
+    tmp_path: Path, appends: list[PlannedAppend], forgotten: bool
+) -> None:
+    """The same plan, run, rolled back and run again, answers every append the same way and
+    writes the same rows: through the one INSERT, the careful way (with refusals and a retry),
+    after the INSERT failed, and when the store has forgotten the versions it planned from."""
+    from async_store._event_log import Plan, PreparedEvent, Waiting, write_plan
+
+    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
+        await sql.event_store.append("a", STORED)
+    loop = asyncio.get_running_loop()
+    plan = Plan(len(appends), 0, lambda: 1 if forgotten else 0)
+    for index, (stream_id, events, expected, believed) in enumerate(appends):
+        prepared = [PreparedEvent(event, "2026-01-02T03:04:05.000006Z") for event in events]
+        append = Waiting(stream_id, prepared, expected, loop.create_future())
+        if believed is None:
+            plan.slow.append((index, append))
+        else:
+            plan.add_direct(index, append, believed)
+
+    def run(conn: sqlite3.Connection) -> tuple[list[object], list[tuple[Any, ...]]]:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[object] = [
+            outcome if isinstance(outcome, AppendResult) else (type(outcome), str(outcome))
+            for outcome in write_plan(conn, plan)
+        ]
+        rows = conn.execute("SELECT * FROM events ORDER BY position").fetchall()
+        conn.execute("ROLLBACK")  # as the writer does when the batch's COMMIT fails
+        return outcomes, rows
+
+    conn = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    try:
+        once = run(conn)
+        again = run(conn)
+    finally:
+        conn.close()
+    assert again == once
+    outcomes, rows = once
+    assert len(outcomes) == len(appends)
+    assert len(rows) > len(STORED)
+
+
 # -- idempotency ----------------------------------------------------------------------------
 
 
@@ -1329,6 +1412,30 @@ def test_content_hash_is_sha256_of_the_json_list_of_the_columns(
     columns = [event_id, stream_id, version, type_, data, meta, recorded_at]
     expected = hashlib.sha256(json.dumps(columns).encode("utf-8")).hexdigest()
     assert content_hash(event_id, stream_id, version, type_, data, meta, recorded_at) == expected
+
+
+utf8_text = st.text(st.characters(codec="utf-8"), min_size=1)
+
+
+@given(
+    event_id=st.none() | utf8_text,
+    stream_id=utf8_text,
+    type_=utf8_text,
+    version=st.integers(min_value=1, max_value=2**62),
+    metadata=st.none() | st.dictionaries(st.text(), st.text()),
+)
+def test_an_appended_row_carries_the_hash_of_its_columns(
+    event_id: str | None, stream_id: str, type_: str, version: int, metadata: JsonInput
+) -> None:
+    """The hash an append writes is ``content_hash`` of the row, generated ids and escaped
+    text alike (the append spares itself escaping what needs none)."""
+    from async_store._clock import utc_now
+    from async_store._event_log import PreparedEvent
+
+    event = NewEvent(type_, {"text": type_}, metadata=metadata, event_id=event_id)
+    row = PreparedEvent(event, utc_now()).row(stream_id, version)
+    expected = hashlib.sha256(json.dumps(row[:7]).encode("utf-8")).hexdigest()
+    assert row[7] == expected == content_hash(*row[:7])
 
 
 async def test_verify_events_on_a_clean_log(sql: SqlService) -> None:
