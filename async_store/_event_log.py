@@ -250,7 +250,9 @@ class Waiting:
 
 class Plan:
     """One coalesced write: the rows of the appends whose stream version the store knew, as
-    one INSERT, and the appends to make one by one (checked against the database)."""
+    one INSERT, and the appends to make one by one (checked against the database).
+    ``write_plan`` only reads it: run again after its transaction was rolled back, it does the
+    same."""
 
     __slots__ = ("current", "direct", "generation", "rows", "size", "slow")
 

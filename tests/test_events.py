@@ -19,7 +19,6 @@ import re
 import sqlite3
 import sys
 import textwrap
-import threading
 import tracemalloc
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -51,6 +50,7 @@ from async_store import (
     StoreError,
 )
 from async_store._event_log import content_hash
+from tests.test_state_manager import writer_held
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
@@ -432,23 +432,14 @@ async def test_a_flaw_in_one_careful_append_fails_that_append_only(
     monkeypatch.setattr(event_log, "append_rows", flawed)
     # Hold the writer so that the coalesced write and another caller's write queue up and
     # share one group commit: the other write must keep its work, the batch must not.
-    started, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(30)
-
-    holder = asyncio.ensure_future(sql.events.run_on_writer(hold))
-    assert await asyncio.to_thread(started.wait, 10)
-    appends = [
-        asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
-        asyncio.ensure_future(sql.event_store.append("unseen", [tick(2)])),
-    ]
-    await asyncio.sleep(0.01)  # the appends are handed to the writer as one job
-    other = asyncio.ensure_future(sql.event_store.set_checkpoint("other-work", 7))
-    await asyncio.sleep(0.01)
-    release.set()
-    await holder
+    async with writer_held(sql.events):
+        appends = [
+            asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
+            asyncio.ensure_future(sql.event_store.append("unseen", [tick(2)])),
+        ]
+        await asyncio.sleep(0.01)  # the appends are handed to the writer as one job
+        other = asyncio.ensure_future(sql.event_store.set_checkpoint("other-work", 7))
+        await asyncio.sleep(0.01)
     outcomes = await asyncio.gather(*appends, return_exceptions=True)
     await other
     known, unseen = outcomes
@@ -543,6 +534,35 @@ async def test_appends_cancelled_while_waiting_leave_no_gap(sql: SqlService) -> 
     versions = [e.version for e in await collect(sql.event_store.read_stream("s"))]
     assert versions == list(range(1, len(versions) + 1)), "a version was skipped"
     assert {r.last_version for r in results} <= set(versions)
+    assert (await sql.event_store.verify_events()).ok
+
+
+async def test_more_events_waiting_than_one_insert_takes_are_written_in_turn(
+    sql: SqlService,
+) -> None:
+    """Appends of 100 events each pile up behind a held writer, more events than one INSERT
+    takes: they are written in several turns, in order, and one cancelled meanwhile is left
+    out."""
+    hundred = [tick(n) for n in range(100)]
+    async with writer_held(sql.events):
+        first = asyncio.ensure_future(sql.event_store.append("first", [tick(0)]))
+        await asyncio.sleep(0.01)  # its write waits for the writer; the rest wait behind it
+        appends = [
+            asyncio.ensure_future(sql.event_store.append(f"s{n % 3}", hundred)) for n in range(45)
+        ]
+        await asyncio.sleep(0)
+        appends[20].cancel()
+    await first
+    outcomes = await asyncio.gather(*appends, return_exceptions=True)
+    assert isinstance(outcomes[20], asyncio.CancelledError)
+    results = [o for o in outcomes if isinstance(o, AppendResult)]
+    assert len(results) == 44
+    for stream in ("s0", "s1", "s2"):
+        mine = [r for r in results if r.stream_id == stream]
+        assert [(r.first_version, r.last_version) for r in mine] == [
+            (100 * k + 1, 100 * k + 100) for k in range(len(mine))
+        ]
+    assert await count_events(sql) == 1 + 44 * 100
     assert (await sql.event_store.verify_events()).ok
 
 
