@@ -23,8 +23,8 @@ from ._event_log import (
     expectation_met,
     write_plan,
 )
-from ._event_records import NO_STREAM, AppendResult, ExpectedVersion
-from ._futures import fail, resolve
+from ._event_records import ANY, NO_STREAM, AppendResult, ExpectedVersion
+from ._futures import fail
 from ._shield import finish
 from ._tasks import start_background
 from .database import Database
@@ -43,6 +43,8 @@ class Appends:
         self._db = database
         self._on_commit = on_commit
         self._waiting: collections.deque[Waiting] = collections.deque()
+        self._waiting_rows = 0
+        """The events of the appends in ``_waiting``."""
         self._writing: asyncio.Task[None] | None = None
         self._generation = 0
         self._versions: dict[str, int] = {}
@@ -89,6 +91,7 @@ class Appends:
         writer has taken)."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._waiting.append(Waiting(stream_id, events, expected, future))
+        self._waiting_rows += len(events)
         if self._writing is None:
             # (In a context of its own: this caller may be inside a transaction() block.)
             self._writing = start_background(
@@ -104,29 +107,39 @@ class Appends:
                     await self._write_batch(batch)
         finally:
             self._writing = None
+            self._waiting_rows = 0
             while self._waiting:  # only when cancelled: nobody would answer them
                 fail(self._waiting.popleft().future, PoolClosed("the event store stopped"))
 
     def _take_batch(self) -> list[Waiting]:
+        waiting = self._waiting
+        if self._waiting_rows <= ROWS_PER_BATCH:  # the usual case: every one fits
+            taken = list(waiting)
+            waiting.clear()
+            self._waiting_rows = 0
+            return [append for append in taken if not append.future.cancelled()]
         batch: list[Waiting] = []
         rows = 0
-        while self._waiting:
-            append = self._waiting[0]
-            if batch and rows + len(append.events) > ROWS_PER_BATCH:
+        while waiting:
+            append = waiting[0]
+            count = len(append.events)
+            if batch and rows + count > ROWS_PER_BATCH:
                 break
-            self._waiting.popleft()
+            waiting.popleft()
+            self._waiting_rows -= count
             if not append.future.cancelled():
                 batch.append(append)
-                rows += len(append.events)
+                rows += count
         return batch
 
     async def _write_batch(self, batch: list[Waiting]) -> None:
         plan = Plan(len(batch), self._generation, lambda: self._generation)
+        known = self._versions
         reached: dict[str, int] = {}
         careful: set[str] = set()
         for index, append in enumerate(batch):
             stream_id = append.stream_id
-            current = reached.get(stream_id, self._versions.get(stream_id))
+            current = reached.get(stream_id, known.get(stream_id))
             if stream_id in careful or not _vouched(append.expected, current):
                 careful.add(stream_id)  # and every later append of the stream, in order
                 plan.slow.append((index, append))
@@ -159,13 +172,19 @@ class Appends:
                 self._versions.pop(append.stream_id, None)
                 fail(append.future, error)
             return
+        versions = self._versions
+        learn = plan.generation == self._generation
+        if learn and len(versions) + len(batch) > _KNOWN_STREAMS:
+            versions.clear()  # a bound on memory; the next appends look versions up
         for append, outcome in zip(batch, job.result(), strict=True):
             if isinstance(outcome, AppendResult):
-                if plan.generation == self._generation:
-                    self._learn(append.stream_id, outcome.last_version)
-                resolve(append.future, outcome)
+                if learn and outcome.last_version > versions.get(append.stream_id, 0):
+                    versions[append.stream_id] = outcome.last_version
+                future = append.future
+                if not future.done():  # (its caller may have been cancelled meanwhile)
+                    future.set_result(outcome)
             else:
-                self._versions.pop(append.stream_id, None)
+                versions.pop(append.stream_id, None)
                 error = (
                     outcome
                     if isinstance(outcome, StoreError)
@@ -207,6 +226,8 @@ def _vouched(expected: ExpectedVersion, current: int | None) -> bool:
     expectation that is not one goes the careful way, which says so."""
     if current is None:
         return expected is NO_STREAM or (type(expected) is int and expected == 0)
+    if expected is ANY:  # most appends
+        return True
     try:
         return expectation_met(expected, current)
     except QueryError:

@@ -66,7 +66,7 @@ def _first_unencodable(value: object, path: str) -> str:
     return ""
 
 
-_JSON_SCALARS = (str, int, bool, type(None))
+_JSON_SCALARS = frozenset((str, int, bool, type(None)))
 _MAX_DEPTH = 200
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -92,7 +92,7 @@ class EventStore:
         only some of the ids are stored, or when an id is stored with other content; and
         :class:`QueryError` for data that is not JSON. Nothing is written when it raises.
         """
-        stream_id = _check_stream(stream_id)
+        stream_id = check_text(stream_id, "stream_id")
         prepared = _prepared(stream_id, events, _now())
         started = time.perf_counter()
         if len(prepared) <= ROWS_PER_INSERT and not self._db.in_transaction:
@@ -344,7 +344,9 @@ def _prepared(
     stream_id: str, events: Sequence[NewEvent | EncodedEvent], recorded_at: str
 ) -> list[PreparedEvent]:
     """The events of one stream's append, encoded (bad input fails here, before queueing)."""
-    prepared = [PreparedEvent(event, recorded_at) for event in check_sequence(events, "events")]
+    if len(check_sequence(events, "events")) == 1:  # most appends: no comprehension to run
+        return [PreparedEvent(events[0], recorded_at)]
+    prepared = [PreparedEvent(event, recorded_at) for event in events]
     if not prepared:
         raise QueryError(f"append to {stream_id!r}: no events given")
     if len(prepared) > 1 and len({e.event_id for e in prepared}) != len(prepared):

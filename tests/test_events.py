@@ -19,7 +19,6 @@ import re
 import sqlite3
 import sys
 import textwrap
-import threading
 import tracemalloc
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -51,6 +50,7 @@ from async_store import (
     StoreError,
 )
 from async_store._event_log import content_hash
+from tests.test_state_manager import writer_held
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
@@ -432,23 +432,14 @@ async def test_a_flaw_in_one_careful_append_fails_that_append_only(
     monkeypatch.setattr(event_log, "append_rows", flawed)
     # Hold the writer so that the coalesced write and another caller's write queue up and
     # share one group commit: the other write must keep its work, the batch must not.
-    started, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(30)
-
-    holder = asyncio.ensure_future(sql.events.run_on_writer(hold))
-    assert await asyncio.to_thread(started.wait, 10)
-    appends = [
-        asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
-        asyncio.ensure_future(sql.event_store.append("unseen", [tick(2)])),
-    ]
-    await asyncio.sleep(0.01)  # the appends are handed to the writer as one job
-    other = asyncio.ensure_future(sql.event_store.set_checkpoint("other-work", 7))
-    await asyncio.sleep(0.01)
-    release.set()
-    await holder
+    async with writer_held(sql.events):
+        appends = [
+            asyncio.ensure_future(sql.event_store.append("known", [tick(1)])),
+            asyncio.ensure_future(sql.event_store.append("unseen", [tick(2)])),
+        ]
+        await asyncio.sleep(0.01)  # the appends are handed to the writer as one job
+        other = asyncio.ensure_future(sql.event_store.set_checkpoint("other-work", 7))
+        await asyncio.sleep(0.01)
     outcomes = await asyncio.gather(*appends, return_exceptions=True)
     await other
     known, unseen = outcomes
@@ -546,6 +537,35 @@ async def test_appends_cancelled_while_waiting_leave_no_gap(sql: SqlService) -> 
     assert (await sql.event_store.verify_events()).ok
 
 
+async def test_more_events_waiting_than_one_insert_takes_are_written_in_turn(
+    sql: SqlService,
+) -> None:
+    """Appends of 100 events each pile up behind a held writer, more events than one INSERT
+    takes: they are written in several turns, in order, and one cancelled meanwhile is left
+    out."""
+    hundred = [tick(n) for n in range(100)]
+    async with writer_held(sql.events):
+        first = asyncio.ensure_future(sql.event_store.append("first", [tick(0)]))
+        await asyncio.sleep(0.01)  # its write waits for the writer; the rest wait behind it
+        appends = [
+            asyncio.ensure_future(sql.event_store.append(f"s{n % 3}", hundred)) for n in range(45)
+        ]
+        await asyncio.sleep(0)
+        appends[20].cancel()
+    await first
+    outcomes = await asyncio.gather(*appends, return_exceptions=True)
+    assert isinstance(outcomes[20], asyncio.CancelledError)
+    results = [o for o in outcomes if isinstance(o, AppendResult)]
+    assert len(results) == 44
+    for stream in ("s0", "s1", "s2"):
+        mine = [r for r in results if r.stream_id == stream]
+        assert [(r.first_version, r.last_version) for r in mine] == [
+            (100 * k + 1, 100 * k + 100) for k in range(len(mine))
+        ]
+    assert await count_events(sql) == 1 + 44 * 100
+    assert (await sql.event_store.verify_events()).ok
+
+
 async def test_an_online_restore_makes_the_store_forget_the_versions_it_knew(
     tmp_path: Path,
 ) -> None:
@@ -569,6 +589,89 @@ async def test_a_migration_down_and_up_makes_the_store_forget_the_versions_it_kn
     await sql.migrate()
     result = await sql.event_store.append("s", [tick(3)])
     assert (result.first_version, result.last_version) == (1, 1)
+
+
+# A coalesced write is one writer job. When the COMMIT of a group commit fails, the writer may
+# roll the batch back and run its jobs again one by one: the job's outcome must then depend on
+# the database alone, not on having run before.
+
+PlannedAppend = tuple[str, list[NewEvent], ExpectedVersion, int | None]
+"""stream, events, expected version, and the version the store believes the stream is at
+(written by the one INSERT), or None (made the careful way)."""
+
+STORED = [tick(0, event_id="a-1"), tick(1, event_id="a-2")]
+"""Stream ``a`` holds these two events before each write below."""
+
+
+@pytest.mark.parametrize(
+    ("appends", "forgotten"),
+    [
+        pytest.param(
+            [("a", [tick(2)], ANY, 2), ("a", [tick(3), tick(4)], 3, 3), ("b", [tick(5)], 0, 0)],
+            False,
+            id="one-insert",
+        ),
+        pytest.param(
+            [
+                ("a", [tick(2)], 2, None),
+                ("c", [tick(3)], 5, None),
+                ("a", STORED, ANY, None),
+                ("a", [STORED[0], tick(4)], ANY, None),
+                ("d", [tick(5)], NO_STREAM, None),
+            ],
+            False,
+            id="careful-with-failures-and-a-retry",
+        ),
+        pytest.param(
+            [("a", [tick(2)], ANY, 2), ("a", [STORED[1]], ANY, 3), ("e", [tick(3)], ANY, None)],
+            False,
+            id="insert-fails-then-careful",
+        ),
+        pytest.param(
+            [("a", [tick(2)], ANY, 0), ("b", [tick(3)], 0, 0)], True, id="versions-forgotten"
+        ),
+    ],
+)
+async def test_a_coalesced_write_run_again_after_a_rollback_does_the_same(
+    tmp_path: Path, appends: list[PlannedAppend], forgotten: bool
+) -> None:
+    """The same plan, run, rolled back and run again, answers every append the same way and
+    writes the same rows: through the one INSERT, the careful way (with refusals and a retry),
+    after the INSERT failed, and when the store has forgotten the versions it planned from."""
+    from async_store._event_log import Plan, PreparedEvent, Waiting, write_plan
+
+    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
+        await sql.event_store.append("a", STORED)
+    loop = asyncio.get_running_loop()
+    plan = Plan(len(appends), 0, lambda: 1 if forgotten else 0)
+    for index, (stream_id, events, expected, believed) in enumerate(appends):
+        prepared = [PreparedEvent(event, "2026-01-02T03:04:05.000006Z") for event in events]
+        append = Waiting(stream_id, prepared, expected, loop.create_future())
+        if believed is None:
+            plan.slow.append((index, append))
+        else:
+            plan.add_direct(index, append, believed)
+
+    def run(conn: sqlite3.Connection) -> tuple[list[object], list[tuple[Any, ...]]]:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[object] = [
+            outcome if isinstance(outcome, AppendResult) else (type(outcome), str(outcome))
+            for outcome in write_plan(conn, plan)
+        ]
+        rows = conn.execute("SELECT * FROM events ORDER BY position").fetchall()
+        conn.execute("ROLLBACK")  # as the writer does when the batch's COMMIT fails
+        return outcomes, rows
+
+    conn = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    try:
+        once = run(conn)
+        again = run(conn)
+    finally:
+        conn.close()
+    assert again == once
+    outcomes, rows = once
+    assert len(outcomes) == len(appends)
+    assert len(rows) > len(STORED)
 
 
 # -- idempotency ----------------------------------------------------------------------------
@@ -1329,6 +1432,30 @@ def test_content_hash_is_sha256_of_the_json_list_of_the_columns(
     columns = [event_id, stream_id, version, type_, data, meta, recorded_at]
     expected = hashlib.sha256(json.dumps(columns).encode("utf-8")).hexdigest()
     assert content_hash(event_id, stream_id, version, type_, data, meta, recorded_at) == expected
+
+
+utf8_text = st.text(st.characters(codec="utf-8"), min_size=1)
+
+
+@given(
+    event_id=st.none() | utf8_text,
+    stream_id=utf8_text,
+    type_=utf8_text,
+    version=st.integers(min_value=1, max_value=2**62),
+    metadata=st.none() | st.dictionaries(st.text(), st.text()),
+)
+def test_an_appended_row_carries_the_hash_of_its_columns(
+    event_id: str | None, stream_id: str, type_: str, version: int, metadata: JsonInput
+) -> None:
+    """The hash an append writes is ``content_hash`` of the row, generated ids and escaped
+    text alike (the append spares itself escaping what needs none)."""
+    from async_store._clock import utc_now
+    from async_store._event_log import PreparedEvent
+
+    event = NewEvent(type_, {"text": type_}, metadata=metadata, event_id=event_id)
+    row = PreparedEvent(event, utc_now()).row(stream_id, version)
+    expected = hashlib.sha256(json.dumps(row[:7]).encode("utf-8")).hexdigest()
+    assert row[7] == expected == content_hash(*row[:7])
 
 
 async def test_verify_events_on_a_clean_log(sql: SqlService) -> None:
