@@ -109,7 +109,8 @@ MEASURED_EXAMPLES = 2000
 
 def timeout_for(measured_s: float) -> pytest.MarkDecorator:
     """The pytest-timeout of a test that took ``measured_s`` seconds for ``MEASURED_EXAMPLES``
-    examples (the whole module run, with a busy loop on the other core; see ``deadline``), for
+    examples (the longest of two runs of the module beside other work: a busy loop on the
+    other core, or ``make test``; see ``deadline``), for
     this run's count: at most 120 s for ``make test``'s 200. Past ``MEASURED_EXAMPLES`` it
     grows with the count's square: each example digests the files the examples before it
     filled."""
@@ -496,7 +497,7 @@ async def _check_pool(db: Database) -> None:
     assert not db.path.with_name("copy.db").exists()
 
 
-@timeout_for(29)
+@timeout_for(43)
 @SETTINGS
 @given(
     method=st.sampled_from(
@@ -545,7 +546,7 @@ def test_sql_text_and_parameters(
 STATEMENTS = st.lists(st.tuples(SQL, PARAMETERS), min_size=1, max_size=4)
 
 
-@timeout_for(34)
+@timeout_for(54)
 @SETTINGS
 @given(statements=STATEMENTS, nested=STATEMENTS, end=st.sampled_from(["commit", "raise"]))
 def test_transactions(
@@ -597,7 +598,7 @@ EXPECTED_VERSIONS = st.one_of(
 )
 
 
-@timeout_for(77)
+@timeout_for(96)
 @SETTINGS
 @given(
     stream_id=STREAM_IDS,
@@ -638,7 +639,7 @@ def test_event_payloads(
     world.run(example)
 
 
-@timeout_for(96)
+@timeout_for(121)
 @SETTINGS
 @given(
     stream_id=STREAM_IDS,
@@ -842,7 +843,7 @@ def deltas(draw: st.DrawFn) -> Any:
     return draw(st.sampled_from([ErrorsClear(), StateDelta(), None, "delta", 5, object()]))
 
 
-@timeout_for(289)
+@timeout_for(304)
 @SETTINGS
 @given(delta=deltas())
 def test_state_deltas(world: World, delta: Any) -> None:
@@ -915,7 +916,7 @@ PATHS = st.one_of(
 )
 
 
-@timeout_for(34)
+@timeout_for(40)
 @CHEAP_SETTINGS
 @given(
     path=PATHS,
