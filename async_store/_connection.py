@@ -209,9 +209,9 @@ def _each(
 
 
 async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection:
-    """Open a connection to ``config.path`` with the PRAGMAs of DESIGN.md, read each one back,
-    and return it. Raises :class:`PragmaMismatch` when SQLite does not keep a setting, and the
-    translated error when the file cannot be opened or is not a database."""
+    """Open a connection to ``config.path`` with every PRAGMA of ``MANAGED_PRAGMAS`` set, read
+    each one back, and return it. Raises :class:`PragmaMismatch` when SQLite does not keep a
+    setting, and the translated error when the file cannot be opened or is not a database."""
     path = Path(config.path)
 
     opened: list[sqlite3.Connection] = []
