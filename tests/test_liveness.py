@@ -10,6 +10,7 @@ a machine several times slower than the one it was written on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,9 +40,10 @@ BOUND = 20.0
 """What a test waits at most for something that must end on its own."""
 
 
-@pytest.fixture
-async def short(db_path: Path) -> AsyncIterator[Database]:
-    database = Database(make_config(db_path, acquire_timeout=SHORT))
+@contextlib.asynccontextmanager
+async def _database(path: Path, acquire_timeout: float) -> AsyncIterator[Database]:
+    """An open database with a table ``t(x INTEGER)``, closed within BOUND."""
+    database = Database(make_config(path, acquire_timeout=acquire_timeout))
     await database.open()
     await database.execute("CREATE TABLE t(x INTEGER)")
     try:
@@ -49,19 +51,20 @@ async def short(db_path: Path) -> AsyncIterator[Database]:
     finally:
         async with asyncio.timeout(BOUND):
             await database.close()
+
+
+@pytest.fixture
+async def short(db_path: Path) -> AsyncIterator[Database]:
+    """A database whose callers give up after SHORT seconds."""
+    async with _database(db_path, SHORT) as database:
+        yield database
 
 
 @pytest.fixture
 async def patient(db_path: Path) -> AsyncIterator[Database]:
     """A database whose callers wait long enough for a wait that must end well."""
-    database = Database(make_config(db_path, acquire_timeout=BOUND))
-    await database.open()
-    await database.execute("CREATE TABLE t(x INTEGER)")
-    try:
+    async with _database(db_path, BOUND) as database:
         yield database
-    finally:
-        async with asyncio.timeout(BOUND):
-            await database.close()
 
 
 # -- reproduction 1: a block held open -----------------------------------------------------
