@@ -269,7 +269,8 @@ class Writer:
             fail(lease.granted, translate(exc, database=self._name), cause=exc)
             return
         if lease.granted.done():  # its caller gave up while BEGIN ran
-            await self._connection.run(rollback_if_open)
+            with contextlib.suppress(Exception):
+                await self._connection.run(rollback_if_open)
             return
         lease.savepoint = name
         lease.granted.set_result(None)
