@@ -31,7 +31,9 @@ __all__ = [
     "Row",
     "Ticket",
     "create_private_dirs",
+    "end_savepoint",
     "execute_rows",
+    "in_savepoint",
     "is_busy",
     "open_connection",
     "rollback_if_open",
@@ -353,6 +355,27 @@ def execute_rows(
         chunk = rows[start : start + per_statement]
         conn.execute(many, list(itertools.chain.from_iterable(chunk)))
     conn.executemany(one, rows[whole:])
+
+
+def end_savepoint(conn: sqlite3.Connection, name: str, *, keep: bool) -> None:
+    """Release the savepoint ``name``, rolled back to first unless ``keep``."""
+    if not keep:
+        conn.execute(f"ROLLBACK TO {name}")
+    conn.execute(f"RELEASE {name}")
+
+
+def in_savepoint(conn: sqlite3.Connection, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(conn)`` inside the savepoint ``name``: if it raises, its work alone is undone
+    (unless SQLite rolled the whole transaction back, which leaves no savepoint to undo)."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        result = fn(conn)
+    except BaseException:
+        if conn.in_transaction:
+            end_savepoint(conn, name, keep=False)
+        raise
+    end_savepoint(conn, name, keep=True)
+    return result
 
 
 def rollback_if_open(conn: sqlite3.Connection) -> None:

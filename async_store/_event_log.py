@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from json.encoder import encode_basestring_ascii
 
 from ._checks import check_json_text, check_text
+from ._connection import end_savepoint
 from ._event_records import (
     ANY,
     NO_STREAM,
@@ -328,16 +329,16 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> list[AppendResult | Exce
             except Exception as exc:  # this append's failure alone: its savepoint undoes it
                 if not conn.in_transaction:
                     raise
-                conn.execute("ROLLBACK TO async_store_append")
+                end_savepoint(conn, "async_store_append", keep=False)
                 outcomes[index] = exc
-            conn.execute("RELEASE async_store_append")
+            else:
+                end_savepoint(conn, "async_store_append", keep=True)
     except BaseException:
         if guarded and conn.in_transaction:
-            conn.execute("ROLLBACK TO async_store_appends")
-            conn.execute("RELEASE async_store_appends")
+            end_savepoint(conn, "async_store_appends", keep=False)
         raise
     if guarded:
-        conn.execute("RELEASE async_store_appends")
+        end_savepoint(conn, "async_store_appends", keep=True)
     done = [outcome for outcome in outcomes if outcome is not None]
     if len(done) != plan.size:  # every append of the plan is answered, or its caller hangs
         raise RuntimeError(f"{plan.size - len(done)} append(s) of the batch got no outcome")

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ._connection import Connection, Row
+from ._connection import Connection, Row, end_savepoint, in_savepoint
 from ._futures import resolve
 from ._queries import Parameters, QueryMethods, stream_rows
 from ._shield import finish
@@ -148,7 +148,7 @@ class Transaction(QueryMethods):
         # In a savepoint of its own, so a write that fails half-way (the last row of an
         # execute_many, the last stream of an append_many) leaves nothing behind in the
         # transaction, exactly as it would outside one.
-        return await self._read(functools.partial(_in_savepoint, fn), sql)
+        return await self._read(functools.partial(_write_in_savepoint, fn), sql)
 
     def _poison(self) -> None:
         depth = len(self._levels)
@@ -359,13 +359,8 @@ class TransactionContext:
                 log.exception("%s: a callback after commit failed", database.name)
 
     async def _close_savepoint(self, tx: Transaction, name: str, *, keep: bool) -> None:
-        def close(conn: sqlite3.Connection) -> None:
-            if not keep:
-                conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
-
         try:
-            await finish(tx._connection.run(close))
+            await finish(tx._connection.run(functools.partial(end_savepoint, name=name, keep=keep)))
         except Exception as exc:
             raise translate(exc, database=self._database.name, sql=f"RELEASE {name}") from exc
 
@@ -381,17 +376,8 @@ def _still_open(fn: Callable[[sqlite3.Connection], T], name: str, conn: sqlite3.
     return fn(conn)
 
 
-def _in_savepoint(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    conn.execute("SAVEPOINT async_store_write")
-    try:
-        result = fn(conn)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK TO async_store_write")
-            conn.execute("RELEASE async_store_write")
-        raise
-    conn.execute("RELEASE async_store_write")
-    return result
+def _write_in_savepoint(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    return in_savepoint(conn, "async_store_write", fn)
 
 
 def _cancelled_statement(name: str) -> StoreError:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._connection import is_busy, rollback_if_open, sleep_before_retry
+from ._connection import end_savepoint, is_busy, rollback_if_open, sleep_before_retry
 from ._writer_jobs import StatementJob
 from .errors import DatabaseBusy
 from .statistics import Counters
@@ -121,11 +121,10 @@ def _run_jobs(conn: sqlite3.Connection, jobs: Sequence[StatementJob]) -> list[_O
             if not conn.in_transaction:
                 # SQLite rolled back the whole transaction (disk full, I/O error, ...).
                 raise BatchFailed(exc, job.sql) from exc
-            conn.execute("ROLLBACK TO async_store_job")
-            conn.execute("RELEASE async_store_job")
+            end_savepoint(conn, "async_store_job", keep=False)
             outcomes.append(_Outcome(error=exc))
         else:
-            conn.execute("RELEASE async_store_job")
+            end_savepoint(conn, "async_store_job", keep=True)
             outcomes.append(_Outcome(value))
     return outcomes
 
@@ -231,9 +230,7 @@ def end_block(
         # is lost, the statements behind it are not.
         lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
         return lost, run_batch(conn, jobs, locking) if jobs else []
-    if not keep:
-        conn.execute(f"ROLLBACK TO {savepoint}")
-    conn.execute(f"RELEASE {savepoint}")
+    end_savepoint(conn, savepoint, keep=keep)
     if not jobs:
         commit(conn)
         return None, []
@@ -247,8 +244,7 @@ def end_block(
             raise BatchFailed(exc, "COMMIT") from exc
     else:
         return None, outcomes
-    conn.execute(f"ROLLBACK TO {_AFTER_BLOCK}")
-    conn.execute(f"RELEASE {_AFTER_BLOCK}")
+    end_savepoint(conn, _AFTER_BLOCK, keep=False)
     block_error: BaseException | None = None
     try:
         conn.execute("COMMIT")
