@@ -123,12 +123,7 @@ class Writer:
         the job reached the writer's thread, cancelling does not undo it."""
         future: asyncio.Future[T] = self._loop.create_future()
         job = StatementJob(fn, sql, future, atomic)
-        await self._put(job, self._config.acquire_timeout)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._queue.withdraw(job)
-            raise
+        return await self._submit(job, future, self._config.acquire_timeout)
 
     async def run_exclusive(
         self, fn: Callable[[sqlite3.Connection], T], *, acquire_timeout: float | None = None
@@ -137,10 +132,16 @@ class Writer:
         transactions. :class:`PoolTimeout` when the writer did not take it within
         ``acquire_timeout`` seconds (default: the database's)."""
         future: asyncio.Future[T] = self._loop.create_future()
-        job = ExclusiveJob(fn, future)
         if acquire_timeout is None:
             acquire_timeout = self._config.acquire_timeout
-        await self._put(job, acquire_timeout)
+        return await self._submit(ExclusiveJob(fn, future), future, acquire_timeout)
+
+    async def _submit(
+        self, job: StatementJob | ExclusiveJob, future: asyncio.Future[T], patience: float
+    ) -> T:
+        """Queue ``job`` (the writer must take it within ``patience`` seconds) and wait for its
+        ``future``; cancelled while it is still queued, it is withdrawn."""
+        await self._put(job, patience)
         try:
             return await future
         except asyncio.CancelledError:

@@ -271,13 +271,14 @@ def translate(
     is_readonly_reader = on_reader and isinstance(code, int) and code & 0xFF == _SQLITE_READONLY
     message = f"{database}: {exc}"
     if sql is not None:
-        message += f" [sql: {_shorten(sql)}]"
+        message += f" [sql: {shorten_sql(sql)}]"
     if is_readonly_reader:
         kind = ReadOnlyQuery
         message += " (reads run on read-only connections; use execute() or transaction())"
     return kind(message)
 
 
-def _shorten(sql: str, limit: int = 200) -> str:
+def shorten_sql(sql: str, limit: int = 200) -> str:
+    """``sql`` on one line, cut to ``limit`` characters, for a message (internal)."""
     text = " ".join(sql.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import shorten_sql
+
 __all__ = ["CheckpointResult", "PoolStatistics", "WriterHold"]
 
 
@@ -33,8 +35,7 @@ class WriterHold:
         }[self.kind]
         text = f"{holder} for {self.held_seconds:.3f} s since {self.since}"
         if self.last_sql is not None:
-            sql = " ".join(self.last_sql.split())
-            text += f", last SQL: {sql if len(sql) <= 200 else sql[:199] + '…'}"
+            text += f", last SQL: {shorten_sql(self.last_sql)}"
         return text
 
 
