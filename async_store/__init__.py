@@ -2,23 +2,26 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, _migration_record,
-    _log_records
-      → _connection, _shield, statistics, _event_records, _migration_sets, _writer_jobs,
-        _backup_manifest
-        → _readers, _writer_thread, _writer_queue, _queries, _foreign_files, _backup_contents,
-          _health_report
-          → _writer, _transaction → _snapshot, _exposition
-            → database, _event_log → _appends
-              → migrations, events, _documents, _pipeline_runs, backup, health, _sql_log_sink,
-                chunking, _writer_pause
-                → repositories, state, restore, retention, logsinks, _online_restore
-                  → service
-                    → demo
-                      → cli
+    errors, config, metrics, sqlite, _checks, _clock, _futures, _ids, _json, _tasks,
+    sqlite._migration_record, logsinks._records
+      → sqlite._connection, _shield, statistics, events.records, migrations._sets,
+        sqlite._writer_jobs, sqlite.backup._manifest
+        → sqlite._readers, sqlite._writer_thread, sqlite._writer_queue, sqlite._queries,
+          sqlite._foreign_files, sqlite.backup._contents, health._report
+          → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
+            → sqlite.database, sqlite._event_recorder → events._appends
+              → migrations.runner, events.store, repositories._documents,
+                repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
+                chunking, sqlite._writer_pause
+                → events, migrations, health, repositories, state, sqlite.backup._restore,
+                  sqlite.backup._retention, logsinks, sqlite.backup._online_restore
+                  → sqlite.backup
+                    → service
+                      → demo
+                        → cli
 
-``_transaction`` and ``_snapshot`` name ``Database`` in annotations only, imported under
-``TYPE_CHECKING``.
+``sqlite._transaction`` and ``sqlite._snapshot`` name ``Database`` in annotations only, imported
+under ``TYPE_CHECKING``.
 
 This package re-exports every name in the ``__all__`` of its public modules (those without a
 leading underscore), so ``from async_store import X`` reaches the whole public surface. Two
@@ -26,12 +29,8 @@ exceptions: ``demo`` and ``cli`` are the command-line program, not library API; 
 entities and deltas live in ``async_store.state``.
 """
 
-from ._connection import Row
-from ._queries import Parameters
-from .backup import BackupConfig, BackupFile, BackupManifest, verify_backup
 from .chunking import split_text
 from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
-from .database import CheckpointMode, Database, ReadSnapshot, Transaction
 from .errors import (
     BackupError,
     CannotOpen,
@@ -98,9 +97,19 @@ from .repositories import (
     content_hash,
     estimate_tokens,
 )
-from .restore import restore_offline
-from .retention import BackupScheduler, list_backups
 from .service import SqlService
+from .sqlite._connection import Row
+from .sqlite._queries import Parameters
+from .sqlite.backup import (
+    BackupConfig,
+    BackupFile,
+    BackupManifest,
+    BackupScheduler,
+    list_backups,
+    restore_offline,
+    verify_backup,
+)
+from .sqlite.database import CheckpointMode, Database, ReadSnapshot, Transaction
 from .state import AppState, StateDelta, StateManager
 from .statistics import PoolStatistics, WriterHold
 

@@ -19,13 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._migration_sets import BUILTIN_SETS
-from .backup import BackupManifest, verify_backup
 from .config import SqlConfig
 from .demo import run_demo
 from .errors import StoreError
-from .restore import restore_offline
+from .migrations._sets import BUILTIN_SETS
 from .service import SqlService
+from .sqlite.backup._copy import BackupManifest, verify_backup
+from .sqlite.backup._restore import restore_offline
 
 EXIT_DEGRADED = 3
 EXIT_FAILING = 4

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from .backup import BackupConfig, verify_backup
 from .chunking import split_text
 from .config import SqlConfig
 from .metrics import KINDS
 from .repositories import DocumentRepository, PipelineRunRepository
-from .retention import prune
 from .service import SqlService
+from .sqlite.backup._copy import BackupConfig, verify_backup
+from .sqlite.backup._retention import prune
 from .state import (
     AppState,
     KnowledgeBase,

@@ -14,24 +14,24 @@ from typing import Protocol
 
 import anyio
 
-from ._backup_contents import check_target
-from ._foreign_files import refuse_foreign_file
-from ._online_restore import restore_online
 from ._shield import finish
-from .backup import BackupConfig, BackupManifest, create_backup, verify_backup
 from .config import SqlConfig
-from .database import Database
 from .errors import BackupError, MigrationError, PoolClosed, StoreError
-from .events import EventStore
-from .health import HealthReport, collect, metrics_text
-from .migrations import (
+from .events.store import EventStore
+from .health.probe import HealthReport, collect, metrics_text
+from .migrations.runner import (
     MigrationSet,
     MigrationStatus,
     apply_migrations,
     migration_job,
     migration_status,
 )
-from .retention import BackupScheduler, list_backups
+from .sqlite._foreign_files import refuse_foreign_file
+from .sqlite.backup._contents import check_target
+from .sqlite.backup._copy import BackupConfig, BackupManifest, create_backup, verify_backup
+from .sqlite.backup._online_restore import restore_online
+from .sqlite.backup._retention import BackupScheduler, list_backups
+from .sqlite.database import Database
 
 __all__ = ["SqlService"]
 

@@ -35,10 +35,15 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store.backup import verify_backup
-from async_store.migrations import MigrationSet
-from async_store.restore import restore_offline
-from async_store.retention import BackupScheduler, list_backups, prune, select_expired
+from async_store.migrations.runner import MigrationSet
+from async_store.sqlite.backup._copy import verify_backup
+from async_store.sqlite.backup._restore import restore_offline
+from async_store.sqlite.backup._retention import (
+    BackupScheduler,
+    list_backups,
+    prune,
+    select_expired,
+)
 
 Mode = Literal["production", "mvp"]
 
@@ -362,7 +367,8 @@ async def test_not_enough_free_space_fails_and_leaves_nothing(
         real = shutil.disk_usage(tmp_path)
         # The disk cannot be filled safely; pretend it is nearly full.
         monkeypatch.setattr(
-            "async_store.backup.shutil.disk_usage", lambda path: real._replace(free=4096)
+            "async_store.sqlite.backup._copy.shutil.disk_usage",
+            lambda path: real._replace(free=4096),
         )
         with pytest.raises(BackupError, match="not enough free space"):
             await sql.backup()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import async_store.health as health_module
+import async_store.health.probe as health_module
 from async_store import SqlConfig, SqlService
 from async_store.cli import main
 from tests.test_backup import held_open

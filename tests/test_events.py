@@ -49,7 +49,7 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store._event_log import content_hash
+from async_store.sqlite._event_recorder import content_hash
 from tests.test_state_manager import writer_held
 
 # -- fixtures and helpers -------------------------------------------------------------------
@@ -419,7 +419,7 @@ async def test_a_flaw_in_one_careful_append_fails_that_append_only(
     made the careful way (a stream it has not seen), and shares its group commit with another
     caller's write. One careful append failing in a way nobody planned for fails that append
     alone: the others in the batch and the other caller's write are kept."""
-    import async_store._event_log as event_log
+    import async_store.sqlite._event_recorder as event_log
 
     await sql.event_store.append("known", [tick(0)])
     careful = event_log.append_rows
@@ -638,7 +638,7 @@ async def test_a_coalesced_write_run_again_after_a_rollback_does_the_same(
     """The same plan, run, rolled back and run again, answers every append the same way and
     writes the same rows: through the one INSERT, the careful way (with refusals and a retry),
     after the INSERT failed, and when the store has forgotten the versions it planned from."""
-    from async_store._event_log import Plan, PreparedEvent, Waiting, write_plan
+    from async_store.sqlite._event_recorder import Plan, PreparedEvent, Waiting, write_plan
 
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
         await sql.event_store.append("a", STORED)
@@ -1450,7 +1450,7 @@ def test_an_appended_row_carries_the_hash_of_its_columns(
     """The hash an append writes is ``content_hash`` of the row, generated ids and escaped
     text alike (the append spares itself escaping what needs none)."""
     from async_store._clock import utc_now
-    from async_store._event_log import PreparedEvent
+    from async_store.sqlite._event_recorder import PreparedEvent
 
     event = NewEvent(type_, {"text": type_}, metadata=metadata, event_id=event_id)
     row = PreparedEvent(event, utc_now()).row(stream_id, version)

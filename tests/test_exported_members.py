@@ -15,13 +15,14 @@ PROGRAM_MODULES = {"async_store.cli", "async_store.demo", "async_store.__main__"
 
 
 def public_modules() -> list[str]:
-    """Every module of the package whose name has no leading underscore, the state package
-    aside (its entities and deltas live in ``async_store.state`` by design)."""
+    """Every module and package of the package, at any depth, whose dotted name has no part
+    with a leading underscore, the state package aside (its entities and deltas live in
+    ``async_store.state`` by design)."""
     return sorted(
         info.name
-        for info in pkgutil.iter_modules(async_store.__path__, "async_store.")
-        if not info.name.rpartition(".")[2].startswith("_")
-        and not info.ispkg
+        for info in pkgutil.walk_packages(async_store.__path__, "async_store.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and info.name.split(".")[1] != "state"
         and info.name not in PROGRAM_MODULES
     )
 
@@ -41,10 +42,10 @@ def test_every_public_name_is_exported() -> None:
 
 def test_the_public_modules_are_found() -> None:
     modules = public_modules()
-    for expected in ("backup", "chunking", "health", "logsinks", "restore", "retention"):
+    for expected in ("chunking", "events", "health", "logsinks", "migrations", "sqlite.backup"):
         assert f"async_store.{expected}" in modules
     assert "async_store.cli" not in modules
-    assert "async_store._writer" not in modules
+    assert "async_store.sqlite._writer" not in modules
 
 
 @pytest.mark.parametrize("module_name", public_modules())

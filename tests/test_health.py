@@ -31,7 +31,7 @@ from async_store import (
     StoreError,
 )
 from async_store.cli import main
-from async_store.health import HealthReport, metrics_text
+from async_store.health.probe import HealthReport, metrics_text
 from async_store.metrics import KINDS, LatencyHistogram, Metrics
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet, StateManager
 from tests.test_backup import transaction_held, wait_until
@@ -287,7 +287,9 @@ async def test_a_failing_scheduled_backup_is_degraded(
             usage = real(path)
             return usage._replace(free=4096) if Path(path) == root else usage
 
-        monkeypatch.setattr("async_store.backup.shutil.disk_usage", little_room_for_backups)
+        monkeypatch.setattr(
+            "async_store.sqlite.backup._copy.shutil.disk_usage", little_room_for_backups
+        )
     schedule = BackupConfig(directory=root, interval=0.05)
     sql = SqlService(config(tmp_path, "production"), backup=schedule)
     await sql.start()

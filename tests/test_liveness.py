@@ -29,7 +29,7 @@ from async_store import (
     StoreError,
     TransactionTimeout,
 )
-from async_store.health import metrics_text
+from async_store.health.probe import metrics_text
 from async_store.state import SettingSet
 from tests.conftest import make_config
 from tests.test_backup import transaction_held

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from async_store import ForeignKeyViolation, MigrationError, NewEvent, SqlConfig, SqlService
-from async_store._migration_sets import split_statements
-from async_store.migrations import MigrationSet
+from async_store.migrations._sets import split_statements
+from async_store.migrations.runner import MigrationSet
 
 
 def write_set(root: Path, versions: dict[str, tuple[str, str]]) -> Path:

@@ -38,10 +38,14 @@ from async_store import (
     SqlService,
     StoreError,
     UniqueViolation,
+)
+from async_store.repositories import (
+    KnowledgeBaseStats,
     _documents,
     _pipeline_runs,
+    content_hash,
+    estimate_tokens,
 )
-from async_store.repositories import KnowledgeBaseStats, content_hash, estimate_tokens
 
 # -- fixtures and helpers ------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store.backup import verify_backup
-from async_store.migrations import MigrationSet
-from async_store.restore import restore_offline
+from async_store.migrations.runner import MigrationSet
+from async_store.sqlite.backup._copy import verify_backup
+from async_store.sqlite.backup._restore import restore_offline
 from tests.test_backup import (
     MODES,
     Mode,
@@ -667,7 +667,8 @@ async def test_a_restore_without_room_for_the_copies_replaces_nothing(
     async with SqlService(cfg) as sql:
         real = shutil.disk_usage(tmp_path)
         monkeypatch.setattr(
-            "async_store._online_restore.shutil.disk_usage", lambda path: real._replace(free=4096)
+            "async_store.sqlite.backup._online_restore.shutil.disk_usage",
+            lambda path: real._replace(free=4096),
         )
         with pytest.raises(BackupError, match="not enough free space") as info:
             await sql.restore(manifest.directory)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from async_store._migration_sets import split_statements
-from async_store.migrations import MigrationSet
+from async_store.migrations._sets import split_statements
+from async_store.migrations.runner import MigrationSet
 
-MIGRATIONS = Path(__file__).parent.parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations" / "sqlite"
 SETS = ("app_meta", "events")
 SQL_FILES = sorted(MIGRATIONS.glob("*/*/*.sql"))
 

@@ -37,10 +37,10 @@ from async_store import (
     StateManager,
     StoreError,
 )
-from async_store.backup import MANIFEST, verify_backup
 from async_store.cli import main
 from async_store.logsinks import JsonlSink, SqlLogSink
-from async_store.restore import restore_offline
+from async_store.sqlite.backup._copy import MANIFEST, verify_backup
+from async_store.sqlite.backup._restore import restore_offline
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet
 
 

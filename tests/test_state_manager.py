@@ -35,7 +35,7 @@ from async_store import (
     StateManagerFull,
     StoreError,
 )
-from async_store.events import RecordedEvent
+from async_store.events.store import RecordedEvent
 from async_store.state import (
     Entity,
     ErrorRecord,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .._futures import fail
 from ..errors import StoreError
-from ..events import EncodedEvent
+from ..events.store import EncodedEvent
 from .app_state import Change
 from .deltas import StateDelta
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ..database import Database
 from ..errors import StoreError
-from ..events import EventStore
+from ..events.store import EventStore
+from ..sqlite.database import Database
 from .app_state import STATE_SCHEMA_VERSION, AppState, Limits, apply_event
 from .projector import STREAM
 

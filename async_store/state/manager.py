@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from .._futures import fail, resolve
 from .._shield import finish
 from .._tasks import start_background
-from ..database import Database
 from ..errors import (
     ConcurrencyError,
     ConfigError,
@@ -36,19 +35,12 @@ from ..errors import (
     StateManagerFull,
     StoreError,
 )
-from ..events import EventStore
+from ..events.store import EventStore
+from ..sqlite.database import Database
 from ._messages import STOP, Accepted, Kind, Mailbox, Message, encoded
 from ._snapshots import load_state, save_snapshot
 from ._subscribers import Subscriptions
-from .app_state import (
-    AppState,
-    Change,
-    Limits,
-    apply_event,
-    apply_in_place,
-    decide,
-    draft,
-)
+from .app_state import AppState, Change, Limits, apply_event, apply_in_place, decide, draft
 from .deltas import StateDelta, delta_from_event, inverse
 from .projector import STREAM, Projector
 

@@ -21,12 +21,12 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from .._connection import execute_rows
 from .._json import dumps
 from .._tasks import start_background
-from ..database import Database
 from ..errors import PoolClosed, StoreError
-from ..events import EventStore
+from ..events.store import EventStore
+from ..sqlite._connection import execute_rows
+from ..sqlite.database import Database
 from .app_state import COLLECTIONS, AppState
 from .deltas import (
     EntityAdd,

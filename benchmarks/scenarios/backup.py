@@ -246,7 +246,7 @@ def _on_loop(step: Callable[[Path, Path], object]) -> Callable[..., Awaitable[No
 def _vacuum_into(source: Path, output: Path) -> Path:
     """The copy a backup starts with, as the backup makes it (its page cache, no fsync), not
     checked, hashed or fsynced."""
-    from async_store.backup import BACKUP_CACHE_KIB
+    from async_store.sqlite.backup._copy import BACKUP_CACHE_KIB
 
     target = output / source.name
     conn = sqlite3.connect(source, isolation_level=None)
@@ -261,7 +261,7 @@ def _vacuum_into(source: Path, output: Path) -> Path:
 
 def _sha256(source: Path, output: Path) -> str:
     """The hash a backup's manifest holds for a file, read as the backup reads it."""
-    from async_store.backup import HASH_CHUNK
+    from async_store.sqlite.backup._copy import HASH_CHUNK
 
     digest = hashlib.sha256()
     buffer = bytearray(HASH_CHUNK)
@@ -275,7 +275,7 @@ def _sha256(source: Path, output: Path) -> str:
 def _floor_thread() -> None:
     """The backup's threads run at a lower priority (Linux: a thread's own nice value); the
     floor's thread too, so that work beside the benchmark slows both alike."""
-    from async_store.backup import BACKUP_NICE
+    from async_store.sqlite.backup._copy import BACKUP_NICE
 
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), BACKUP_NICE))

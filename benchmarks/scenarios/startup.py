@@ -58,8 +58,8 @@ READERS = 4
 """``DatabaseConfig.readers`` default: with the writer, 5 connections per database."""
 
 # The service's PRAGMAs with DatabaseConfig's defaults, in the order it sets them
-# (async_store/_connection.py). trusted_schema is among them: OFF from SQLite 3.41, ON before,
-# where OFF would forbid the json_valid() CHECKs of the schema.
+# (async_store/sqlite/_connection.py). trusted_schema is among them: OFF from SQLite 3.41, ON
+# before, where OFF would forbid the json_valid() CHECKs of the schema.
 _TRUSTED_SCHEMA = 0 if sqlite3.sqlite_version_info >= (3, 41, 0) else 1
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from async_store import NewEvent, SqlConfig, SqlService, StateManager
-from async_store.migrations import MigrationSet
+from async_store.migrations.runner import MigrationSet
 from async_store.state import (
     Flow,
     FlowAdd,

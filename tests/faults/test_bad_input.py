@@ -62,7 +62,7 @@ from async_store import (
     StateManager,
     StoreError,
 )
-from async_store.backup import MANIFEST, verify_backup
+from async_store.sqlite.backup._copy import MANIFEST, verify_backup
 from async_store.state import (
     ErrorRecord,
     ErrorsClear,

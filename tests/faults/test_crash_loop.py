@@ -42,8 +42,8 @@ from typing import Any
 import pytest
 
 from async_store import NewEvent, SqlConfig, SqlService, StateManager
-from async_store.backup import verify_backup
-from async_store.migrations import MigrationSet
+from async_store.migrations.runner import MigrationSet
+from async_store.sqlite.backup._copy import verify_backup
 from tests.faults._workload import (
     ROUNDS,
     SEED,

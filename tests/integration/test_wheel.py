@@ -41,8 +41,8 @@ def test_the_wheel_carries_the_migrations_and_starts_elsewhere(tmp_path: Path) -
     )
     (wheel,) = dist.glob("async_store-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "async_store/migrations/app_meta/0001_initial/up.sql" in names
-    assert "async_store/migrations/events/0001_initial/down.sql" in names
+    assert "async_store/sql/sqlite/app_meta/0001_initial/up.sql" in names
+    assert "async_store/sql/sqlite/events/0001_initial/down.sql" in names
     assert "async_store/py.typed" in names
 
     venv = tmp_path / "venv"

@@ -1,0 +1,100 @@
+"""``read()``: the ``ReadSnapshot`` handle it yields (reads on one reader, inside one read
+transaction) and ``ReadContext``, which reserves the reader on entry and gives it back on exit.
+``ReadSnapshot`` is re-exported by ``async_store.database``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncGenerator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+from ..errors import PoolClosed, StoreError, translate
+from ._connection import Connection, Row
+from ._queries import Parameters, QueryMethods, stream_rows
+from ._transaction import Transaction
+
+if TYPE_CHECKING:
+    # For annotations only: ``database`` imports this module to open its snapshots.
+    from .database import Database
+
+__all__ = ["ReadContext", "ReadSnapshot"]
+
+T = TypeVar("T")
+
+
+class ReadSnapshot(QueryMethods):
+    """The handle ``read()`` yields: reads on one reader, inside one read transaction."""
+
+    __slots__ = ("_active", "_connection", "_database")
+
+    def __init__(self, database: Database, connection: Connection) -> None:
+        self._database = database
+        self._connection = connection
+        self._active = True
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        if not self._active:
+            raise PoolClosed(f"{self._database.name}: this read snapshot has already ended")
+        try:
+            return await self._connection.run(fn)
+        except Exception as exc:
+            raise translate(exc, database=self._database.name, sql=sql, on_reader=True) from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        raise StoreError(
+            f"{self._database.name}: read() is read-only; use execute() or transaction() "
+            f"[sql: {sql}]"
+        )
+
+    def _iterate(
+        self, sql: str, parameters: Parameters, chunk_size: int
+    ) -> AsyncGenerator[Row, None]:
+        return stream_rows(self._connection, sql, parameters, chunk_size, on_reader=True)
+
+
+class ReadContext:
+    """What ``read()`` returns: on entry it reserves a reader and begins a read transaction on
+    it or, inside a transaction of the same task, yields that transaction; on exit it gives the
+    reader back, which ends the read transaction."""
+
+    __slots__ = ("_connection", "_database", "_snapshot")
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+        self._snapshot: ReadSnapshot | Transaction | None = None
+
+    async def __aenter__(self) -> ReadSnapshot | Transaction:
+        database = self._database
+        outer = database._current.get()
+        if outer is not None and outer._active:
+            self._snapshot = outer
+            return outer
+        readers = database._open_parts()[1]
+        connection = await readers.acquire()
+        try:
+            await connection.run(lambda conn: conn.execute("BEGIN"))
+        except BaseException as exc:
+            await readers.release(connection)
+            if isinstance(exc, Exception):
+                raise translate(exc, database=database.name, sql="BEGIN") from exc
+            raise
+        self._connection = connection
+        self._snapshot = ReadSnapshot(database, connection)
+        return self._snapshot
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, snapshot = self._connection, self._snapshot
+        if connection is None or not isinstance(snapshot, ReadSnapshot):
+            return
+        snapshot._active = False
+        readers = self._database._readers
+        assert readers is not None
+        await readers.release(connection)
