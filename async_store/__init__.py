@@ -2,17 +2,17 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, metrics, sqlite, _checks, _clock, _futures, _ids, _json, _tasks,
+    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks,
     sqlite._migration_record, logsinks._records
-      → sqlite._connection, _shield, statistics, events.records, migrations._sets,
-        sqlite._writer_jobs, sqlite.backup._manifest
-        → sqlite._readers, sqlite._writer_thread, sqlite._writer_queue, sqlite._queries,
-          sqlite._foreign_files, sqlite.backup._contents, health._report
+      → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
+        migrations._sets, sqlite._writer_jobs, sqlite.backup._manifest
+        → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
+          sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report
           → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
             → sqlite.database, sqlite._event_recorder → events._appends
               → migrations.runner, events.store, repositories._documents,
                 repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
-                chunking, sqlite._writer_pause
+                chunking, sqlite._writer_pause, sqlite
                 → events, migrations, health, repositories, state, sqlite.backup._restore,
                   sqlite.backup._retention, logsinks, sqlite.backup._online_restore
                   → sqlite.backup
@@ -31,6 +31,7 @@ entities and deltas live in ``async_store.state``.
 
 from .chunking import split_text
 from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
+from .database import Database, Parameters, ReadSnapshot, Row, Transaction
 from .errors import (
     BackupError,
     CannotOpen,
@@ -98,8 +99,7 @@ from .repositories import (
     estimate_tokens,
 )
 from .service import SqlService
-from .sqlite._connection import Row
-from .sqlite._queries import Parameters
+from .sqlite import SqliteDatabase
 from .sqlite.backup import (
     BackupConfig,
     BackupFile,
@@ -109,7 +109,7 @@ from .sqlite.backup import (
     restore_offline,
     verify_backup,
 )
-from .sqlite.database import CheckpointMode, Database, ReadSnapshot, Transaction
+from .sqlite.database import CheckpointMode
 from .state import AppState, StateDelta, StateManager
 from .statistics import PoolStatistics, WriterHold
 
@@ -190,6 +190,7 @@ __all__ = [
     "SqlConfig",
     "SqlLogSink",
     "SqlService",
+    "SqliteDatabase",
     "StateDelta",
     "StateManager",
     "StateManagerClosed",

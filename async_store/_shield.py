@@ -9,12 +9,12 @@ from typing import TypeVar
 
 import anyio
 
-__all__ = ["finish"]
+__all__ = ["uncancellable"]
 
 T = TypeVar("T")
 
 
-async def finish(aw: Awaitable[T]) -> T:
+async def uncancellable(aw: Awaitable[T]) -> T:
     """Await ``aw`` to its end even if the caller is cancelled meanwhile, then re-raise the
     cancellation (so ``asyncio.timeout`` and cancel scopes still see it).
 

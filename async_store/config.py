@@ -157,6 +157,11 @@ class DatabaseConfig:
         _require(self.max_queued >= 1, self.name, "max_queued", self.max_queued, ">= 1")
         _check_creatable(self.path, self.name)
 
+    @property
+    def backend(self) -> str:
+        """The backend that serves this database: ``sqlite``."""
+        return "sqlite"
+
     def replace(self, **changes: Any) -> DatabaseConfig:
         """Return a copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)

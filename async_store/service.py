@@ -14,7 +14,7 @@ from typing import Protocol
 
 import anyio
 
-from ._shield import finish
+from ._shield import uncancellable
 from .config import SqlConfig
 from .errors import BackupError, MigrationError, PoolClosed, StoreError
 from .events.store import EventStore
@@ -31,7 +31,7 @@ from .sqlite.backup._contents import check_target
 from .sqlite.backup._copy import BackupConfig, BackupManifest, create_backup, verify_backup
 from .sqlite.backup._online_restore import restore_online
 from .sqlite.backup._retention import BackupScheduler, list_backups
-from .sqlite.database import Database
+from .sqlite.database import SqliteDatabase as Database
 
 __all__ = ["SqlService"]
 
@@ -126,7 +126,7 @@ class SqlService:
                     raise result
             await self._migrate()
         except BaseException:
-            await finish(self._close_databases())
+            await uncancellable(self._close_databases())
             self._closed = True
             raise
         newest = list_backups(self._backup_root)
@@ -356,7 +356,7 @@ class SqlService:
             if background is not None:
                 background.cancel()
                 try:
-                    await finish(background)
+                    await uncancellable(background)
                 except asyncio.CancelledError:
                     if not background.cancelled():
                         raise

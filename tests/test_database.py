@@ -16,7 +16,6 @@ import pytest
 from async_store import (
     CheckViolation,
     ConfigError,
-    Database,
     Interrupted,
     NotADatabase,
     PoolClosed,
@@ -26,10 +25,11 @@ from async_store import (
     StoreError,
     UniqueViolation,
 )
+from async_store.sqlite import SqliteDatabase
 from tests.conftest import make_config
 
 
-async def test_positional_and_named_parameters(db: Database) -> None:
+async def test_positional_and_named_parameters(db: SqliteDatabase) -> None:
     await db.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("apple", 3))
     await db.execute(
         "INSERT INTO items(name, qty) VALUES (:name, :qty)", {"name": "pear", "qty": 5}
@@ -41,12 +41,12 @@ async def test_positional_and_named_parameters(db: Database) -> None:
     assert list(rows[0].keys()) == ["name", "qty"]
 
 
-async def test_fetch_one_is_none_without_a_row(db: Database) -> None:
+async def test_fetch_one_is_none_without_a_row(db: SqliteDatabase) -> None:
     assert await db.fetch_one("SELECT * FROM items WHERE id = ?", (42,)) is None
     assert await db.fetch_val("SELECT qty FROM items WHERE id = ?", (42,)) is None
 
 
-async def test_fetch_val_by_index_and_name(db: Database) -> None:
+async def test_fetch_val_by_index_and_name(db: SqliteDatabase) -> None:
     await db.execute("INSERT INTO items(name, qty) VALUES ('a', 7)")
     assert await db.fetch_val("SELECT name, qty FROM items") == "a"
     assert await db.fetch_val("SELECT name, qty FROM items", column=1) == 7
@@ -55,7 +55,7 @@ async def test_fetch_val_by_index_and_name(db: Database) -> None:
         await db.fetch_val("SELECT name, qty FROM items", column="price")
 
 
-async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: Database) -> None:
+async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: SqliteDatabase) -> None:
     first = await db.execute("INSERT INTO items(name) VALUES ('a')")
     second = await db.execute("INSERT INTO items(name) VALUES ('b')")
     assert (first, second) == (1, 2)
@@ -63,13 +63,15 @@ async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: Database)
     assert await db.execute("INSERT OR IGNORE INTO items(name) VALUES ('a')") is None
 
 
-async def test_execute_commits_before_returning(db: Database, raw: sqlite3.Connection) -> None:
+async def test_execute_commits_before_returning(
+    db: SqliteDatabase, raw: sqlite3.Connection
+) -> None:
     for i in range(5):
         await db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",))
         assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == i + 1
 
 
-async def test_execute_many_is_all_or_nothing(db: Database, raw: sqlite3.Connection) -> None:
+async def test_execute_many_is_all_or_nothing(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
     changed = await db.execute_many(
         "INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(100)]
     )
@@ -85,7 +87,9 @@ async def test_execute_many_is_all_or_nothing(db: Database, raw: sqlite3.Connect
     assert generated == 3
 
 
-async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(db: Database) -> None:
+async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(
+    db: SqliteDatabase,
+) -> None:
     with pytest.raises(QueryError, match=r"syntax error.*\[sql: INSRT"):
         await db.execute("INSRT INTO items VALUES (1)")
     with pytest.raises(QueryError, match="no such table"):
@@ -100,7 +104,7 @@ async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(db: D
     assert await db.fetch_val("SELECT count(*) FROM items") == 1
 
 
-async def test_constraint_errors_are_specific(db: Database) -> None:
+async def test_constraint_errors_are_specific(db: SqliteDatabase) -> None:
     await db.execute("INSERT INTO items(name) VALUES ('a')")
     with pytest.raises(UniqueViolation, match=r"UNIQUE constraint failed: items\.name"):
         await db.execute("INSERT INTO items(name) VALUES ('a')")
@@ -108,13 +112,13 @@ async def test_constraint_errors_are_specific(db: Database) -> None:
         await db.execute("INSERT INTO items(name, qty) VALUES ('b', -1)")
 
 
-async def test_readers_refuse_writes(db: Database) -> None:
+async def test_readers_refuse_writes(db: SqliteDatabase) -> None:
     with pytest.raises(ReadOnlyQuery, match="use execute"):
         await db.fetch_all("INSERT INTO items(name) VALUES ('sneaky') RETURNING id")
     assert await db.fetch_val("SELECT count(*) FROM items") == 0
 
 
-async def test_transaction_commits_on_success(db: Database, raw: sqlite3.Connection) -> None:
+async def test_transaction_commits_on_success(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO items(name) VALUES ('a')")
         await db.execute("INSERT INTO items(name) VALUES ('b')")  # same task: joins tx
@@ -124,7 +128,7 @@ async def test_transaction_commits_on_success(db: Database, raw: sqlite3.Connect
     assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
 
 
-async def test_transaction_rolls_back_on_error(db: Database, raw: sqlite3.Connection) -> None:
+async def test_transaction_rolls_back_on_error(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO items(name) VALUES ('a')")
@@ -133,7 +137,9 @@ async def test_transaction_rolls_back_on_error(db: Database, raw: sqlite3.Connec
     await db.execute("INSERT INTO items(name) VALUES ('after')")
 
 
-async def test_nested_transaction_is_a_savepoint(db: Database, raw: sqlite3.Connection) -> None:
+async def test_nested_transaction_is_a_savepoint(
+    db: SqliteDatabase, raw: sqlite3.Connection
+) -> None:
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO items(name) VALUES ('outer')")
         with pytest.raises(UniqueViolation):
@@ -146,7 +152,7 @@ async def test_nested_transaction_is_a_savepoint(db: Database, raw: sqlite3.Conn
     assert names == ["outer", "kept"]
 
 
-async def test_a_finished_transaction_cannot_be_used(db: Database) -> None:
+async def test_a_finished_transaction_cannot_be_used(db: SqliteDatabase) -> None:
     async with db.transaction() as tx:
         pass
     with pytest.raises(PoolClosed, match="already ended"):
@@ -154,7 +160,7 @@ async def test_a_finished_transaction_cannot_be_used(db: Database) -> None:
 
 
 async def test_statement_error_inside_transaction_can_be_caught(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     async with db.transaction() as tx:
         await tx.execute("INSERT INTO items(name) VALUES ('a')")
@@ -164,7 +170,7 @@ async def test_statement_error_inside_transaction_can_be_caught(
     assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
 
 
-async def test_read_snapshot_is_consistent(db: Database) -> None:
+async def test_read_snapshot_is_consistent(db: SqliteDatabase) -> None:
     await db.execute("INSERT INTO items(name) VALUES ('a')")
     async with db.read() as snapshot:
         assert await snapshot.fetch_val("SELECT count(*) FROM items") == 1
@@ -173,13 +179,13 @@ async def test_read_snapshot_is_consistent(db: Database) -> None:
     assert await db.fetch_val("SELECT count(*) FROM items") == 2
 
 
-async def test_read_snapshot_refuses_writes(db: Database) -> None:
+async def test_read_snapshot_refuses_writes(db: SqliteDatabase) -> None:
     async with db.read() as snapshot:
         with pytest.raises(StoreError, match="read-only"):
             await snapshot.execute("INSERT INTO items(name) VALUES ('x')")
 
 
-async def test_iterate_streams_every_row_in_chunks(db: Database) -> None:
+async def test_iterate_streams_every_row_in_chunks(db: SqliteDatabase) -> None:
     await db.execute_many("INSERT INTO items(name) VALUES (?)", [(f"n{i}",) for i in range(1000)])
     seen = [row["id"] async for row in db.iterate("SELECT id FROM items ORDER BY id", chunk_size=7)]
     assert seen == list(range(1, 1001))
@@ -203,7 +209,7 @@ async def test_pragmas_are_set_and_read_back(db_path: Path) -> None:
     config = make_config(
         db_path, synchronous="FULL", cache_size_kib=2048, mmap_size=1 << 20, wal_autocheckpoint=500
     )
-    async with Database(config) as db:
+    async with SqliteDatabase(config) as db:
         expected_reader = {
             "journal_mode": "wal",
             "synchronous": 2,
@@ -230,7 +236,7 @@ async def test_pragmas_are_set_and_read_back(db_path: Path) -> None:
 
 async def test_a_pragma_that_does_not_stick_is_an_error(db_path: Path) -> None:
     # SQLite caps mmap_size at its compile-time SQLITE_MAX_MMAP_SIZE, so this reads back lower.
-    database = Database(make_config(db_path, mmap_size=1 << 50))
+    database = SqliteDatabase(make_config(db_path, mmap_size=1 << 50))
     with pytest.raises(PragmaMismatch, match="mmap_size"):
         await database.open()
     assert not database.is_open
@@ -241,20 +247,20 @@ async def test_a_foreign_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     content = b"shopping list: eggs, milk\n" * 100
     path.write_bytes(content)
     with pytest.raises(NotADatabase, match=r"notes\.db"):
-        await Database(make_config(path)).open()
+        await SqliteDatabase(make_config(path)).open()
     assert path.read_bytes() == content
 
 
 async def test_file_and_directories_are_created_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "new" / "dir" / "x.db"
-    async with Database(make_config(path)) as db:
+    async with SqliteDatabase(make_config(path)) as db:
         await db.execute("CREATE TABLE t(x)")
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
 async def test_closed_database_refuses_work_and_close_is_idempotent(db_path: Path) -> None:
-    db = Database(make_config(db_path))
+    db = SqliteDatabase(make_config(db_path))
     await db.open()
     await db.close()
     await db.close()
@@ -267,7 +273,7 @@ async def test_closed_database_refuses_work_and_close_is_idempotent(db_path: Pat
 
 
 async def test_close_drains_queued_writes(db_path: Path, raw: sqlite3.Connection) -> None:
-    db = Database(make_config(db_path))
+    db = SqliteDatabase(make_config(db_path))
     await db.open()
     await db.execute("CREATE TABLE t(x)")
     pending = [
@@ -285,7 +291,7 @@ async def test_close_while_another_connection_holds_the_write_lock(
 ) -> None:
     """The checkpoint at close cannot run while another process writes: the close still
     finishes, says so at INFO (no warning, no "database is locked"), and loses nothing."""
-    db = Database(make_config(db_path, busy_timeout=0.2))
+    db = SqliteDatabase(make_config(db_path, busy_timeout=0.2))
     await db.open()
     await db.execute("CREATE TABLE t(x)")
     await db.execute("CREATE INDEX t_x ON t(x)")
@@ -307,7 +313,7 @@ async def test_close_while_another_connection_holds_the_write_lock(
     assert raw.execute("SELECT count(*), min(x) FROM t").fetchone() == (2001, -1)
 
 
-async def test_statistics_count_reads_and_batches(db: Database) -> None:
+async def test_statistics_count_reads_and_batches(db: SqliteDatabase) -> None:
     stats = db.statistics()
     assert (stats.database, stats.readers_limit, stats.readers_total) == ("app_meta", 2, 0)
     assert stats.readers_idle == 0
@@ -323,7 +329,7 @@ async def test_statistics_count_reads_and_batches(db: Database) -> None:
 
 
 async def test_readers_open_on_demand_up_to_the_limit(db_path: Path) -> None:
-    async with Database(make_config(db_path, readers=3)) as db:
+    async with SqliteDatabase(make_config(db_path, readers=3)) as db:
         assert (db.statistics().readers_total, db.statistics().readers_limit) == (0, 3)
         inside = asyncio.Barrier(3)
 
@@ -356,7 +362,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def reader_held(db: Database) -> AsyncIterator[list[str]]:
+async def reader_held(db: SqliteDatabase) -> AsyncIterator[list[str]]:
     """The only reader busy in a call that waits until the block ends; yields the list that
     calls made with ``noting`` append to, on the reader's thread, in the order they run."""
     started, gate = threading.Event(), threading.Event()
@@ -387,7 +393,7 @@ def noting(ran: list[str], name: str, value: object) -> Callable[[sqlite3.Connec
 async def test_reads_queued_behind_a_busy_reader_each_get_their_own_answer(
     db_path: Path,
 ) -> None:
-    async with Database(make_config(db_path, readers=1)) as db:
+    async with SqliteDatabase(make_config(db_path, readers=1)) as db:
         async with reader_held(db) as ran:
             answers = [
                 asyncio.create_task(db.run_in_reader(noting(ran, f"r{i}", i), f"read {i}"))
@@ -415,7 +421,7 @@ async def test_reads_queued_behind_a_busy_reader_each_get_their_own_answer(
 
 
 async def test_a_reservation_runs_after_the_reads_queued_before_it(db_path: Path) -> None:
-    async with Database(make_config(db_path, readers=1)) as db:
+    async with SqliteDatabase(make_config(db_path, readers=1)) as db:
         async with reader_held(db) as ran:
             queued = [
                 asyncio.create_task(db.run_in_reader(noting(ran, f"r{i}", i), f"read {i}"))
@@ -447,7 +453,7 @@ LONG_QUERY = (
 async def test_close_stops_long_reads_running_and_queued_after_its_grace(db_path: Path) -> None:
     # Three forgotten long reads on the one reader: one runs, two wait behind it. close()
     # gives them its grace period, then stops all three (each would run for minutes).
-    db = Database(make_config(db_path, readers=1))
+    db = SqliteDatabase(make_config(db_path, readers=1))
     await db.open()
     reads = [asyncio.create_task(db.fetch_val(LONG_QUERY)) for _ in range(3)]
     await until(lambda: db.statistics().readers_busy == 1)
@@ -457,7 +463,7 @@ async def test_close_stops_long_reads_running_and_queued_after_its_grace(db_path
     assert not db.is_open
 
 
-async def test_an_unknown_checkpoint_mode_is_a_config_error(db: Database) -> None:
+async def test_an_unknown_checkpoint_mode_is_a_config_error(db: SqliteDatabase) -> None:
     """The error is part of the library's tree (and still a ValueError), names the mode and
     runs nothing."""
     with pytest.raises(ConfigError, match="unknown checkpoint mode 'HALF'") as caught:

@@ -10,7 +10,7 @@ import pytest
 
 import async_store
 from async_store import errors
-from async_store.errors import translate
+from async_store.sqlite._errors import translate
 
 
 def _schema(conn: sqlite3.Connection) -> None:

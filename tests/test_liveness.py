@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from async_store import (
-    Database,
     NewEvent,
     PoolClosed,
     PoolTimeout,
@@ -30,6 +29,7 @@ from async_store import (
     TransactionTimeout,
 )
 from async_store.health.probe import metrics_text
+from async_store.sqlite import SqliteDatabase
 from async_store.state import SettingSet
 from tests.conftest import make_config
 from tests.test_backup import transaction_held
@@ -41,9 +41,9 @@ BOUND = 20.0
 
 
 @contextlib.asynccontextmanager
-async def _database(path: Path, acquire_timeout: float) -> AsyncIterator[Database]:
+async def _database(path: Path, acquire_timeout: float) -> AsyncIterator[SqliteDatabase]:
     """An open database with a table ``t(x INTEGER)``, closed within BOUND."""
-    database = Database(make_config(path, acquire_timeout=acquire_timeout))
+    database = SqliteDatabase(make_config(path, acquire_timeout=acquire_timeout))
     await database.open()
     await database.execute("CREATE TABLE t(x INTEGER)")
     try:
@@ -54,14 +54,14 @@ async def _database(path: Path, acquire_timeout: float) -> AsyncIterator[Databas
 
 
 @pytest.fixture
-async def short(db_path: Path) -> AsyncIterator[Database]:
+async def short(db_path: Path) -> AsyncIterator[SqliteDatabase]:
     """A database whose callers give up after SHORT seconds."""
     async with _database(db_path, SHORT) as database:
         yield database
 
 
 @pytest.fixture
-async def patient(db_path: Path) -> AsyncIterator[Database]:
+async def patient(db_path: Path) -> AsyncIterator[SqliteDatabase]:
     """A database whose callers wait long enough for a wait that must end well."""
     async with _database(db_path, BOUND) as database:
         yield database
@@ -70,7 +70,9 @@ async def patient(db_path: Path) -> AsyncIterator[Database]:
 # -- reproduction 1: a block held open -----------------------------------------------------
 
 
-async def test_a_block_waiting_on_another_writer_ends_in_pool_timeout(short: Database) -> None:
+async def test_a_block_waiting_on_another_writer_ends_in_pool_timeout(
+    short: SqliteDatabase,
+) -> None:
     setup, done = asyncio.Event(), asyncio.Event()
     outcome: list[object] = []
 
@@ -133,7 +135,7 @@ def _nothing(conn: sqlite3.Connection) -> None:
     pass
 
 
-async def test_a_queued_caller_that_is_cancelled_is_withdrawn(short: Database) -> None:
+async def test_a_queued_caller_that_is_cancelled_is_withdrawn(short: SqliteDatabase) -> None:
     async with transaction_held(short):
         waiting = asyncio.ensure_future(short.execute("INSERT INTO t VALUES (5)"))
         await asyncio.sleep(0)
@@ -187,7 +189,7 @@ async def test_statistics_and_health_name_the_holder_of_the_writer(tmp_path: Pat
 
 async def test_a_block_held_past_transaction_timeout_is_rolled_back(db_path: Path) -> None:
     config = make_config(db_path, transaction_timeout=0.2, acquire_timeout=BOUND)
-    async with asyncio.timeout(BOUND), Database(config) as db:
+    async with asyncio.timeout(BOUND), SqliteDatabase(config) as db:
         await db.execute("CREATE TABLE t(x INTEGER)")
         inside, release = asyncio.Event(), asyncio.Event()
 
@@ -212,7 +214,7 @@ async def test_a_block_held_past_transaction_timeout_is_rolled_back(db_path: Pat
 
 async def test_a_timed_out_block_that_raises_keeps_its_own_error(db_path: Path) -> None:
     config = make_config(db_path, transaction_timeout=0.1)
-    async with asyncio.timeout(BOUND), Database(config) as db:
+    async with asyncio.timeout(BOUND), SqliteDatabase(config) as db:
         with pytest.raises(ValueError, match="its own"):
             async with db.transaction():
                 await asyncio.sleep(0.3)
@@ -224,7 +226,7 @@ async def test_a_timed_out_block_that_raises_keeps_its_own_error(db_path: Path) 
 
 
 async def test_close_returns_with_a_block_open(db_path: Path) -> None:
-    db = Database(make_config(db_path))
+    db = SqliteDatabase(make_config(db_path))
     await db.open()
     await db.execute("CREATE TABLE t(x INTEGER)")
     context = db.transaction()
@@ -248,7 +250,7 @@ async def test_close_returns_with_a_block_open(db_path: Path) -> None:
 
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
 async def test_a_timeout_or_cancellation_around_close_is_honoured(db_path: Path, how: str) -> None:
-    db = Database(make_config(db_path))
+    db = SqliteDatabase(make_config(db_path))
     await db.open()
     context = db.transaction()
     await context.__aenter__()
@@ -325,7 +327,9 @@ async def test_an_append_inside_a_block_wakes_subscribers_at_commit(tmp_path: Pa
 # -- reproduction 5: a child task sharing its parent's transaction ---------------------------
 
 
-async def test_a_child_nested_block_waits_for_the_parents_nested_block(patient: Database) -> None:
+async def test_a_child_nested_block_waits_for_the_parents_nested_block(
+    patient: SqliteDatabase,
+) -> None:
     child_started = asyncio.Event()
     order: list[str] = []
 
@@ -352,20 +356,20 @@ async def test_a_child_nested_block_waits_for_the_parents_nested_block(patient: 
     assert [row[0] for row in await patient.fetch_all("SELECT x FROM t")] == [2]
 
 
-async def test_tasks_started_inside_a_nested_block_share_it(patient: Database) -> None:
+async def test_tasks_started_inside_a_nested_block_share_it(patient: SqliteDatabase) -> None:
     async with asyncio.timeout(BOUND), patient.transaction() as tx, tx.transaction():
         await asyncio.gather(*(tx.execute("INSERT INTO t VALUES (?)", (n,)) for n in range(5)))
         await asyncio.gather(*(_nested_insert(patient, n) for n in range(5, 10)))
     assert await patient.fetch_val("SELECT count(*) FROM t") == 10
 
 
-async def _nested_insert(db: Database, n: int) -> None:
+async def _nested_insert(db: SqliteDatabase, n: int) -> None:
     async with db.transaction() as tx:
         await asyncio.sleep(0)
         await tx.execute("INSERT INTO t VALUES (?)", (n,))
 
 
-async def test_a_task_outside_a_nested_block_gives_up_clearly(short: Database) -> None:
+async def test_a_task_outside_a_nested_block_gives_up_clearly(short: SqliteDatabase) -> None:
     release = asyncio.Event()
 
     async with asyncio.timeout(BOUND), short.transaction() as tx:
@@ -377,12 +381,14 @@ async def test_a_task_outside_a_nested_block_gives_up_clearly(short: Database) -
     assert await short.fetch_val("SELECT count(*) FROM t") == 0
 
 
-async def _wait_then_insert(db: Database, ready: asyncio.Event) -> None:
+async def _wait_then_insert(db: SqliteDatabase, ready: asyncio.Event) -> None:
     await ready.wait()
     await db.execute("INSERT INTO t VALUES (1)")
 
 
-async def test_a_child_block_outliving_its_parent_block_fails_clearly(short: Database) -> None:
+async def test_a_child_block_outliving_its_parent_block_fails_clearly(
+    short: SqliteDatabase,
+) -> None:
     entered, finish_child = asyncio.Event(), asyncio.Event()
     child_task: asyncio.Task[None] | None = None
 
@@ -415,7 +421,7 @@ _LONG_READ = (
 
 async def test_a_read_queued_behind_a_long_read_gives_up(db_path: Path) -> None:
     config = make_config(db_path, readers=1, acquire_timeout=SHORT)
-    async with asyncio.timeout(BOUND), Database(config) as db:
+    async with asyncio.timeout(BOUND), SqliteDatabase(config) as db:
         long_read = asyncio.ensure_future(db.fetch_val(_LONG_READ))
         await asyncio.sleep(0.05)
         with pytest.raises(PoolTimeout, match="behind the reads ahead of it"):

@@ -36,6 +36,7 @@ from async_store import (
     StoreError,
 )
 from async_store.events.store import RecordedEvent
+from async_store.sqlite import SqliteDatabase
 from async_store.state import (
     Entity,
     ErrorRecord,
@@ -94,6 +95,7 @@ async def writer_held(database: Database) -> AsyncIterator[Callable[[], None]]:
         started.set()
         release.wait(60)
 
+    assert isinstance(database, SqliteDatabase)
     holder = asyncio.ensure_future(database.run_on_writer(hold))
     try:
         await until(started.is_set, holder)

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from async_store import (
-    Database,
     DatabaseError,
     DatabaseFull,
     ForeignKeyViolation,
     StoreError,
     UniqueViolation,
 )
+from async_store.sqlite import SqliteDatabase
 from tests.conftest import make_config
 from tests.test_backup import wait_until
 
 
-async def _hold_writer(db: Database, seconds: float) -> asyncio.Task[None]:
+async def _hold_writer(db: SqliteDatabase, seconds: float) -> asyncio.Task[None]:
     """Occupy the writer's thread so that the jobs queued meanwhile form one batch."""
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -37,14 +37,14 @@ async def _hold_writer(db: Database, seconds: float) -> asyncio.Task[None]:
     return task
 
 
-async def test_writes_commit_in_fifo_order(db: Database, raw: sqlite3.Connection) -> None:
+async def test_writes_commit_in_fifo_order(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
     await db.execute("CREATE TABLE seq(n INTEGER)")
     await asyncio.gather(*(db.execute("INSERT INTO seq VALUES (?)", (n,)) for n in range(300)))
     order = [row[0] for row in raw.execute("SELECT n FROM seq ORDER BY rowid")]
     assert order == list(range(300))
 
 
-async def test_every_caller_returns_after_its_commit(db: Database, db_path: Path) -> None:
+async def test_every_caller_returns_after_its_commit(db: SqliteDatabase, db_path: Path) -> None:
     observer = sqlite3.connect(db_path, isolation_level=None)
 
     async def write(n: int) -> None:
@@ -60,7 +60,7 @@ async def test_every_caller_returns_after_its_commit(db: Database, db_path: Path
 
 
 async def test_a_failing_transaction_rolls_back_only_itself(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     await db.execute("INSERT INTO items(name) VALUES ('taken')")
     holder = await _hold_writer(db, 0.2)
@@ -78,7 +78,7 @@ async def test_a_failing_transaction_rolls_back_only_itself(
 
 
 async def test_a_failing_transaction_block_rolls_back_only_itself(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     async def block(n: int) -> None:
         async with db.transaction() as tx:
@@ -101,13 +101,13 @@ _DEFERRED_SCHEMA = (
 )
 
 
-async def _deferred_schema(db: Database) -> None:
+async def _deferred_schema(db: SqliteDatabase) -> None:
     for statement in _DEFERRED_SCHEMA:
         await db.execute(statement)
 
 
 async def test_a_deferred_violation_fails_only_its_own_caller(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     # A deferred foreign key is checked at COMMIT: the batch's COMMIT is refused, and its jobs
     # are run again one by one, so only the offender fails, as when issued one at a time.
@@ -126,7 +126,7 @@ async def test_a_deferred_violation_fails_only_its_own_caller(
 
 
 async def test_jobs_run_again_alone_see_each_other_in_order(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     # Run again one by one, a child whose parent came earlier in the batch still finds it.
     await _deferred_schema(db)
@@ -142,7 +142,7 @@ async def test_jobs_run_again_alone_see_each_other_in_order(
 
 
 async def _led_by_a_block(
-    db: Database, block_sql: str, statements: list[str]
+    db: SqliteDatabase, block_sql: str, statements: list[str]
 ) -> tuple[BaseException | None, list[object]]:
     """A block runs ``block_sql`` and stays open until ``statements`` are queued behind it (so
     they join its batch); returns the block's error (``None`` if it committed) and the
@@ -168,7 +168,7 @@ async def _led_by_a_block(
 
 
 async def test_a_block_breaking_a_deferred_constraint_fails_alone(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     await _deferred_schema(db)
     block_error, results = await _led_by_a_block(
@@ -182,7 +182,7 @@ async def test_a_block_breaking_a_deferred_constraint_fails_alone(
 
 
 async def test_a_block_keeps_its_work_when_a_statement_behind_it_breaks_a_deferred_constraint(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     await _deferred_schema(db)
     block_error, results = await _led_by_a_block(
@@ -198,7 +198,7 @@ async def test_a_block_keeps_its_work_when_a_statement_behind_it_breaks_a_deferr
 
 
 async def test_batch_size_is_bounded(db_path: Path) -> None:
-    async with Database(make_config(db_path, max_batch_size=5)) as db:
+    async with SqliteDatabase(make_config(db_path, max_batch_size=5)) as db:
         await db.execute("CREATE TABLE t(x)")
         holder = await _hold_writer(db, 0.1)
         await asyncio.gather(*(db.execute("INSERT INTO t VALUES (?)", (i,)) for i in range(50)))
@@ -210,7 +210,7 @@ async def test_batch_size_is_bounded(db_path: Path) -> None:
 
 async def test_two_blocks_never_share_a_batch(db_path: Path) -> None:
     # A block that joined a batch would make the blocks before it wait for its code to end.
-    async with Database(make_config(db_path)) as db:
+    async with SqliteDatabase(make_config(db_path)) as db:
         await db.execute("CREATE TABLE t(x)")
 
         async def block(i: int) -> None:
@@ -222,7 +222,7 @@ async def test_two_blocks_never_share_a_batch(db_path: Path) -> None:
         assert await db.fetch_val("SELECT count(*) FROM t") == 10
 
 
-async def test_transaction_blocks_and_statements_share_a_batch(db: Database) -> None:
+async def test_transaction_blocks_and_statements_share_a_batch(db: SqliteDatabase) -> None:
     block_error, results = await _led_by_a_block(
         db,
         "INSERT INTO items(name) VALUES ('leader')",
@@ -234,7 +234,7 @@ async def test_transaction_blocks_and_statements_share_a_batch(db: Database) -> 
 
 
 async def test_a_caller_cancelled_while_queued_writes_nothing(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     holder = await _hold_writer(db, 0.2)
     doomed = asyncio.ensure_future(db.execute("INSERT INTO items(name) VALUES ('doomed')"))
@@ -249,7 +249,7 @@ async def test_a_caller_cancelled_while_queued_writes_nothing(
 
 
 async def test_disk_full_fails_only_the_statement_that_overflowed(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     await db.execute("CREATE TABLE blobs(b BLOB)")
     pages = await db.fetch_val("PRAGMA page_count")
@@ -269,7 +269,7 @@ async def test_disk_full_fails_only_the_statement_that_overflowed(
 
 
 async def test_a_block_whose_transaction_sqlite_rolled_back_runs_nothing_more(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     # SQLite rolls a transaction back by itself after some errors (disk full, I/O error); a
     # ROLLBACK run behind the library's back stands in for one here.

@@ -15,9 +15,10 @@ import functools
 from collections.abc import Callable
 
 from .._futures import fail
-from .._shield import finish
+from .._shield import uncancellable
 from .._tasks import start_background
-from ..errors import PoolClosed, QueryError, StoreError, translate
+from ..errors import PoolClosed, QueryError, StoreError
+from ..sqlite._errors import translate
 from ..sqlite._event_recorder import (
     ROWS_PER_BATCH,
     Plan,
@@ -27,7 +28,7 @@ from ..sqlite._event_recorder import (
     expectation_met,
     write_plan,
 )
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from .records import ANY, NO_STREAM, AppendResult, ExpectedVersion
 
 __all__ = ["Appends"]
@@ -151,7 +152,7 @@ class Appends:
             )
         )
         try:
-            await finish(job)
+            await uncancellable(job)
         except asyncio.CancelledError:
             self._answer(batch, plan, job)  # the write ran to its end: its callers hear how
             raise
@@ -211,7 +212,7 @@ class Appends:
         writing = self._writing
         if writing is not None:
             with contextlib.suppress(Exception):
-                await finish(writing)
+                await uncancellable(writing)
 
 
 _KNOWN_STREAMS = 65_536

@@ -18,9 +18,10 @@ from typing import Any
 from .._checks import check_int, check_json_text, check_sequence, check_text
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
+from ..database import Row, Transaction
 from ..errors import ConfigError, PoolClosed, QueryError
 from ..sqlite._event_recorder import ROWS_PER_INSERT, PreparedEvent, content_hash
-from ..sqlite.database import Database, Transaction
+from ..sqlite.database import SqliteDatabase as Database
 from ._appends import Appends
 from .records import (
     ANY,
@@ -373,7 +374,7 @@ def _check_append(append: object) -> tuple[str, Sequence[Any], ExpectedVersion]:
     return _check_stream(stream_id), check_sequence(events, "events"), expected
 
 
-def _recorded(row: sqlite3.Row) -> RecordedEvent:
+def _recorded(row: Row) -> RecordedEvent:
     metadata = row[5]
     return RecordedEvent(
         row[0],

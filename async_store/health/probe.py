@@ -29,7 +29,8 @@ from typing import Any
 
 from ..errors import PoolTimeout, StoreError
 from ..metrics import KINDS, Metrics
-from ..sqlite.database import Database, run_checkpoint
+from ..sqlite.database import SqliteDatabase as Database
+from ..sqlite.database import run_checkpoint
 from ..statistics import CheckpointResult, WriterHold
 from ._prometheus import metrics_text as metrics_text
 from ._report import DatabaseHealth, HealthReport, Status

@@ -16,11 +16,11 @@ import threading
 import warnings
 from collections import deque
 
-from .._shield import finish
+from .._shield import uncancellable
 from .._tasks import start_background
 from ..errors import IntegrityViolation, StoreError
 from ..sqlite._connection import run_on_file
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from ._records import record_to_dict
 
 __all__ = ["SqlLogSink"]
@@ -174,12 +174,12 @@ class SqlLogSink(logging.Handler):
             self._wake.clear()
             # A batch taken out of the buffer is written to its end even if the task is
             # cancelled meanwhile, not abandoned half-way.
-            if not await finish(self._write()) and not self._closing:
+            if not await uncancellable(self._write()) and not self._closing:
                 # Failing: wait out the interval rather than retry on every record logged.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._flush_interval):
                         await self._stop.wait()
-        await finish(self._write())
+        await uncancellable(self._write())
 
     def _next_batch(self) -> _Batch | None:
         """The batch in flight if there is one (its write failed or was interrupted), else a
@@ -279,7 +279,7 @@ class SqlLogSink(logging.Handler):
         self._wake.set()
         task = self._task
         if task is not None and not task.done():
-            # Not finish(): the caller's own cancellation must reach it now. The task goes on
+            # Not uncancellable(): the caller's own cancellation must reach it now. The task goes on
             # writing without us (it was told to stop), and a later close waits for it again.
             await asyncio.wait([task])
         failure = None if task is None or task.cancelled() else task.exception()

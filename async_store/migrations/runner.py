@@ -36,12 +36,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ..errors import MigrationError, StoreError, translate
+from ..errors import MigrationError, StoreError
+from ..sqlite._errors import translate
 from ..sqlite._foreign_files import foreign_reason
 from ..sqlite._foreign_files import refuse_foreign_file as refuse_foreign_file
 from ..sqlite._migration_record import CREATE_TABLE, applied_rows
 from ..sqlite._writer_thread import Locking, begin_immediate
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from ..statistics import Counters
 from ._sets import BUILTIN_SETS as BUILTIN_SETS
 from ._sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from ..errors import QueryError
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from ._documents import (
     Chunk,
     ChunkInput,

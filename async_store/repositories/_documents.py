@@ -20,9 +20,10 @@ from .. import _ids
 from .._checks import check_int, check_mapping, check_sequence, check_text
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
+from ..database import Row
 from ..errors import QueryError
 from ..sqlite._connection import execute_rows
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 
 __all__ = [
     "Chunk",
@@ -151,7 +152,7 @@ _INSERT_CHUNKS = (
 )
 
 
-def _document(row: sqlite3.Row) -> Document:
+def _document(row: Row) -> Document:
     return Document(
         row[0],
         row[1],
@@ -168,7 +169,7 @@ def _document(row: sqlite3.Row) -> Document:
     )
 
 
-def _chunk(row: sqlite3.Row) -> Chunk:
+def _chunk(row: Row) -> Chunk:
     return Chunk(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
 
 

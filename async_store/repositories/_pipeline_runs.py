@@ -20,8 +20,9 @@ from .._checks import check_mapping, check_text
 from .._clock import format_utc
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
+from ..database import Row
 from ..errors import QueryError
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 
 __all__ = [
     "PipelineRun",
@@ -49,7 +50,7 @@ class PipelineRun:
 _RUN_COLUMNS = "id, pipeline_id, status, started_at, finished_at, stats, error, heartbeat_at"
 
 
-def _run(row: sqlite3.Row) -> PipelineRun:
+def _run(row: Row) -> PipelineRun:
     return PipelineRun(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
 
 

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .._shield import finish
+from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..errors import Interrupted, PragmaMismatch, translate
+from ..errors import Interrupted, PragmaMismatch
+from ._errors import translate
 
 __all__ = [
     "MANAGED_PRAGMAS",
@@ -235,7 +236,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
     try:
         await aio._execute(_configure, raw, config, connection._running if reader else None)  # type: ignore[no-untyped-call]
     except BaseException as exc:
-        await finish(aio.close())
+        await uncancellable(aio.close())
         if isinstance(exc, Exception):
             raise translate(exc, database=f"{config.name} ({path})") from exc
         raise
@@ -394,9 +395,9 @@ async def _start(connect: Callable[[], sqlite3.Connection]) -> aiosqlite.Connect
     # Committed data is safe either way; SQLite recovers from the WAL on the next open.
     aio._thread.daemon = True
     try:
-        await finish(aio)
+        await uncancellable(aio)
     except BaseException:
-        await finish(aio.close())
+        await uncancellable(aio.close())
         raise
     return aio
 
@@ -422,4 +423,4 @@ async def run_on_file(path: Path, fn: Callable[[sqlite3.Connection], T], *, read
     finally:
         # To its end even under an anyio cancel scope, which cancels every await anew: the
         # close waits for ``fn`` on the thread, so the caller may then remove the file.
-        await finish(aio.close())
+        await uncancellable(aio.close())

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias, TypeVar
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
-from .._shield import finish
-from ..errors import QueryError, translate
-from ._connection import MANAGED_PRAGMAS, Connection, Row
+from .._shield import uncancellable
+from ..database import Parameters, QueryMethods, Row
+from ..errors import QueryError
+from ._connection import MANAGED_PRAGMAS, Connection
+from ._errors import translate
 
-__all__ = ["Parameters", "QueryMethods", "stream_rows"]
+__all__ = ["SqliteQueries", "stream_rows"]
 
 T = TypeVar("T")
 
-Parameters: TypeAlias = Sequence[Any] | Mapping[str, Any]
-"""Positional parameters for ``?`` placeholders, or a mapping for ``:name`` placeholders."""
 
 _INSERT = re.compile(r"\s*(?:--[^\n]*\n\s*)*(?:insert|replace)\b", re.IGNORECASE)
 
@@ -28,8 +28,9 @@ DEFAULT_CHUNK_SIZE = 256
 memory flat on a million-row scan."""
 
 
-class QueryMethods(ABC):
-    """``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many``, ``iterate``."""
+class SqliteQueries(QueryMethods):
+    """``fetch_all``, ``fetch_one``, ``fetch_val``, ``execute``, ``execute_many``, ``iterate`` on
+    SQLite connections, through the three hooks each handle implements."""
 
     __slots__ = ()
 
@@ -255,4 +256,4 @@ async def stream_rows(
             if len(rows) < chunk_size:
                 return
     finally:
-        await finish(connection.run(lambda conn: cursor.close()))
+        await uncancellable(connection.run(lambda conn: cursor.close()))

@@ -26,11 +26,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .._futures import fail, resolve
-from .._shield import finish
-from ..errors import PoolClosed, PoolTimeout, StoreError, translate
+from .._shield import uncancellable
+from ..errors import PoolClosed, PoolTimeout, StoreError
 from ..metrics import Metrics
 from ..statistics import Counters
 from ._connection import Connection, Outcome, Ticket, rollback_if_open
+from ._errors import translate
 
 __all__ = ["ReaderPool"]
 
@@ -353,7 +354,7 @@ class ReaderPool:
         )
         self._resets.add(task)
         task.add_done_callback(self._resets.discard)
-        await finish(task)
+        await uncancellable(task)
 
     async def _reset(self, reader: _Reader) -> None:
         try:

@@ -10,26 +10,28 @@ from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import PoolClosed, StoreError, translate
-from ._connection import Connection, Row
-from ._queries import Parameters, QueryMethods, stream_rows
-from ._transaction import Transaction
+from ..database import Parameters, ReadSnapshot, Row
+from ..errors import PoolClosed, StoreError
+from ._connection import Connection
+from ._errors import translate
+from ._queries import SqliteQueries, stream_rows
+from ._transaction import SqliteTransaction
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its snapshots.
-    from .database import Database
+    from .database import SqliteDatabase
 
-__all__ = ["ReadContext", "ReadSnapshot"]
+__all__ = ["ReadContext", "SqliteReadSnapshot"]
 
 T = TypeVar("T")
 
 
-class ReadSnapshot(QueryMethods):
+class SqliteReadSnapshot(SqliteQueries, ReadSnapshot):
     """The handle ``read()`` yields: reads on one reader, inside one read transaction."""
 
     __slots__ = ("_active", "_connection", "_database")
 
-    def __init__(self, database: Database, connection: Connection) -> None:
+    def __init__(self, database: SqliteDatabase, connection: Connection) -> None:
         self._database = database
         self._connection = connection
         self._active = True
@@ -61,12 +63,12 @@ class ReadContext:
 
     __slots__ = ("_connection", "_database", "_snapshot")
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
         self._connection: Connection | None = None
-        self._snapshot: ReadSnapshot | Transaction | None = None
+        self._snapshot: SqliteReadSnapshot | SqliteTransaction | None = None
 
-    async def __aenter__(self) -> ReadSnapshot | Transaction:
+    async def __aenter__(self) -> SqliteReadSnapshot | SqliteTransaction:
         database = self._database
         outer = database._current.get()
         if outer is not None and outer._active:
@@ -82,7 +84,7 @@ class ReadContext:
                 raise translate(exc, database=database.name, sql="BEGIN") from exc
             raise
         self._connection = connection
-        self._snapshot = ReadSnapshot(database, connection)
+        self._snapshot = SqliteReadSnapshot(database, connection)
         return self._snapshot
 
     async def __aexit__(
@@ -92,7 +94,7 @@ class ReadContext:
         tb: TracebackType | None,
     ) -> None:
         connection, snapshot = self._connection, self._snapshot
-        if connection is None or not isinstance(snapshot, ReadSnapshot):
+        if connection is None or not isinstance(snapshot, SqliteReadSnapshot):
             return
         snapshot._active = False
         readers = self._database._readers

@@ -21,24 +21,26 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from .._futures import resolve
-from .._shield import finish
-from ..errors import DatabaseError, PoolClosed, PoolTimeout, StoreError, translate
-from ._connection import Connection, Row, end_savepoint, in_savepoint
-from ._queries import Parameters, QueryMethods, stream_rows
+from .._shield import uncancellable
+from ..database import Parameters, Row, Transaction
+from ..errors import DatabaseError, PoolClosed, PoolTimeout, StoreError
+from ._connection import Connection, end_savepoint, in_savepoint
+from ._errors import translate
+from ._queries import SqliteQueries, stream_rows
 from ._writer_jobs import TransactionLease
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its transactions.
-    from .database import Database
+    from .database import SqliteDatabase
 
-__all__ = ["Level", "Transaction", "TransactionContext"]
+__all__ = ["Level", "SqliteTransaction", "TransactionContext"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("async_store.database")
 
 
-class Transaction(QueryMethods):
+class SqliteTransaction(SqliteQueries, Transaction):
     """The handle ``transaction()`` yields: the query methods, run on the writer inside the
     transaction, and ``transaction()`` for a nested SAVEPOINT.
 
@@ -65,7 +67,9 @@ class Transaction(QueryMethods):
         "_turns",
     )
 
-    def __init__(self, database: Database, connection: Connection, lease: TransactionLease) -> None:
+    def __init__(
+        self, database: SqliteDatabase, connection: Connection, lease: TransactionLease
+    ) -> None:
         self._database = database
         self._connection = connection
         self._lease = lease
@@ -188,7 +192,7 @@ class Level:
 
     __slots__ = ("name", "open", "task", "tx")
 
-    def __init__(self, tx: Transaction, name: str, task: str) -> None:
+    def __init__(self, tx: SqliteTransaction, name: str, task: str) -> None:
         self.tx = tx
         self.name = name
         self.task = task
@@ -196,7 +200,7 @@ class Level:
 
 
 async def _end_turn(
-    tx: Transaction, level: Level | None
+    tx: SqliteTransaction, level: Level | None
 ) -> tuple[bool, asyncio.CancelledError | None]:
     """For a block at ``level`` that ends: wait for the nested blocks of other tasks inside it
     to end first. Returns whether they did within ``acquire_timeout``, and a cancellation that
@@ -207,7 +211,7 @@ async def _end_turn(
         return False, exc
 
 
-def _level_of(tx: Transaction) -> Level | None:
+def _level_of(tx: SqliteTransaction) -> Level | None:
     """The nested block of ``tx`` the current task is in (``None``: none of them)."""
     level = tx._database._savepoint.get()
     return level if level is not None and level.tx is tx else None
@@ -220,16 +224,16 @@ class TransactionContext:
 
     __slots__ = ("_database", "_lease", "_level", "_level_token", "_started", "_token", "_tx")
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
         self._lease: TransactionLease | None = None
-        self._tx: Transaction | None = None
+        self._tx: SqliteTransaction | None = None
         self._level: Level | None = None
         self._token: object = None
         self._level_token: object = None
         self._started = 0.0
 
-    async def __aenter__(self) -> Transaction:
+    async def __aenter__(self) -> SqliteTransaction:
         database = self._database
         outer = database._current.get()
         if outer is not None and outer._active:
@@ -237,12 +241,12 @@ class TransactionContext:
         writer = database._open_parts()[0]
         self._started = time.perf_counter()
         self._lease = await writer.lease()
-        self._tx = Transaction(database, writer.connection, self._lease)
+        self._tx = SqliteTransaction(database, writer.connection, self._lease)
         self._token = database._current.set(self._tx)
         self._level_token = database._savepoint.set(None)
         return self._tx
 
-    async def _enter_nested(self, outer: Transaction) -> Transaction:
+    async def _enter_nested(self, outer: SqliteTransaction) -> SqliteTransaction:
         connection = await outer._check()
         outer._savepoints += 1
         name = f"async_store_nested_{id(outer):x}_{outer._savepoints}"
@@ -251,7 +255,7 @@ class TransactionContext:
         # Open before the SAVEPOINT is sent: from now on other tasks' calls wait for its end.
         outer._levels.append(level)
         try:
-            await finish(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
+            await uncancellable(connection.run(lambda conn: conn.execute(f"SAVEPOINT {name}")))
         except BaseException as exc:
             outer._close_levels(outer._levels.index(level))
             outer._next_turn()
@@ -329,7 +333,7 @@ class TransactionContext:
         try:
             if not (keep and waited and not cancelled_inside):
                 with contextlib.suppress(StoreError):
-                    await finish(lease.committed)
+                    await uncancellable(lease.committed)
             else:
                 await asyncio.shield(lease.committed)
         except StoreError as error:
@@ -358,9 +362,11 @@ class TransactionContext:
             except Exception:
                 log.exception("%s: a callback after commit failed", database.name)
 
-    async def _close_savepoint(self, tx: Transaction, name: str, *, keep: bool) -> None:
+    async def _close_savepoint(self, tx: SqliteTransaction, name: str, *, keep: bool) -> None:
         try:
-            await finish(tx._connection.run(functools.partial(end_savepoint, name=name, keep=keep)))
+            await uncancellable(
+                tx._connection.run(functools.partial(end_savepoint, name=name, keep=keep))
+            )
         except Exception as exc:
             raise translate(exc, database=self._database.name, sql=f"RELEASE {name}") from exc
 

@@ -41,11 +41,12 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 from .._futures import fail, resolve
-from .._shield import finish
+from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..errors import PoolClosed, PoolTimeout, StoreError, TransactionTimeout, translate
+from ..errors import PoolClosed, PoolTimeout, StoreError, TransactionTimeout
 from ..statistics import Counters, WriterHold
 from ._connection import Connection, rollback_if_open
+from ._errors import translate
 from ._writer_jobs import ExclusiveJob, StatementJob, TransactionLease
 from ._writer_queue import Job as _Job
 from ._writer_queue import JobQueue
@@ -164,7 +165,7 @@ class Writer:
                 # Granted just as the caller gave up: hand it back, rolled back.
                 lease.finished.set_result(False)
                 with contextlib.suppress(StoreError):
-                    await finish(lease.committed)
+                    await uncancellable(lease.committed)
             raise
         return lease
 
@@ -340,7 +341,7 @@ class Writer:
         """The batch is lost: roll back whatever is left of it and fail everyone in it."""
         cause = exc.cause if isinstance(exc, BatchFailed) else exc
         with contextlib.suppress(Exception):
-            await finish(self._connection.run(rollback_if_open))
+            await uncancellable(self._connection.run(rollback_if_open))
         error = translate(cause, database=self._name, sql=getattr(exc, "sql", None))
         if isinstance(exc, BatchFailed) and exc.rolled_back and futures:
             error = type(error)(
@@ -368,7 +369,7 @@ class Writer:
         if not task.done():
             self.stop()
         with contextlib.suppress(Exception):
-            await finish(task)
+            await uncancellable(task)
 
     def stop(self, *, interrupt: bool = False) -> None:
         """Close's deadline has passed: roll back the open block (its later calls raise

@@ -26,10 +26,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from .._futures import fail, resolve
-from .._shield import finish
+from .._shield import uncancellable
 from .._tasks import start_background
-from ..errors import PoolClosed, translate
-from .database import Database
+from ..errors import PoolClosed
+from ._errors import translate
+from .database import SqliteDatabase as Database
 
 __all__ = ["Paused", "pause_writers"]
 
@@ -72,7 +73,7 @@ async def pause_writers(databases: Sequence[Database]) -> AsyncIterator[Paused]:
             grace = min(grace * 2, GRACE_LIMIT)
         yield Paused(holds)
     finally:
-        await finish(_release(holds + retired))
+        await uncancellable(_release(holds + retired))
 
 
 class Paused:

@@ -18,23 +18,23 @@ import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Literal, TypeVar
 
-from .._shield import finish
+from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError, translate
+from ..database import Database, Parameters, Row
+from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError
 from ..metrics import Metrics
 from ..statistics import CheckpointResult, Counters, PoolStatistics
-from ._connection import Connection, Row, open_connection
-from ._queries import Parameters, QueryMethods, stream_rows
+from ._connection import Connection, open_connection
+from ._errors import translate
+from ._queries import SqliteQueries, stream_rows
 from ._readers import CLOSE_GRACE, ReaderPool
-from ._snapshot import ReadContext, ReadSnapshot
-from ._transaction import Level, Transaction, TransactionContext
+from ._snapshot import ReadContext
+from ._transaction import Level, SqliteTransaction, TransactionContext
 from ._writer import Writer
 
-__all__ = ["CheckpointMode", "Database", "ReadSnapshot", "Transaction"]
+__all__ = ["CheckpointMode", "SqliteDatabase"]
 
 T = TypeVar("T")
 
@@ -43,8 +43,10 @@ log = logging.getLogger("async_store.database")
 CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
 
-class Database(QueryMethods):
+class SqliteDatabase(SqliteQueries, Database):
     """One SQLite database: ``async with Database(config) as db`` or ``await db.open()``."""
+
+    backend = "sqlite"
 
     def __init__(self, config: DatabaseConfig) -> None:
         self._config = config
@@ -58,7 +60,7 @@ class Database(QueryMethods):
         self._hurried = False
         # The transaction the current task is inside, if any, on this database, and the nested
         # block of it the task is in (``None``: none).
-        self._current: ContextVar[Transaction | None] = ContextVar(
+        self._current: ContextVar[SqliteTransaction | None] = ContextVar(
             f"async_store.{config.name}.transaction", default=None
         )
         self._savepoint: ContextVar[Level | None] = ContextVar(
@@ -69,16 +71,6 @@ class Database(QueryMethods):
     def config(self) -> DatabaseConfig:
         """The database's configuration."""
         return self._config
-
-    @property
-    def name(self) -> str:
-        """The name used in messages and statistics."""
-        return self._config.name
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return self._config.path
 
     @property
     def is_open(self) -> bool:
@@ -101,7 +93,7 @@ class Database(QueryMethods):
             opened.append(await open_connection(self._config, reader=False))
         except BaseException:
             for connection in opened:
-                await finish(connection.close())
+                await uncancellable(connection.close())
             self._state = "closed"
             raise
         self._writer = Writer(opened[0], self._config, self._counters)
@@ -139,7 +131,7 @@ class Database(QueryMethods):
             self._hurried = True
             writer.stop(interrupt=True)
             readers.stop()
-            await finish(closing)
+            await uncancellable(closing)
             raise
         finally:
             if closing.done():
@@ -170,18 +162,6 @@ class Database(QueryMethods):
                 "database; SQLite finishes it later",
                 self.name,
             )
-
-    async def __aenter__(self) -> Database:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __del__(self) -> None:
         if self._state in ("open", "opening"):

@@ -10,7 +10,7 @@ import logging
 
 from ..errors import StoreError
 from ..events.store import EventStore
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from .app_state import STATE_SCHEMA_VERSION, AppState, Limits, apply_event
 from .projector import STREAM
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .._futures import fail, resolve
-from .._shield import finish
+from .._shield import uncancellable
 from .._tasks import start_background
 from ..errors import (
     ConcurrencyError,
@@ -36,7 +36,7 @@ from ..errors import (
     StoreError,
 )
 from ..events.store import EventStore
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from ._messages import STOP, Accepted, Kind, Mailbox, Message, encoded
 from ._snapshots import load_state, save_snapshot
 from ._subscribers import Subscriptions
@@ -180,15 +180,15 @@ class StateManager:
         self._closing = True
         if self._rebuilding is not None:
             with contextlib.suppress(BaseException):
-                await finish(self._rebuilding)  # then its consumer serves what it queued
+                await uncancellable(self._rebuilding)  # then its consumer serves what it queued
         consumer = self._consumer
         if consumer is not None and not consumer.done():
             await self._mailbox.put(STOP)  # (False if the consumer died meanwhile)
             with contextlib.suppress(BaseException):
-                await finish(consumer)
+                await uncancellable(consumer)
         if self._snapshotting is not None:
             with contextlib.suppress(BaseException):
-                await finish(self._snapshotting)
+                await uncancellable(self._snapshotting)
         if self._projector is not None:
             with contextlib.suppress(StoreError, TimeoutError):
                 async with asyncio.timeout(10):
@@ -452,7 +452,7 @@ class StateManager:
         )
         cancelled = False
         try:
-            await finish(append)
+            await uncancellable(append)
         except asyncio.CancelledError:
             cancelled = True
         except ConcurrencyError as exc:

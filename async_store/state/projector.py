@@ -26,7 +26,7 @@ from .._tasks import start_background
 from ..errors import PoolClosed, StoreError
 from ..events.store import EventStore
 from ..sqlite._connection import execute_rows
-from ..sqlite.database import Database
+from ..sqlite.database import SqliteDatabase as Database
 from .app_state import COLLECTIONS, AppState
 from .deltas import (
     EntityAdd,

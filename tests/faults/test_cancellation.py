@@ -30,7 +30,8 @@ from typing import Any
 import anyio
 import pytest
 
-from async_store import Database, Row, StoreError
+from async_store import Row, StoreError
+from async_store.sqlite import SqliteDatabase
 from tests.conftest import make_config
 
 INSERT = "INSERT INTO items(name) VALUES (?)"
@@ -96,12 +97,12 @@ async def let_the_thread_start() -> None:
     await asyncio.sleep(0.05)
 
 
-def all_readers_idle(db: Database) -> bool:
+def all_readers_idle(db: SqliteDatabase) -> bool:
     stats = db.statistics()
     return stats.readers_idle == stats.readers_total
 
 
-async def every_reader_sees(db: Database, name: str) -> None:
+async def every_reader_sees(db: SqliteDatabase, name: str) -> None:
     """Lend every reader at once (so each query below runs on a different reader) and check
     each one sees the committed row ``name``."""
     total = max(1, db.statistics().readers_total)  # readers open on demand: maybe none yet
@@ -119,7 +120,7 @@ async def every_reader_sees(db: Database, name: str) -> None:
     assert [task.result() for task in looks] == [1] * total
 
 
-async def assert_nothing_left_behind(db: Database, db_path: Path) -> None:
+async def assert_nothing_left_behind(db: SqliteDatabase, db_path: Path) -> None:
     """No write lock, no lost reader, nothing queued; the next write and reads go through."""
     # A cancelled caller's work that had reached the writer still commits after the caller
     # has gone; a no-op queued behind it (FIFO) returns once that is done. A transaction left
@@ -220,7 +221,7 @@ CANCELLERS = [
 class Blocker:
     """A transaction another task keeps open until :meth:`commit`: write work queues behind it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         self._inside = asyncio.Event()
         self._release = asyncio.Event()
@@ -253,14 +254,14 @@ class Blocker:
                 await self._task
 
 
-async def inside_transaction(db: Database, point: asyncio.Event) -> None:
+async def inside_transaction(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.transaction() as tx:
         await tx.execute(INSERT, ("victim",))
         point.set()
         await anyio.sleep_forever()
 
 
-async def inside_savepoint(db: Database, point: asyncio.Event) -> None:
+async def inside_savepoint(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.transaction() as tx:
         await tx.execute(INSERT, ("outer",))
         async with tx.transaction() as nested:
@@ -269,7 +270,7 @@ async def inside_savepoint(db: Database, point: asyncio.Event) -> None:
             await anyio.sleep_forever()
 
 
-async def during_statement(db: Database, point: asyncio.Event) -> None:
+async def during_statement(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.transaction() as tx:
         await tx.execute(INSERT, ("victim",))
         point.set()
@@ -277,7 +278,7 @@ async def during_statement(db: Database, point: asyncio.Event) -> None:
         await anyio.sleep_forever()
 
 
-async def iterating_in_transaction(db: Database, point: asyncio.Event) -> None:
+async def iterating_in_transaction(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.transaction() as tx:
         await tx.execute(INSERT, ("victim",))
         async for _row in tx.iterate("SELECT name FROM items"):
@@ -285,14 +286,14 @@ async def iterating_in_transaction(db: Database, point: asyncio.Event) -> None:
             await anyio.sleep_forever()
 
 
-async def waiting_for_writer(db: Database, point: asyncio.Event) -> None:
+async def waiting_for_writer(db: SqliteDatabase, point: asyncio.Event) -> None:
     point.set()
     async with db.transaction() as tx:  # queued behind the Blocker's open transaction
         await tx.execute(INSERT, ("victim",))
         await anyio.sleep_forever()
 
 
-async def execute_waiting_for_writer(db: Database, point: asyncio.Event) -> None:
+async def execute_waiting_for_writer(db: SqliteDatabase, point: asyncio.Event) -> None:
     point.set()
     await db.execute(INSERT, ("victim",))  # queued behind the Blocker's open transaction
     await anyio.sleep_forever()
@@ -300,7 +301,7 @@ async def execute_waiting_for_writer(db: Database, point: asyncio.Event) -> None
 
 @dataclass(frozen=True)
 class TxScenario:
-    body: Callable[[Database, asyncio.Event], Coroutine[Any, Any, None]]
+    body: Callable[[SqliteDatabase, asyncio.Event], Coroutine[Any, Any, None]]
     written: frozenset[str]
     """Rows the cancelled work wrote or meant to write: none may survive."""
     blocked: bool = False
@@ -337,7 +338,7 @@ TX_SCENARIOS = [
 @pytest.mark.parametrize("cancel", CANCELLERS)
 @pytest.mark.parametrize("scenario", TX_SCENARIOS)
 async def test_cancelled_transaction_leaves_nothing_behind(
-    db: Database,
+    db: SqliteDatabase,
     db_path: Path,
     raw: sqlite3.Connection,
     scenario: TxScenario,
@@ -367,7 +368,7 @@ async def test_cancelled_transaction_leaves_nothing_behind(
 
 @pytest.mark.parametrize("cancel", CANCELLERS)
 async def test_cancelled_transaction_does_not_disturb_work_queued_behind_it(
-    db: Database, db_path: Path, raw: sqlite3.Connection, cancel: Canceller
+    db: SqliteDatabase, db_path: Path, raw: sqlite3.Connection, cancel: Canceller
 ) -> None:
     """Work queued behind a transaction joins its group commit; the cancelled block's savepoint
     is rolled back alone and the queued work commits."""
@@ -396,7 +397,7 @@ async def test_cancelled_transaction_does_not_disturb_work_queued_behind_it(
 
 
 async def test_statement_cancelled_inside_a_transaction_is_not_committed(
-    db: Database, raw: sqlite3.Connection
+    db: SqliteDatabase, raw: sqlite3.Connection
 ) -> None:
     with contextlib.suppress(StoreError):  # a fix may refuse to commit the block instead
         async with db.transaction() as tx:
@@ -435,7 +436,7 @@ async def anyio_move_on_after_scope() -> AsyncIterator[None]:
     ],
 )
 async def test_cancel_scope_inside_a_transaction_undoes_only_its_savepoint(
-    db: Database,
+    db: SqliteDatabase,
     db_path: Path,
     raw: sqlite3.Connection,
     scope: Callable[[], contextlib.AbstractAsyncContextManager[None]],
@@ -457,7 +458,7 @@ async def test_cancel_scope_inside_a_transaction_undoes_only_its_savepoint(
 # -- reads ----------------------------------------------------------------------------------
 
 
-async def long_query_in_read_block(db: Database, point: asyncio.Event) -> None:
+async def long_query_in_read_block(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.read() as snap:
         assert await snap.fetch_val("SELECT 1") == 1
         point.set()
@@ -465,20 +466,20 @@ async def long_query_in_read_block(db: Database, point: asyncio.Event) -> None:
     raise AssertionError("the long query was not interrupted")
 
 
-async def long_query_on_pool(db: Database, point: asyncio.Event) -> None:
+async def long_query_on_pool(db: SqliteDatabase, point: asyncio.Event) -> None:
     point.set()
     await db.fetch_val(LONG_QUERY)
     raise AssertionError("the long query was not interrupted")
 
 
-async def long_first_row_of_iterate(db: Database, point: asyncio.Event) -> None:
+async def long_first_row_of_iterate(db: SqliteDatabase, point: asyncio.Event) -> None:
     point.set()
     async for _row in db.iterate(SLOW_FIRST_ROW):
         break
     raise AssertionError("the long query was not interrupted")
 
 
-async def long_iterate_in_read_block(db: Database, point: asyncio.Event) -> None:
+async def long_iterate_in_read_block(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.read() as snap:
         point.set()
         async for _row in snap.iterate(SLOW_FIRST_ROW):
@@ -486,7 +487,7 @@ async def long_iterate_in_read_block(db: Database, point: asyncio.Event) -> None
     raise AssertionError("the long query was not interrupted")
 
 
-async def read_block_holding_a_cursor(db: Database, point: asyncio.Event) -> None:
+async def read_block_holding_a_cursor(db: SqliteDatabase, point: asyncio.Event) -> None:
     async with db.read() as snap:
         async for _row in snap.iterate("SELECT name FROM items"):
             point.set()  # between two rows: the cursor is open, no statement runs
@@ -505,9 +506,9 @@ READ_BODIES = [
 @pytest.mark.parametrize("cancel", CANCELLERS)
 @pytest.mark.parametrize("body", READ_BODIES)
 async def test_cancelled_read_leaves_nothing_behind(
-    db: Database,
+    db: SqliteDatabase,
     db_path: Path,
-    body: Callable[[Database, asyncio.Event], Coroutine[Any, Any, None]],
+    body: Callable[[SqliteDatabase, asyncio.Event], Coroutine[Any, Any, None]],
     cancel: Canceller,
 ) -> None:
     # More rows than iterate() fetches per hop, so a cursor stays open between two rows.
@@ -524,7 +525,9 @@ async def test_cancelled_read_leaves_nothing_behind(
     await assert_nothing_left_behind(db, db_path)
 
 
-async def test_error_in_read_block_holding_an_iterate_cursor(db: Database, db_path: Path) -> None:
+async def test_error_in_read_block_holding_an_iterate_cursor(
+    db: SqliteDatabase, db_path: Path
+) -> None:
     """Not a cancellation, the same clean-up path: the block's own error must come out, and the
     reader must come back clean."""
     await db.execute_many(INSERT, [(f"row-{i:04}",) for i in range(1000)])
@@ -543,7 +546,7 @@ async def test_error_in_read_block_holding_an_iterate_cursor(db: Database, db_pa
     ],
 )
 async def test_timeout_inside_read_block_keeps_its_snapshot(
-    db: Database,
+    db: SqliteDatabase,
     db_path: Path,
     raw: sqlite3.Connection,
     scope: Callable[[], contextlib.AbstractAsyncContextManager[None]],
@@ -561,7 +564,7 @@ async def test_timeout_inside_read_block_keeps_its_snapshot(
     await assert_nothing_left_behind(db, db_path)
 
 
-async def test_fetch_all_under_asyncio_timeout(db: Database, db_path: Path) -> None:
+async def test_fetch_all_under_asyncio_timeout(db: SqliteDatabase, db_path: Path) -> None:
     with pytest.raises(TimeoutError) as caught:
         async with asyncio.timeout(0.05):
             await db.fetch_all(LONG_QUERY)
@@ -574,7 +577,7 @@ async def test_read_cancelled_before_its_statement_starts_never_runs(db_path: Pa
     behind the first (reads are pipelined) and is cancelled before it starts. It must be skipped
     or stopped at once: ``sqlite3_interrupt()`` alone does nothing to a statement not yet running,
     and the next read would then wait minutes behind it."""
-    async with Database(make_config(db_path, readers=1)) as db:
+    async with SqliteDatabase(make_config(db_path, readers=1)) as db:
         await db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
         first = asyncio.create_task(db.fetch_val(LONG_QUERY))
         second = asyncio.create_task(db.fetch_val(LONG_QUERY))
@@ -596,7 +599,7 @@ async def test_a_read_cancelled_while_its_group_runs_is_stopped_and_the_group_go
     """Reads that queue behind a busy reader go to its thread together, as one call. The long
     one at the head of such a group, cancelled while it runs, is interrupted, and the reads
     behind it in the group still get their answers."""
-    async with Database(make_config(db_path, readers=1)) as db:
+    async with SqliteDatabase(make_config(db_path, readers=1)) as db:
         await db.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
         started, gate = threading.Event(), threading.Event()
 
@@ -626,7 +629,7 @@ async def test_a_read_cancelled_while_its_group_runs_is_stopped_and_the_group_go
         await assert_nothing_left_behind(db, db_path)
 
 
-async def test_read_cancelled_right_after_submission(db: Database, db_path: Path) -> None:
+async def test_read_cancelled_right_after_submission(db: SqliteDatabase, db_path: Path) -> None:
     """Cancelled in the loop iteration after it submitted its query, before the reader's thread
     could get the GIL to start it (with the first pool, which relied on ``sqlite3_interrupt()``,
     this left the query running for minutes in 4 tries out of 4)."""
@@ -644,7 +647,7 @@ async def test_read_cancelled_right_after_submission(db: Database, db_path: Path
 
 
 @pytest.fixture
-async def ten_thousand_rows(db: Database) -> Database:
+async def ten_thousand_rows(db: SqliteDatabase) -> SqliteDatabase:
     await db.execute_many(INSERT, [(f"row-{i:05}",) for i in range(10_000)])
     return db
 
@@ -656,7 +659,7 @@ def as_generator(rows: AsyncIterator[Row]) -> AsyncGenerator[Row, None]:
 
 
 async def test_iterate_left_by_break_returns_its_reader(
-    ten_thousand_rows: Database, db_path: Path
+    ten_thousand_rows: SqliteDatabase, db_path: Path
 ) -> None:
     """A plain ``break`` out of ``async for`` (no ``aclosing``): the abandoned generator is
     closed by asyncio's async-generator finaliser a few loop iterations later, which returns
@@ -674,7 +677,7 @@ async def test_iterate_left_by_break_returns_its_reader(
 
 
 async def test_iterate_closed_by_aclosing_returns_its_reader_at_once(
-    ten_thousand_rows: Database, db_path: Path
+    ten_thousand_rows: SqliteDatabase, db_path: Path
 ) -> None:
     db = ten_thousand_rows
     seen = 0
@@ -694,7 +697,7 @@ async def test_iterate_closed_by_aclosing_returns_its_reader_at_once(
 )
 @pytest.mark.parametrize("cancel", CANCELLERS)
 async def test_iterate_cancelled_midway_returns_its_reader(
-    ten_thousand_rows: Database, db_path: Path, cancel: Canceller, closing: bool
+    ten_thousand_rows: SqliteDatabase, db_path: Path, cancel: Canceller, closing: bool
 ) -> None:
     """The consumer is cancelled while it holds the iterator between two rows."""
     db = ten_thousand_rows
@@ -731,7 +734,7 @@ async def test_iterate_cancelled_midway_returns_its_reader(
 )
 @pytest.mark.parametrize("seed", [pytest.param(seed, id=f"seed-{seed}") for seed in (1, 2, 3)])
 async def test_random_cancellations_among_busy_writers(
-    db: Database, db_path: Path, raw: sqlite3.Connection, seed: int, how: str
+    db: SqliteDatabase, db_path: Path, raw: sqlite3.Connection, seed: int, how: str
 ) -> None:
     """50 tasks write while 20 others (execute, transaction(), read() or fetch_val, chosen at
     random) are cancelled at random points: every write whose call returned is durable, the
@@ -797,11 +800,11 @@ async def test_random_cancellations_among_busy_writers(
     await assert_nothing_left_behind(db, db_path)
 
 
-async def read_on_pool(db: Database) -> None:
+async def read_on_pool(db: SqliteDatabase) -> None:
     await db.fetch_val(LONG_QUERY)
 
 
-async def read_in_block(db: Database) -> None:
+async def read_in_block(db: SqliteDatabase) -> None:
     async with db.read() as snap:
         await snap.fetch_val(LONG_QUERY)
 
@@ -811,7 +814,7 @@ async def read_in_block(db: Database) -> None:
     [pytest.param(read_on_pool, id="fetch-val"), pytest.param(read_in_block, id="read-block")],
 )
 async def test_cancelled_readers_lose_no_pool_slot(
-    db: Database, db_path: Path, read: Callable[[Database], Coroutine[Any, Any, None]]
+    db: SqliteDatabase, db_path: Path, read: Callable[[SqliteDatabase], Coroutine[Any, Any, None]]
 ) -> None:
     """20 concurrent long reads on a pool of 2, all cancelled mid-query. One-statement reads
     are pipelined onto the readers' threads (each runs one, the others queue behind it);

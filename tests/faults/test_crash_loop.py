@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 
 from async_store import NewEvent, SqlConfig, SqlService, StateManager
+from async_store.database import Row
 from async_store.migrations.runner import MigrationSet
 from async_store.sqlite.backup._copy import verify_backup
 from tests.faults._workload import (
@@ -83,7 +84,7 @@ def a_new_partial_backup(root: Path) -> Callable[[list[bytes]], bool]:
     return lambda _: len(backups(root)[1]) > earlier
 
 
-def split_rows(rows: list[sqlite3.Row]) -> dict[tuple[str, str], set[str]]:
+def split_rows(rows: list[Row]) -> dict[tuple[str, str], set[str]]:
     """``logs`` rows grouped by (logger, operation): the parts each operation left."""
     parts: dict[tuple[str, str], set[str]] = defaultdict(set)
     for logger, message in rows:

@@ -31,11 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from ..._shield import finish
+from ..._shield import uncancellable
 from ...errors import BackupError, ConfigError
 from ...migrations._sets import MigrationSet
 from .._connection import create_private_dirs, open_connection, run_on_file
-from ..database import Database
+from ..database import SqliteDatabase as Database
 from ._contents import check_layout, record_problem
 from ._manifest import MANIFEST as MANIFEST
 from ._manifest import BackupFile, BackupManifest
@@ -167,7 +167,7 @@ async def _copy_database(database: Database, target: Path) -> tuple[BackupFile, 
         # To its end even under an anyio cancel scope, which cancels every await anew: the
         # close waits for whatever still runs on the connection's thread (the copy, the fsync),
         # so nothing uses the copy once this returns and the caller removes it.
-        await finish(connection.close())
+        await uncancellable(connection.close())
     if any(isinstance(outcome, BaseException) for outcome in (copy, hashed, synced)):
         failed = [
             (step, outcome)
@@ -213,7 +213,7 @@ async def _together(
     except BaseException:
         for task in tasks:
             task.cancel()
-        await finish(asyncio.wait(tasks))
+        await uncancellable(asyncio.wait(tasks))
         raise
     return _outcome(tasks[0]), _outcome(tasks[1]), _outcome(tasks[2])
 

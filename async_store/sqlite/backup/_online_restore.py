@@ -25,10 +25,10 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..._shield import finish
+from ..._shield import uncancellable
 from ...errors import BackupError, StoreError
 from .._writer_pause import Paused, pause_writers
-from ..database import Database
+from ..database import SqliteDatabase as Database
 from ._manifest import BackupFile
 
 __all__ = ["restore_online"]
@@ -62,7 +62,7 @@ async def restore_online(
                 await paused.run(source.database, source.open)
             await _copy_all(paused, sources, migrations, backup)
         finally:
-            await finish(
+            await uncancellable(
                 asyncio.gather(
                     *(paused.run(source.database, source.close) for source in sources),
                     return_exceptions=True,

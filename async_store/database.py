@@ -1,0 +1,211 @@
+"""The contract every backend implements: :class:`Database`, the :class:`Transaction` and
+:class:`ReadSnapshot` handles it yields, the :class:`Row` they return, and the choice of a
+backend from the configuration.
+
+``Database(config)`` builds the database of the backend that ``config`` names (today
+``sqlite``: :class:`async_store.sqlite.SqliteDatabase`), importing that backend on first use,
+so a backend's driver is needed only by those who use it. The code above this module (the event
+store, migrations, the state manager, health, the service) speaks to a database only through
+this contract, and asks a backend for the pieces written in its own dialect through
+:func:`backend_of`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
+
+from .config import DatabaseConfig
+from .errors import ConfigError
+from .metrics import Metrics
+from .statistics import PoolStatistics
+
+__all__ = ["Database", "Parameters", "ReadSnapshot", "Row", "Transaction"]
+
+BACKENDS = ("sqlite",)
+"""The backends this package holds, each a subpackage of that name."""
+
+Parameters: TypeAlias = Sequence[Any] | Mapping[str, Any]
+"""Positional parameters for ``?`` placeholders, or a mapping for ``:name`` placeholders."""
+
+
+@runtime_checkable
+class Row(Protocol):
+    """A row of a result: ``row["col"]``, ``row[0]``, ``keys()``, ``len(row)``, iteration over
+    the values. On SQLite it is ``sqlite3.Row``."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class QueryMethods:
+    """The query methods every handle has, named as in encode/databases.
+
+    The classes of this module state the contract; a backend's classes implement every method
+    (the contract suite, ``tests/contract/``, checks that none is left out)."""
+
+    __slots__ = ()
+
+    async def fetch_all(self, query: str, parameters: Parameters | None = None) -> list[Row]:
+        """Run a query and return every row (``[]`` when none).
+
+        Raises :class:`QueryError` for wrong SQL or parameters."""
+        raise NotImplementedError
+
+    async def fetch_one(self, query: str, parameters: Parameters | None = None) -> Row | None:
+        """Run a query and return its first row, or ``None`` when it returns no row."""
+        raise NotImplementedError
+
+    async def fetch_val(
+        self, query: str, parameters: Parameters | None = None, column: int | str = 0
+    ) -> Any:
+        """Run a query and return one column of its first row (``None`` when no row)."""
+        raise NotImplementedError
+
+    async def execute(self, query: str, parameters: Parameters | None = None) -> int | None:
+        """Run one statement, committed (as its own transaction unless inside
+        ``transaction()``). Returns the id of the row an ``INSERT`` wrote, else ``None``.
+
+        Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
+        raise NotImplementedError
+
+    async def execute_many(self, query: str, parameters: Iterable[Parameters]) -> int:
+        """Run one statement for each parameter set, all in one transaction; return the number
+        of rows changed. Either every row is written or none is."""
+        raise NotImplementedError
+
+    def iterate(
+        self, query: str, parameters: Parameters | None = None, *, chunk_size: int = 256
+    ) -> AsyncGenerator[Row, None]:
+        """Stream the rows of a query: ``async for row in db.iterate(...)``; rows arrive
+        ``chunk_size`` at a time, so memory stays flat however many rows there are."""
+        raise NotImplementedError
+
+
+class Transaction(QueryMethods):
+    """The handle ``transaction()`` yields: its query methods run inside the transaction, and
+    a nested ``transaction()`` is a SAVEPOINT."""
+
+    __slots__ = ()
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A nested block: a SAVEPOINT inside this transaction."""
+        raise NotImplementedError
+
+
+class ReadSnapshot(QueryMethods):
+    """The handle ``read()`` yields: every query sees one consistent snapshot."""
+
+    __slots__ = ()
+
+
+class Database(QueryMethods):
+    """A database behind one backend: ``async with Database(config) as db`` or ``await
+    db.open()`` ... ``await db.close()``.
+
+    ``Database(config)`` returns the database of the backend ``config`` names."""
+
+    __slots__ = ()
+
+    backend: ClassVar[str]
+    """The backend's name: ``sqlite``."""
+
+    def __new__(cls, config: DatabaseConfig, *args: Any, **kwargs: Any) -> Database:
+        if cls is Database:
+            cls = backend_of(config).DATABASE
+        return super().__new__(cls)
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def config(self) -> DatabaseConfig:
+        """The database's configuration."""
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        """The name used in messages and statistics."""
+        return self.config.name
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.config.path
+
+    metrics: Metrics
+    """Latencies of reads, writes and transactions on this database; errors by kind."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the database serves calls (opened and not closing)."""
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the database's connections; a database opens once."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Finish or fail what is queued and close every connection, within a bounded grace
+        period; a cancellation around it is honoured. Idempotent."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- transactions and snapshots ----------------------------------------------------------
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """``async with db.transaction() as tx``: one transaction; every call of the same task
+        joins it, a nested block is a SAVEPOINT. It commits when the block ends normally and
+        rolls back when the block raises or is cancelled."""
+        raise NotImplementedError
+
+    def read(self) -> AbstractAsyncContextManager[ReadSnapshot | Transaction]:
+        """``async with db.read() as snap``: one consistent snapshot for every query in the
+        block (inside a ``transaction()`` block: the transaction itself)."""
+        raise NotImplementedError
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the current task is inside a ``transaction()`` block of this database."""
+        raise NotImplementedError
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once the current task's work is committed: at the end of its
+        ``transaction()`` block if the block commits (never if it rolls back), or at once
+        outside a block. An exception from it is logged, not raised."""
+        raise NotImplementedError
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool; synchronous, no I/O."""
+        raise NotImplementedError
+
+
+def backend_of(subject: Database | DatabaseConfig) -> ModuleType:
+    """The backend package of a database or a configuration, imported on first use. Code above
+    this module asks it for the pieces a backend writes in its own dialect (the event store's
+    recorder, the migration runner's statements, health facts)."""
+    name = subject.backend
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; the backends are {', '.join(BACKENDS)}")
+    return importlib.import_module(f"{__package__}.{name}")
