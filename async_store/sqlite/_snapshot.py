@@ -15,10 +15,11 @@ from ..errors import PoolClosed, StoreError
 from ._connection import Connection
 from ._errors import translate
 from ._queries import SqliteQueries, stream_rows
-from ._transaction import SqliteTransaction
+from ._transaction import SqliteTransaction, TaskTransactions
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its snapshots.
+    from ._readers import ReaderPool
     from .database import SqliteDatabase
 
 __all__ = ["ReadContext", "SqliteReadSnapshot"]
@@ -61,20 +62,29 @@ class ReadContext:
     it or, inside a transaction of the same task, yields that transaction; on exit it gives the
     reader back, which ends the read transaction."""
 
-    __slots__ = ("_connection", "_database", "_snapshot")
+    __slots__ = ("_connection", "_database", "_pool", "_readers", "_snapshot", "_tasks")
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(
+        self,
+        database: SqliteDatabase,
+        tasks: TaskTransactions,
+        readers: Callable[[], ReaderPool],
+    ) -> None:
         self._database = database
+        self._tasks = tasks
+        self._readers = readers
+        """The reader pool; raises :class:`PoolClosed` when the database is not open."""
+        self._pool: ReaderPool | None = None
         self._connection: Connection | None = None
         self._snapshot: SqliteReadSnapshot | SqliteTransaction | None = None
 
     async def __aenter__(self) -> SqliteReadSnapshot | SqliteTransaction:
         database = self._database
-        outer = database._current.get()
-        if outer is not None and outer._active:
+        outer = self._tasks.current()
+        if outer is not None:
             self._snapshot = outer
             return outer
-        readers = database._open_parts()[1]
+        readers = self._pool = self._readers()
         connection = await readers.acquire()
         try:
             await connection.run(lambda conn: conn.execute("BEGIN"))
@@ -97,6 +107,5 @@ class ReadContext:
         if connection is None or not isinstance(snapshot, SqliteReadSnapshot):
             return
         snapshot._active = False
-        readers = self._database._readers
-        assert readers is not None
-        await readers.release(connection)
+        assert self._pool is not None
+        await self._pool.release(connection)

@@ -1,11 +1,12 @@
-"""``transaction()``: the ``Transaction`` handle it yields, on the writer inside the
-transaction, and ``TransactionContext``, which takes a lease of the writer on entry (or, inside a
-transaction of the same task, opens a SAVEPOINT of it) and keeps or undoes that level's work on
-exit. ``Transaction`` is re-exported by ``async_store.database``.
+"""``transaction()`` on SQLite: the ``SqliteTransaction`` handle it yields, on the writer
+inside the transaction; ``TransactionContext``, which takes a lease of the writer on entry (or,
+inside a transaction of the same task, opens a SAVEPOINT of it) and keeps or undoes that level's
+work on exit; and ``TaskTransactions``, which tells which transaction of a database the current
+task is in (``database`` routes the task's calls there).
 
 Tasks started inside a block inherit its transaction (asyncio copies context variables); the
 nested blocks they open are tracked here as levels, so that the savepoints of two tasks never
-interleave (see ``Transaction``).
+interleave (see ``SqliteTransaction``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from .._futures import resolve
 from .._shield import uncancellable
@@ -31,11 +33,15 @@ from ._writer_jobs import TransactionLease
 
 if TYPE_CHECKING:
     # For annotations only: ``database`` imports this module to open its transactions.
+    from ._writer import Writer
     from .database import SqliteDatabase
 
-__all__ = ["Level", "SqliteTransaction", "TransactionContext"]
+__all__ = ["Level", "SqliteTransaction", "TaskTransactions", "TransactionContext"]
 
 T = TypeVar("T")
+
+_Tokens: TypeAlias = "tuple[Token[SqliteTransaction | None], Token[Level | None]]"
+"""What ``TaskTransactions.enter`` returns and ``leave`` takes back."""
 
 log = logging.getLogger("async_store.database")
 
@@ -64,13 +70,19 @@ class SqliteTransaction(SqliteQueries, Transaction):
         "_levels",
         "_poisoned",
         "_savepoints",
+        "_tasks",
         "_turns",
     )
 
     def __init__(
-        self, database: SqliteDatabase, connection: Connection, lease: TransactionLease
+        self,
+        database: SqliteDatabase,
+        tasks: TaskTransactions,
+        connection: Connection,
+        lease: TransactionLease,
     ) -> None:
         self._database = database
+        self._tasks = tasks
         self._connection = connection
         self._lease = lease
         self._active = True
@@ -82,6 +94,11 @@ class SqliteTransaction(SqliteQueries, Transaction):
         self._poisoned: int | None = None
         """The shallowest nesting depth a cancelled statement ran at, if any."""
         self._after_commit: list[Callable[[], object]] = []
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once this transaction commits (never if it rolls back); an
+        exception from it is logged, not raised."""
+        self._after_commit.append(callback)
 
     def _blocked(self, level: Level | None) -> bool:
         """Whether a caller at nesting ``level`` must wait: a nested block of another task is
@@ -110,7 +127,7 @@ class SqliteTransaction(SqliteQueries, Transaction):
 
     async def _check(self) -> Connection:
         """The connection, once the current task may use it; raises when it never may."""
-        level = _level_of(self)
+        level = self._tasks.level_in(self)
         if self._blocked(level) and not await self._turn(level):
             owner = self._levels[-1].task if self._levels else "?"
             raise PoolTimeout(
@@ -183,7 +200,45 @@ class SqliteTransaction(SqliteQueries, Transaction):
 
     def transaction(self) -> TransactionContext:
         """A nested SAVEPOINT: its work is undone alone if its block raises."""
-        return TransactionContext(self._database)
+        return self._database.transaction()
+
+
+class TaskTransactions:
+    """Which transaction of one database the current task is in, and which nested block of it.
+    Context variables: a task started inside a block inherits both."""
+
+    __slots__ = ("_level", "_tx")
+
+    def __init__(self, name: str) -> None:
+        self._tx: ContextVar[SqliteTransaction | None] = ContextVar(
+            f"async_store.{name}.transaction", default=None
+        )
+        self._level: ContextVar[Level | None] = ContextVar(
+            f"async_store.{name}.savepoint", default=None
+        )
+
+    def current(self) -> SqliteTransaction | None:
+        """The transaction the current task is in, while it is open."""
+        tx = self._tx.get()
+        return tx if tx is not None and tx._active else None
+
+    def level_in(self, tx: SqliteTransaction) -> Level | None:
+        """The nested block of ``tx`` the current task is in (``None``: none of them)."""
+        level = self._level.get()
+        return level if level is not None and level.tx is tx else None
+
+    def enter(self, tx: SqliteTransaction) -> _Tokens:
+        return self._tx.set(tx), self._level.set(None)
+
+    def leave(self, tokens: _Tokens) -> None:
+        self._tx.reset(tokens[0])
+        self._level.reset(tokens[1])
+
+    def enter_level(self, level: Level) -> Token[Level | None]:
+        return self._level.set(level)
+
+    def leave_level(self, token: Token[Level | None]) -> None:
+        self._level.reset(token)
 
 
 class Level:
@@ -211,39 +266,49 @@ async def _end_turn(
         return False, exc
 
 
-def _level_of(tx: SqliteTransaction) -> Level | None:
-    """The nested block of ``tx`` the current task is in (``None``: none of them)."""
-    level = tx._database._savepoint.get()
-    return level if level is not None and level.tx is tx else None
-
-
 class TransactionContext:
     """What ``transaction()`` returns: on entry it takes a lease of the writer (see
     ``TransactionLease``) or, inside a transaction of the same task, opens a SAVEPOINT of it;
     on exit it keeps or undoes that level's work."""
 
-    __slots__ = ("_database", "_lease", "_level", "_level_token", "_started", "_token", "_tx")
+    __slots__ = (
+        "_database",
+        "_lease",
+        "_level",
+        "_level_token",
+        "_started",
+        "_tasks",
+        "_tokens",
+        "_tx",
+        "_writer",
+    )
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(
+        self,
+        database: SqliteDatabase,
+        tasks: TaskTransactions,
+        writer: Callable[[], Writer],
+    ) -> None:
         self._database = database
+        self._tasks = tasks
+        self._writer = writer
+        """The writer to lease; raises :class:`PoolClosed` when the database is not open."""
         self._lease: TransactionLease | None = None
         self._tx: SqliteTransaction | None = None
         self._level: Level | None = None
-        self._token: object = None
-        self._level_token: object = None
+        self._tokens: _Tokens | None = None
+        self._level_token: Token[Level | None] | None = None
         self._started = 0.0
 
     async def __aenter__(self) -> SqliteTransaction:
-        database = self._database
-        outer = database._current.get()
-        if outer is not None and outer._active:
+        outer = self._tasks.current()
+        if outer is not None:
             return await self._enter_nested(outer)
-        writer = database._open_parts()[0]
+        writer = self._writer()
         self._started = time.perf_counter()
         self._lease = await writer.lease()
-        self._tx = SqliteTransaction(database, writer.connection, self._lease)
-        self._token = database._current.set(self._tx)
-        self._level_token = database._savepoint.set(None)
+        self._tx = SqliteTransaction(self._database, self._tasks, writer.connection, self._lease)
+        self._tokens = self._tasks.enter(self._tx)
         return self._tx
 
     async def _enter_nested(self, outer: SqliteTransaction) -> SqliteTransaction:
@@ -264,7 +329,7 @@ class TransactionContext:
             raise
         self._tx = outer
         self._level = level
-        self._level_token = self._database._savepoint.set(level)
+        self._level_token = self._tasks.enter_level(level)
         return outer
 
     async def __aexit__(
@@ -281,7 +346,8 @@ class TransactionContext:
     async def _exit_nested(self, level: Level, *, keep: bool) -> None:
         tx = self._tx
         assert tx is not None
-        self._database._savepoint.reset(self._level_token)  # type: ignore[arg-type]
+        assert self._level_token is not None
+        self._tasks.leave_level(self._level_token)
         # Nested blocks of tasks started inside this one end first (they are part of it).
         waited, cancelled = await _end_turn(tx, level)
         try:
@@ -323,8 +389,8 @@ class TransactionContext:
         database = self._database
         # Nested blocks of tasks started inside the transaction end first (they are part of it).
         waited, cancelled = await _end_turn(tx, None)
-        database._current.reset(self._token)  # type: ignore[arg-type]
-        database._savepoint.reset(self._level_token)  # type: ignore[arg-type]
+        assert self._tokens is not None
+        self._tasks.leave(self._tokens)
         tx._active = False
         tx._close_levels(0)
         tx._next_turn()

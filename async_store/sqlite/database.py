@@ -16,7 +16,6 @@ import sqlite3
 import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
@@ -31,7 +30,7 @@ from ._errors import translate
 from ._queries import SqliteQueries, stream_rows
 from ._readers import CLOSE_GRACE, ReaderPool
 from ._snapshot import ReadContext
-from ._transaction import Level, SqliteTransaction, TransactionContext
+from ._transaction import TaskTransactions, TransactionContext
 from ._writer import Writer
 
 __all__ = ["CheckpointMode", "SqliteDatabase"]
@@ -58,14 +57,7 @@ class SqliteDatabase(SqliteQueries, Database):
         self._state = "new"
         self._last_checkpoint: CheckpointResult | None = None
         self._hurried = False
-        # The transaction the current task is inside, if any, on this database, and the nested
-        # block of it the task is in (``None``: none).
-        self._current: ContextVar[SqliteTransaction | None] = ContextVar(
-            f"async_store.{config.name}.transaction", default=None
-        )
-        self._savepoint: ContextVar[Level | None] = ContextVar(
-            f"async_store.{config.name}.savepoint", default=None
-        )
+        self._tasks = TaskTransactions(config.name)
 
     @property
     def config(self) -> DatabaseConfig:
@@ -182,16 +174,16 @@ class SqliteDatabase(SqliteQueries, Database):
     def _read(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> Awaitable[T]:
         # The pool's coroutine itself, not one wrapped around it: a point read is a few
         # microseconds of Python on the loop, and each layer of coroutine adds to it.
-        tx = self._current.get()
-        if tx is not None and tx._active:
+        tx = self._tasks.current()
+        if tx is not None:
             return tx._read(fn, sql)
         return self._open_parts()[1].run(fn, sql)
 
     async def _write(
         self, fn: Callable[[sqlite3.Connection], T], sql: str, *, atomic: bool = False
     ) -> T:
-        tx = self._current.get()
-        if tx is not None and tx._active:
+        tx = self._tasks.current()
+        if tx is not None:
             return await tx._write(fn, sql)
         started = time.perf_counter()
         try:
@@ -205,8 +197,8 @@ class SqliteDatabase(SqliteQueries, Database):
     def _iterate(
         self, sql: str, parameters: Parameters, chunk_size: int
     ) -> AsyncGenerator[Row, None]:
-        tx = self._current.get()
-        if tx is not None and tx._active:
+        tx = self._tasks.current()
+        if tx is not None:
             return tx._iterate(sql, parameters, chunk_size)
         return self._iterate_reader(sql, parameters, chunk_size)
 
@@ -233,12 +225,12 @@ class SqliteDatabase(SqliteQueries, Database):
         :class:`PoolTimeout` if the writer did not become free within ``acquire_timeout``;
         with ``transaction_timeout`` set, a block held longer is rolled back and its next call
         (or its end) raises :class:`TransactionTimeout`."""
-        return TransactionContext(self)
+        return TransactionContext(self, self._tasks, lambda: self._open_parts()[0])
 
     def read(self) -> ReadContext:
         """``async with db.read() as snap``: one reader and one consistent snapshot for every
         query in the block (inside a transaction: the transaction itself)."""
-        return ReadContext(self)
+        return ReadContext(self, self._tasks, lambda: self._open_parts()[1])
 
     async def run_in_transaction(
         self, fn: Callable[[sqlite3.Connection], T], label: str, *, atomic: bool = False
@@ -309,9 +301,9 @@ class SqliteDatabase(SqliteQueries, Database):
         """Call ``callback()`` once the current task's work is committed: at the end of its
         ``transaction()`` block if the block commits (never if it rolls back), or at once
         outside a block. An exception from it is logged, not raised."""
-        tx = self._current.get()
-        if tx is not None and tx._active:
-            tx._after_commit.append(callback)
+        tx = self._tasks.current()
+        if tx is not None:
+            tx.after_commit(callback)
             return
         try:
             callback()
@@ -324,8 +316,7 @@ class SqliteDatabase(SqliteQueries, Database):
     def in_transaction(self) -> bool:
         """Whether the current task is inside a ``transaction()`` block of this database (its
         queries then run in that transaction)."""
-        tx = self._current.get()
-        return tx is not None and tx._active
+        return self._tasks.current() is not None
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool and the writer; no I/O."""
