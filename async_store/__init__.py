@@ -20,9 +20,6 @@ Dependencies point one way (nothing lower imports anything higher):
                       → demo
                         → cli
 
-``sqlite._transaction`` and ``sqlite._snapshot`` name ``Database`` in annotations only, imported
-under ``TYPE_CHECKING``.
-
 This package re-exports every name in the ``__all__`` of its public modules (those without a
 leading underscore), so ``from async_store import X`` reaches the whole public surface. Two
 exceptions: ``demo`` and ``cli`` are the command-line program, not library API; the state

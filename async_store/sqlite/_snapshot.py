@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ..database import Parameters, ReadSnapshot, Row
+from ..database import Database, Parameters, ReadSnapshot, Row
 from ..errors import PoolClosed, StoreError
 from ._connection import Connection
 from ._errors import translate
@@ -18,9 +18,7 @@ from ._queries import SqliteQueries, stream_rows
 from ._transaction import SqliteTransaction, TaskTransactions
 
 if TYPE_CHECKING:
-    # For annotations only: ``database`` imports this module to open its snapshots.
     from ._readers import ReaderPool
-    from .database import SqliteDatabase
 
 __all__ = ["ReadContext", "SqliteReadSnapshot"]
 
@@ -32,7 +30,7 @@ class SqliteReadSnapshot(SqliteQueries, ReadSnapshot):
 
     __slots__ = ("_active", "_connection", "_database")
 
-    def __init__(self, database: SqliteDatabase, connection: Connection) -> None:
+    def __init__(self, database: Database, connection: Connection) -> None:
         self._database = database
         self._connection = connection
         self._active = True
@@ -66,7 +64,7 @@ class ReadContext:
 
     def __init__(
         self,
-        database: SqliteDatabase,
+        database: Database,
         tasks: TaskTransactions,
         readers: Callable[[], ReaderPool],
     ) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from .._futures import resolve
 from .._shield import uncancellable
-from ..database import Parameters, Row, Transaction
+from ..database import Database, Parameters, Row, Transaction
 from ..errors import DatabaseError, PoolClosed, PoolTimeout, StoreError
 from ._connection import Connection, end_savepoint, in_savepoint
 from ._errors import translate
@@ -32,9 +32,7 @@ from ._queries import SqliteQueries, stream_rows
 from ._writer_jobs import TransactionLease
 
 if TYPE_CHECKING:
-    # For annotations only: ``database`` imports this module to open its transactions.
     from ._writer import Writer
-    from .database import SqliteDatabase
 
 __all__ = ["Level", "SqliteTransaction", "TaskTransactions", "TransactionContext"]
 
@@ -72,17 +70,20 @@ class SqliteTransaction(SqliteQueries, Transaction):
         "_savepoints",
         "_tasks",
         "_turns",
+        "_writer",
     )
 
     def __init__(
         self,
-        database: SqliteDatabase,
+        database: Database,
         tasks: TaskTransactions,
+        writer: Callable[[], Writer],
         connection: Connection,
         lease: TransactionLease,
     ) -> None:
         self._database = database
         self._tasks = tasks
+        self._writer = writer
         self._connection = connection
         self._lease = lease
         self._active = True
@@ -200,7 +201,7 @@ class SqliteTransaction(SqliteQueries, Transaction):
 
     def transaction(self) -> TransactionContext:
         """A nested SAVEPOINT: its work is undone alone if its block raises."""
-        return self._database.transaction()
+        return TransactionContext(self._database, self._tasks, self._writer)
 
 
 class TaskTransactions:
@@ -285,7 +286,7 @@ class TransactionContext:
 
     def __init__(
         self,
-        database: SqliteDatabase,
+        database: Database,
         tasks: TaskTransactions,
         writer: Callable[[], Writer],
     ) -> None:
@@ -307,7 +308,9 @@ class TransactionContext:
         writer = self._writer()
         self._started = time.perf_counter()
         self._lease = await writer.lease()
-        self._tx = SqliteTransaction(self._database, self._tasks, writer.connection, self._lease)
+        self._tx = SqliteTransaction(
+            self._database, self._tasks, self._writer, writer.connection, self._lease
+        )
         self._tokens = self._tasks.enter(self._tx)
         return self._tx
 
