@@ -1,5 +1,6 @@
 """The health report's data types: :class:`DatabaseHealth` for one database and
-:class:`HealthReport` for the whole service, JSON-ready through ``to_dict()``.
+:class:`HealthReport` for the whole service, JSON-ready through ``to_dict()``, and the
+:class:`CheckpointResult` they carry (which ``SqliteDatabase.checkpoint()`` also returns).
 
 ``async_store.health`` fills them (and explains their statuses and checkpoints) and re-exports
 them; ``_prometheus`` renders a report as Prometheus text.
@@ -9,14 +10,72 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from ..database import Database
 from ..metrics import LatencySummary
-from ..statistics import CheckpointResult, PoolStatistics
+from ..statistics import PoolStatistics, WriterHold
 
-__all__ = ["DatabaseHealth", "HealthReport", "Status"]
+__all__ = [
+    "CheckpointResult",
+    "DatabaseFacts",
+    "DatabaseHealth",
+    "HealthReport",
+    "ReadFacts",
+    "Status",
+]
 
 Status = Literal["ok", "degraded", "failing"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointResult:
+    """What one ``PRAGMA wal_checkpoint`` reported: WAL frames, and how many were copied back."""
+
+    busy: bool
+    """The checkpoint could not finish: a reader or writer held the WAL it needed."""
+    log_frames: int
+    """Frames in the WAL when it ran (0 when the database is not in WAL mode)."""
+    checkpointed_frames: int
+    """Frames copied back into the database file."""
+    mode: str = "PASSIVE"
+    """``PASSIVE``, ``FULL``, ``RESTART`` or ``TRUNCATE``."""
+    source: str = "health"
+    """Who ran it: ``backup`` (after a backup), ``close``, ``health`` (the probe a health check
+    runs), ``manual`` (``Database.checkpoint()``)."""
+    at: str | None = None
+    """When it ran: ISO-8601 UTC."""
+
+    @property
+    def starved(self) -> bool:
+        """Frames were left behind: a reader holds a snapshot older than the WAL's end."""
+        return self.checkpointed_frames < self.log_frames
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseFacts:
+    """What a backend reads of one database for its :class:`DatabaseHealth`."""
+
+    size_bytes: int
+    wal_bytes: int
+    page_size: int
+    page_count: int
+    freelist_count: int
+    max_page_count: int
+    journal_mode: str
+    synchronous: str
+    schema_version: int
+    schema_versions: dict[str, int]
+    last_checkpoint: CheckpointResult | None
+    checkpoint_probe: CheckpointResult | None
+
+
+class ReadFacts(Protocol):
+    """The backend's piece health asks for (``backend_of(database).HEALTH_FACTS``): read the
+    facts of ``database``; ``hold`` is what held its writer when the check began. Raises
+    :class:`StoreError` when the database cannot be queried."""
+
+    async def __call__(self, database: Database, hold: WriterHold | None) -> DatabaseFacts: ...
 
 
 @dataclass(frozen=True, slots=True)
