@@ -14,11 +14,10 @@ from typing import Any, Literal, Protocol
 
 from ..database import Database
 from ..metrics import LatencySummary
-from ..statistics import PoolStatistics, WriterHold
+from ..statistics import PoolStatistics
 
 __all__ = [
     "CheckpointResult",
-    "DatabaseFacts",
     "DatabaseHealth",
     "HealthReport",
     "ReadFacts",
@@ -52,30 +51,12 @@ class CheckpointResult:
         return self.checkpointed_frames < self.log_frames
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DatabaseFacts:
-    """What a backend reads of one database for its :class:`DatabaseHealth`."""
-
-    size_bytes: int
-    wal_bytes: int
-    page_size: int
-    page_count: int
-    freelist_count: int
-    max_page_count: int
-    journal_mode: str
-    synchronous: str
-    schema_version: int
-    schema_versions: dict[str, int]
-    last_checkpoint: CheckpointResult | None
-    checkpoint_probe: CheckpointResult | None
-
-
 class ReadFacts(Protocol):
-    """The backend's piece health asks for (``backend_of(database).HEALTH_FACTS``): read the
-    facts of ``database``; ``hold`` is what held its writer when the check began. Raises
-    :class:`StoreError` when the database cannot be queried."""
+    """The backend's piece health asks for (``backend_of(database).HEALTH_FACTS``): read
+    ``database`` back into a :class:`DatabaseHealth`, around ``pool``, its statistics as they
+    were when the check began. Raises :class:`StoreError` when it cannot be queried."""
 
-    async def __call__(self, database: Database, hold: WriterHold | None) -> DatabaseFacts: ...
+    async def __call__(self, database: Database, pool: PoolStatistics) -> DatabaseHealth: ...
 
 
 @dataclass(frozen=True, slots=True)

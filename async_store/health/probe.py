@@ -48,28 +48,10 @@ async def _database_health(database: Database, reasons: list[str]) -> DatabaseHe
         reasons.append(f"degraded: {database.name}: the writer is {hold.describe()}")
     read_facts: ReadFacts = backend_of(database).HEALTH_FACTS
     try:
-        facts = await read_facts(database, hold)
+        health = await read_facts(database, pool)
     except StoreError as exc:
         reasons.append(f"failing: {database.name} cannot be queried: {exc}")
         return None
-    health = DatabaseHealth(
-        name=database.name,
-        path=str(database.path),
-        size_bytes=facts.size_bytes,
-        wal_bytes=facts.wal_bytes,
-        page_size=facts.page_size,
-        page_count=facts.page_count,
-        freelist_count=facts.freelist_count,
-        max_page_count=facts.max_page_count,
-        journal_mode=facts.journal_mode,
-        synchronous=facts.synchronous,
-        schema_version=facts.schema_version,
-        schema_versions=facts.schema_versions,
-        last_checkpoint=facts.last_checkpoint,
-        pool=pool,
-        errors=dict(database.metrics.errors),
-        checkpoint_probe=facts.checkpoint_probe,
-    )
     if health.page_count >= health.max_page_count * NEAR_FULL:
         reasons.append(
             f"degraded: {database.name} uses {health.page_count} of its {health.max_page_count} "

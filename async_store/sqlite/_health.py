@@ -17,8 +17,8 @@ from typing import Any
 
 from ..database import Database
 from ..errors import PoolTimeout
-from ..health._report import DatabaseFacts
-from ..statistics import WriterHold
+from ..health._report import DatabaseHealth
+from ..statistics import PoolStatistics
 from ._migration_record import schema_versions
 from .database import SqliteDatabase, run_checkpoint
 
@@ -30,11 +30,12 @@ WRITER_WAIT = 1.0
 _SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
-async def health_facts(database: Database, hold: WriterHold | None) -> DatabaseFacts:
-    """The facts of ``database``, read on the writer if it becomes free within
-    ``WRITER_WAIT`` (a block holding it may not end soon); else on a reader, without the
-    checkpoint probe. ``hold``: what held the writer when the check began."""
+async def health_facts(database: Database, pool: PoolStatistics) -> DatabaseHealth:
+    """``database`` read back, on the writer if it becomes free within ``WRITER_WAIT`` (a
+    block holding it may not end soon); else on a reader, without the checkpoint probe.
+    ``pool``: its statistics when the check began."""
     assert isinstance(database, SqliteDatabase)
+    hold = pool.writer_hold
     facts: dict[str, Any] | None = None
     if hold is None or hold.kind != "transaction":
         wait = min(WRITER_WAIT, database.config.acquire_timeout)
@@ -46,10 +47,14 @@ async def health_facts(database: Database, hold: WriterHold | None) -> DatabaseF
         facts = await database.run_in_reader(
             functools.partial(_read_database, probe=False), "health facts"
         )
-    return DatabaseFacts(
+    return DatabaseHealth(
+        name=database.name,
+        path=str(database.path),
         size_bytes=_file_size(database.path),
         wal_bytes=_file_size(Path(f"{database.path}-wal")),
         last_checkpoint=database.last_checkpoint,
+        pool=pool,
+        errors=dict(database.metrics.errors),
         **facts,
     )
 
