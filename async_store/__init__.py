@@ -2,23 +2,27 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks,
-    sqlite._migration_record, logsinks._records
+    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, sqlite._counters,
+    logsinks._records
       → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
-        migrations._sets, sqlite._writer_jobs, sqlite.backup._manifest
+        sqlite._writer_jobs, sqlite.backup._manifest
         → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
-          sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report
-          → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
-            → sqlite.database, sqlite._event_recorder → events._appends
-              → migrations.runner, events.store, repositories._documents,
-                repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
-                chunking, sqlite._writer_pause, sqlite
-                → events, migrations, health, repositories, state, sqlite.backup._restore,
-                  sqlite.backup._retention, logsinks, sqlite.backup._online_restore
-                  → sqlite.backup
-                    → service
-                      → demo
-                        → cli
+          sqlite._queries
+          → migrations._sets, sqlite._writer, sqlite._transaction, health._report
+            → migrations._record, sqlite._snapshot, health._prometheus
+              → migrations._backend, sqlite._migration_record, sqlite.database,
+                sqlite._event_recorder
+                → sqlite.backup._contents, sqlite._migrations, sqlite._health, events._appends
+                  → migrations.runner, events.store, repositories._documents,
+                    repositories._pipeline_runs, sqlite.backup._copy, health.probe,
+                    logsinks._sql, chunking, sqlite._writer_pause, sqlite
+                    → events, migrations, health, repositories, state,
+                      sqlite.backup._restore, sqlite.backup._retention, logsinks,
+                      sqlite.backup._online_restore
+                      → sqlite.backup
+                        → service
+                          → demo
+                            → cli
 
 This package re-exports every name in the ``__all__`` of its public modules (those without a
 leading underscore), so ``from async_store import X`` reaches the whole public surface. Two

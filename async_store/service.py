@@ -23,10 +23,10 @@ from .migrations.runner import (
     MigrationSet,
     MigrationStatus,
     apply_migrations,
-    migration_job,
+    migration_backend,
     migration_status,
+    migration_work,
 )
-from .sqlite._foreign_files import refuse_foreign_file
 from .sqlite.backup._contents import check_target
 from .sqlite.backup._copy import BackupConfig, BackupManifest, create_backup, verify_backup
 from .sqlite.backup._online_restore import restore_online
@@ -117,7 +117,7 @@ class SqlService:
         try:
             if self._auto_migrate:
                 for database in self.databases:
-                    await refuse_foreign_file(database.path, database.name)
+                    await migration_backend(database).refuse_foreign(database.config)
             opened = await asyncio.gather(
                 *(database.open() for database in self.databases), return_exceptions=True
             )
@@ -276,7 +276,7 @@ class SqlService:
         )
         migrations = (
             {
-                database: migration_job(database, sets, track_user_version=tracked)
+                database.name: migration_work(database.name, sets, track_user_version=tracked)
                 for database, sets, tracked in self._migration_plan()
             }
             if self._auto_migrate

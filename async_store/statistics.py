@@ -7,7 +7,7 @@ from typing import Literal
 
 from .errors import shorten_sql
 
-__all__ = ["CheckpointResult", "PoolStatistics", "WriterHold"]
+__all__ = ["PoolStatistics", "WriterHold"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,59 +75,3 @@ class PoolStatistics:
     """``transaction()`` blocks the writer rolled back past ``transaction_timeout``."""
     writer_hold: WriterHold | None = None
     """What holds the writer now (``None`` when it is idle)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointResult:
-    """What one ``PRAGMA wal_checkpoint`` reported: WAL frames, and how many were copied back."""
-
-    busy: bool
-    """The checkpoint could not finish: a reader or writer held the WAL it needed."""
-    log_frames: int
-    """Frames in the WAL when it ran (0 when the database is not in WAL mode)."""
-    checkpointed_frames: int
-    """Frames copied back into the database file."""
-    mode: str = "PASSIVE"
-    """``PASSIVE``, ``FULL``, ``RESTART`` or ``TRUNCATE``."""
-    source: str = "health"
-    """Who ran it: ``backup`` (after a backup), ``close``, ``health`` (the probe a health check
-    runs), ``manual`` (``Database.checkpoint()``)."""
-    at: str | None = None
-    """When it ran: ISO-8601 UTC."""
-
-    @property
-    def starved(self) -> bool:
-        """Frames were left behind: a reader holds a snapshot older than the WAL's end."""
-        return self.checkpointed_frames < self.log_frames
-
-
-class Counters:
-    """The mutable counters behind :class:`PoolStatistics`; only touched on the event loop's
-    thread, except ``busy_retries`` (an int increment under the GIL on the writer's thread)."""
-
-    __slots__ = (
-        "acquire_timeouts",
-        "acquire_waits",
-        "batches",
-        "busy_retries",
-        "failed_transactions",
-        "largest_batch",
-        "transaction_timeouts",
-        "transactions",
-    )
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.transactions = 0
-        self.failed_transactions = 0
-        self.largest_batch = 0
-        self.busy_retries = 0
-        self.acquire_waits = 0
-        self.acquire_timeouts = 0
-        self.transaction_timeouts = 0
-
-    def record_batch(self, committed: int, failed: int) -> None:
-        self.batches += 1
-        self.transactions += committed
-        self.failed_transactions += failed
-        self.largest_batch = max(self.largest_batch, committed + failed)

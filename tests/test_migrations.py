@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from async_store import ForeignKeyViolation, MigrationError, NewEvent, SqlConfig, SqlService
-from async_store.migrations._sets import split_statements
 from async_store.migrations.runner import MigrationSet
+from async_store.sqlite._migrations import split_statements
 
 
 def write_set(root: Path, versions: dict[str, tuple[str, str]]) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from async_store.migrations._sets import split_statements
 from async_store.migrations.runner import MigrationSet
+from async_store.sqlite._migrations import split_statements
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations" / "sqlite"
 SETS = ("app_meta", "events")

@@ -10,8 +10,7 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 
-from ..statistics import CheckpointResult
-from ._report import DatabaseHealth, HealthReport
+from ._report import CheckpointResult, DatabaseHealth, HealthReport
 
 __all__ = ["metrics_text"]
 

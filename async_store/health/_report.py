@@ -1,5 +1,6 @@
 """The health report's data types: :class:`DatabaseHealth` for one database and
-:class:`HealthReport` for the whole service, JSON-ready through ``to_dict()``.
+:class:`HealthReport` for the whole service, JSON-ready through ``to_dict()``, and the
+:class:`CheckpointResult` they carry (which ``SqliteDatabase.checkpoint()`` also returns).
 
 ``async_store.health`` fills them (and explains their statuses and checkpoints) and re-exports
 them; ``_prometheus`` renders a report as Prometheus text.
@@ -9,14 +10,53 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from ..database import Database
 from ..metrics import LatencySummary
-from ..statistics import CheckpointResult, PoolStatistics
+from ..statistics import PoolStatistics
 
-__all__ = ["DatabaseHealth", "HealthReport", "Status"]
+__all__ = [
+    "CheckpointResult",
+    "DatabaseHealth",
+    "HealthReport",
+    "ReadFacts",
+    "Status",
+]
 
 Status = Literal["ok", "degraded", "failing"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointResult:
+    """What one ``PRAGMA wal_checkpoint`` reported: WAL frames, and how many were copied back."""
+
+    busy: bool
+    """The checkpoint could not finish: a reader or writer held the WAL it needed."""
+    log_frames: int
+    """Frames in the WAL when it ran (0 when the database is not in WAL mode)."""
+    checkpointed_frames: int
+    """Frames copied back into the database file."""
+    mode: str = "PASSIVE"
+    """``PASSIVE``, ``FULL``, ``RESTART`` or ``TRUNCATE``."""
+    source: str = "health"
+    """Who ran it: ``backup`` (after a backup), ``close``, ``health`` (the probe a health check
+    runs), ``manual`` (``Database.checkpoint()``)."""
+    at: str | None = None
+    """When it ran: ISO-8601 UTC."""
+
+    @property
+    def starved(self) -> bool:
+        """Frames were left behind: a reader holds a snapshot older than the WAL's end."""
+        return self.checkpointed_frames < self.log_frames
+
+
+class ReadFacts(Protocol):
+    """The backend's piece health asks for (``backend_of(database).HEALTH_FACTS``): read
+    ``database`` back into a :class:`DatabaseHealth`, around ``pool``, its statistics as they
+    were when the check began. Raises :class:`StoreError` when it cannot be queried."""
+
+    async def __call__(self, database: Database, pool: PoolStatistics) -> DatabaseHealth: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Health: what an operator needs to know about a running service, as a ``HealthReport`` and as
-Prometheus text. This module reads the facts and judges them (:func:`collect`); the report's
-types live in ``_report`` and the Prometheus text (:func:`metrics_text`) in
-``_prometheus``, both re-exported here.
+Prometheus text. This module gathers the facts and judges them (:func:`collect`): each
+database's backend reads its own (``backend_of(database).HEALTH_FACTS``; SQLite's in
+``sqlite._health``); the report's types live in ``_report`` and the Prometheus text
+(:func:`metrics_text`) in ``_prometheus``, both re-exported here.
 
 ``status`` is ``ok``, ``degraded`` (serving, but something needs attention: disk nearly full, a
 checkpoint starved by a long read, a backup overdue or failing, projections lagging) or
@@ -19,21 +20,14 @@ holding an old snapshot) is judged on it.
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from ..errors import PoolTimeout, StoreError
+from ..database import Database, backend_of
+from ..errors import StoreError
 from ..metrics import KINDS, Metrics
-from ..sqlite.database import SqliteDatabase as Database
-from ..sqlite.database import run_checkpoint
-from ..statistics import CheckpointResult, WriterHold
 from ._prometheus import metrics_text as metrics_text
-from ._report import DatabaseHealth, HealthReport, Status
+from ._report import CheckpointResult, DatabaseHealth, HealthReport, ReadFacts, Status
 
 __all__ = ["CheckpointResult", "DatabaseHealth", "HealthReport"]
 
@@ -43,80 +37,21 @@ NEAR_FULL = 0.9
 """page_count / max_page_count above this makes the service degraded."""
 PROJECTION_LAG = 1000
 """Events the projections may trail the state before the service is degraded."""
-WRITER_WAIT = 1.0
-"""Seconds a health check waits for a busy writer before it reads its facts on a reader."""
-
-
-_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-
-
-def _read_database(conn: sqlite3.Connection, *, probe: bool = True) -> dict[str, Any]:
-    """Runs on the writer's thread, between batches (or, without the checkpoint ``probe``, on
-    a reader while the writer is held)."""
-
-    def pragma(name: str) -> Any:
-        return conn.execute(f"PRAGMA {name}").fetchone()[0]
-
-    checkpoint = run_checkpoint(conn, mode="PASSIVE", wait=True, source="health") if probe else None
-    versions: dict[str, int] = {}
-    if conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone():
-        versions = dict(
-            conn.execute(
-                "SELECT migration_set, max(version) FROM schema_migrations GROUP BY migration_set"
-            ).fetchall()
-        )
-    return {
-        "page_size": pragma("page_size"),
-        "page_count": pragma("page_count"),
-        "freelist_count": pragma("freelist_count"),
-        "max_page_count": pragma("max_page_count"),
-        "journal_mode": pragma("journal_mode"),
-        "synchronous": _SYNCHRONOUS.get(pragma("synchronous"), "?"),
-        "schema_version": pragma("user_version"),
-        "schema_versions": versions,
-        "probe": checkpoint,
-    }
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 async def _database_health(database: Database, reasons: list[str]) -> DatabaseHealth | None:
-    # Before the job below queues on the writer: the pool as it was when asked, the report's
-    # own job not counted (and a writer held by a long transaction shows its queue).
+    # Before the backend's job queues on the writer: the pool as it was when asked, the
+    # report's own job not counted (and a writer held by a long transaction shows its queue).
     pool = database.statistics()
     hold = pool.writer_hold
     if hold is not None and hold.held_seconds > database.config.writer_hold_warning:
         reasons.append(f"degraded: {database.name}: the writer is {hold.describe()}")
+    read_facts: ReadFacts = backend_of(database).HEALTH_FACTS
     try:
-        facts = await _read_facts(database, hold)
+        health = await read_facts(database, pool)
     except StoreError as exc:
         reasons.append(f"failing: {database.name} cannot be queried: {exc}")
         return None
-    health = DatabaseHealth(
-        name=database.name,
-        path=str(database.path),
-        size_bytes=_file_size(database.path),
-        wal_bytes=_file_size(Path(f"{database.path}-wal")),
-        page_size=facts["page_size"],
-        page_count=facts["page_count"],
-        freelist_count=facts["freelist_count"],
-        max_page_count=facts["max_page_count"],
-        journal_mode=facts["journal_mode"],
-        synchronous=facts["synchronous"],
-        schema_version=facts["schema_version"],
-        schema_versions=facts["schema_versions"],
-        last_checkpoint=database.last_checkpoint,
-        pool=pool,
-        errors=dict(database.metrics.errors),
-        checkpoint_probe=facts["probe"],
-    )
     if health.page_count >= health.max_page_count * NEAR_FULL:
         reasons.append(
             f"degraded: {database.name} uses {health.page_count} of its {health.max_page_count} "
@@ -129,21 +64,6 @@ async def _database_health(database: Database, reasons: list[str]) -> DatabaseHe
             f"{checkpoint.log_frames} WAL frames copied back (a long read holds an old snapshot)"
         )
     return health
-
-
-async def _read_facts(database: Database, hold: WriterHold | None) -> dict[str, Any]:
-    """The facts of ``_read_database``, on the writer if it becomes free within
-    ``WRITER_WAIT`` (a block holding it may not end soon); else on a reader, without the
-    checkpoint probe."""
-    if hold is None or hold.kind != "transaction":
-        wait = min(WRITER_WAIT, database.config.acquire_timeout)
-        try:
-            return await database.run_on_writer(_read_database, acquire_timeout=wait)
-        except PoolTimeout:
-            pass
-    return await database.run_in_reader(
-        functools.partial(_read_database, probe=False), "health facts"
-    )
 
 
 async def collect(

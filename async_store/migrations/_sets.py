@@ -1,9 +1,11 @@
 """Migration sets as read from disk, checked before anything runs.
 
 A set is a directory of versions, each a folder ``NNNN_name`` holding ``up.sql`` and ``down.sql``,
-read from the package (the built-in sets), from an application's directory or from its package
-data. Text is normalised (BOM stripped, CRLF turned into LF) before the checksum is taken, and
-split into statements with ``sqlite3.complete_statement``. A set is refused with a
+read from the package (the built-in sets, in the folder of the backend's dialect:
+``migrations/sqlite/<set>``), from an application's directory or from its package data. Text
+is normalised (BOM stripped, CRLF turned into LF) before the checksum is taken, and split into
+statements by the backend the set is written for (``sqlite``: with
+``sqlite3.complete_statement``, in ``sqlite._migrations``). A set is refused with a
 :class:`MigrationError` naming the file when it is loaded: a misnamed folder, a version defined
 twice, a missing file, a gap, an unterminated last statement, or a statement the runner owns
 (transaction control, VACUUM, ATTACH, DETACH, and the journal_mode, synchronous, foreign_keys
@@ -13,15 +15,16 @@ and writable_schema PRAGMAs).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.resources
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from ..database import BACKENDS
 from ..errors import MigrationError
 
 __all__ = [
@@ -30,7 +33,6 @@ __all__ = [
     "Migration",
     "MigrationSet",
     "normalize",
-    "split_statements",
 ]
 
 BUILTIN_SETS = ("app_meta", "events")
@@ -60,6 +62,8 @@ class Migration:
     down_sql: str
     source: str
     """Where the files came from, for error messages (``migrations/app_meta/0001_initial``)."""
+    backend: str = "sqlite"
+    """The backend whose dialect the SQL is written in."""
 
     @property
     def checksum(self) -> str:
@@ -72,7 +76,7 @@ class Migration:
 
     def statements(self, direction: Literal["up", "down"]) -> list[str]:
         sql = self.up_sql if direction == "up" else self.down_sql
-        return split_statements(sql, f"{self.source}/{direction}.sql")
+        return _split(self.backend, sql, f"{self.source}/{direction}.sql")
 
     def foreign_keys_off(self, direction: Literal["up", "down"]) -> bool:
         sql = normalize(self.up_sql if direction == "up" else self.down_sql)
@@ -93,13 +97,14 @@ class MigrationSet:
         return self.migrations[-1].version if self.migrations else 0
 
     @classmethod
-    def builtin(cls, name: str) -> MigrationSet:
-        """One of the sets shipped inside the package (``app_meta`` or ``events``)."""
+    def builtin(cls, name: str, backend: str = "sqlite") -> MigrationSet:
+        """One of the sets shipped inside the package (``app_meta`` or ``events``), in the
+        dialect of ``backend``."""
         if name not in BUILTIN_SETS:
             raise MigrationError(f"no built-in migration set {name!r}; known: {BUILTIN_SETS}")
-        root = _builtin_root() / name
+        root = _builtin_root(_migration_backend(backend).folder) / name
         database: Literal["app_meta", "events"] = "events" if name == "events" else "app_meta"
-        return cls._load(name, root, f"migrations/{name}", database)
+        return cls._load(name, root, f"migrations/{name}", database, backend)
 
     @classmethod
     def from_directory(
@@ -108,12 +113,14 @@ class MigrationSet:
         path: str | Path,
         *,
         database: Literal["app_meta", "events"] = "app_meta",
+        backend: str = "sqlite",
     ) -> MigrationSet:
-        """An application's own set from a directory of ``NNNN_name/{up,down}.sql`` folders."""
+        """An application's own set from a directory of ``NNNN_name/{up,down}.sql`` folders,
+        written in the dialect of ``backend``."""
         root = Path(path)
         if not root.is_dir():
             raise MigrationError(f"migration set {name!r}: {root} is not a directory")
-        return cls._load(name, root, str(root), database)
+        return cls._load(name, root, str(root), database, backend)
 
     @classmethod
     def from_package(
@@ -123,14 +130,16 @@ class MigrationSet:
         subdirectory: str = "",
         *,
         database: Literal["app_meta", "events"] = "app_meta",
+        backend: str = "sqlite",
     ) -> MigrationSet:
-        """An application's own set shipped as package data (read with importlib.resources)."""
+        """An application's own set shipped as package data (read with importlib.resources),
+        written in the dialect of ``backend``."""
         root = importlib.resources.files(package)
         for part in filter(None, subdirectory.split("/")):
             root = root / part
         if not root.is_dir():
             raise MigrationError(f"migration set {name!r}: {package}/{subdirectory} not found")
-        return cls._load(name, root, f"{package}/{subdirectory}".rstrip("/"), database)
+        return cls._load(name, root, f"{package}/{subdirectory}".rstrip("/"), database, backend)
 
     @classmethod
     def _load(
@@ -139,6 +148,7 @@ class MigrationSet:
         root: Traversable,
         where: str,
         database: Literal["app_meta", "events"],
+        backend: str,
     ) -> MigrationSet:
         if name in BUILTIN_SETS and not where.startswith("migrations/"):
             raise MigrationError(f"{where}: the set name {name!r} is reserved for async_store")
@@ -159,7 +169,9 @@ class MigrationSet:
                 if not file.is_file():
                     raise MigrationError(f"{source}: {direction}.sql is missing")
                 texts[direction] = normalize(file.read_bytes().decode("utf-8"))
-            migration = Migration(name, version, match.group(2), texts["up"], texts["down"], source)
+            migration = Migration(
+                name, version, match.group(2), texts["up"], texts["down"], source, backend
+            )
             for direction in _DIRECTIONS:
                 _check_statements(migration.statements(direction), f"{source}/{direction}.sql")
             found[version] = migration
@@ -178,19 +190,16 @@ def normalize(sql: str) -> str:
     return sql.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def split_statements(sql: str, source: str = "<sql>") -> list[str]:
-    """Split SQL into complete statements with ``sqlite3.complete_statement`` (which knows
-    strings, comments and trigger bodies). Comment-only pieces are dropped."""
-    statements: list[str] = []
-    buffer = ""
-    for piece in re.split(r"(;)", sql):
-        buffer += piece
-        if piece == ";" and sqlite3.complete_statement(buffer):
-            if _COMMENTS.sub("", buffer).strip(" \t\n;"):
-                statements.append(buffer.strip())
-            buffer = ""
-    if _COMMENTS.sub("", buffer).strip():
-        raise MigrationError(f"{source}: the last statement is not terminated by ';'")
+def _migration_backend(backend: str) -> Any:
+    """The migration piece (a ``_backend.MigrationBackend``) of the backend called
+    ``backend``, imported on first use."""
+    if backend not in BACKENDS:
+        raise MigrationError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
+    return importlib.import_module(f"async_store.{backend}").MIGRATIONS
+
+
+def _split(backend: str, sql: str, source: str) -> list[str]:
+    statements: list[str] = _migration_backend(backend).split_statements(sql, source)
     return statements
 
 
@@ -206,10 +215,11 @@ def _check_statements(statements: Sequence[str], source: str) -> None:
             )
 
 
-def _builtin_root() -> Traversable:
-    packaged = importlib.resources.files("async_store") / "sql" / "sqlite"
+def _builtin_root(folder: str) -> Traversable:
+    """The built-in sets in one dialect: ``folder`` is the backend's (``sqlite``)."""
+    packaged = importlib.resources.files("async_store") / "sql" / folder
     if packaged.is_dir():
         return packaged
     # A source checkout (editable install): the sets live in the top-level migrations/ folder,
     # which the wheel build copies into the package as sql/.
-    return Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
+    return Path(__file__).resolve().parents[2] / "migrations" / folder

@@ -3,11 +3,25 @@
 :class:`SqliteDatabase` implements the contract of ``async_store.database`` on one file: one
 writer with group commit, a reader pool. ``Database(config)`` builds it for a configuration that
 names this backend, importing this package then (:func:`async_store.database.backend_of`).
+
+The pieces code above the contract asks this backend for (``backend_of(db).<PIECE>``):
+``DATABASE`` (the class), ``MIGRATIONS`` (the migration runner's statements, ``_migrations``),
+``HEALTH_FACTS`` (what a health report reads of a database, ``_health``).
 """
 
+from ..health._report import ReadFacts
+from ..migrations._backend import MigrationBackend
+from ._health import health_facts
+from ._migrations import MIGRATIONS as _MIGRATIONS
 from .database import SqliteDatabase
 
 __all__ = ["SqliteDatabase"]
 
 DATABASE = SqliteDatabase
 """The class ``Database(config)`` builds for this backend."""
+
+MIGRATIONS: MigrationBackend = _MIGRATIONS
+"""The migration runner's statements on SQLite."""
+
+HEALTH_FACTS: ReadFacts = health_facts
+"""What a health report reads of a SQLite database."""

@@ -29,8 +29,8 @@ from .._futures import fail, resolve
 from .._shield import uncancellable
 from ..errors import PoolClosed, PoolTimeout, StoreError
 from ..metrics import Metrics
-from ..statistics import Counters
 from ._connection import Connection, Outcome, Ticket, rollback_if_open
+from ._counters import Counters
 from ._errors import translate
 
 __all__ = ["ReaderPool"]

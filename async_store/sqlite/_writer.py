@@ -44,8 +44,9 @@ from .._futures import fail, resolve
 from .._shield import uncancellable
 from ..config import DatabaseConfig
 from ..errors import PoolClosed, PoolTimeout, StoreError, TransactionTimeout
-from ..statistics import Counters, WriterHold
+from ..statistics import WriterHold
 from ._connection import Connection, rollback_if_open
+from ._counters import Counters
 from ._errors import translate
 from ._writer_jobs import ExclusiveJob, StatementJob, TransactionLease
 from ._writer_queue import Job as _Job

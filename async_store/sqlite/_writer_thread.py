@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..errors import DatabaseBusy
-from ..statistics import Counters
 from ._connection import end_savepoint, is_busy, rollback_if_open, sleep_before_retry
+from ._counters import Counters
 from ._writer_jobs import StatementJob
 
 __all__ = [

@@ -23,9 +23,11 @@ from .._shield import uncancellable
 from ..config import DatabaseConfig
 from ..database import Database, Parameters, Row
 from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError
+from ..health._report import CheckpointResult
 from ..metrics import Metrics
-from ..statistics import CheckpointResult, Counters, PoolStatistics
+from ..statistics import PoolStatistics
 from ._connection import Connection, open_connection
+from ._counters import Counters
 from ._errors import translate
 from ._queries import SqliteQueries, stream_rows
 from ._readers import CLOSE_GRACE, ReaderPool

@@ -18,6 +18,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from ...errors import BackupError
+from ...migrations._record import RecordProblem, judge_record
 from ...migrations._sets import BUILTIN_SETS, MigrationSet
 from .._migration_record import applied_rows
 
@@ -103,8 +104,8 @@ def record_problem(
             "async_store's: not a database of async_store"
         )
     applied: dict[str, dict[int, str]] = {}
-    for (set_name, version), (checksum, _) in applied_rows(conn).items():
-        applied.setdefault(set_name, {})[version] = checksum
+    for (set_name, version), row in applied_rows(conn).items():
+        applied.setdefault(set_name, {})[version] = row.checksum
     builtin = _builtin_sets_of(mode, database)
     for name in builtin:
         if name not in applied:
@@ -116,40 +117,46 @@ def record_problem(
     own = None
     if migration_sets is not None:
         own = {s.name: s for s in migration_sets if mode == "mvp" or s.database == database}
+    # The set user_version follows in this file.
+    tracked = "events" if mode == "production" and database == "events" else "app_meta"
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     for name in sorted(applied):
-        versions = applied[name]
-        newest = max(versions)
-        if min(versions) < 1:
-            return f"the {name} migration record holds version {min(versions)}"
-        missing = [v for v in range(1, newest + 1) if v not in versions]
-        if missing:
-            return f"the {name} migration record has a gap: version {missing[0]} is missing"
         if name in BUILTIN_SETS and name not in known:
             return (
                 f"it holds the {name} migrations, which {mode} mode keeps in the "
                 f"{name} database, not in {database}"
             )
         migration_set = known.get(name) or (own or {}).get(name)
-        if migration_set is None:
-            if own is None:
-                continue
-            return f"it holds migration set {name!r}, which this service does not know"
-        if newest > migration_set.latest:
-            return (
-                f"it is at {name} version {newest}, newer than this code (which knows "
-                f"versions up to {migration_set.latest}); upgrade async_store"
-            )
-        for migration in migration_set.migrations[:newest]:
-            if versions[migration.version] != migration.checksum:
-                return (
-                    f"its {name} version {migration.version} was applied from other SQL than "
-                    f"{migration.source}/up.sql (checksum {versions[migration.version][:12]}…)"
-                )
-    tracked = _builtin("events" if mode == "production" and database == "events" else "app_meta")
-    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if user_version > tracked.latest:
-        return (
-            f"its user_version is {user_version}, newer than this code's {tracked.name} "
-            f"migrations (up to {tracked.latest}); upgrade async_store"
+        problem = judge_record(
+            applied[name], migration_set, user_version=user_version if name == tracked else None
         )
+        if problem is not None:
+            return _describe(problem, name, migration_set)
+        if migration_set is None and own is not None:
+            return f"it holds migration set {name!r}, which this service does not know"
     return ""
+
+
+def _describe(problem: RecordProblem, name: str, migration_set: MigrationSet | None) -> str:
+    """A backup's words for a record it will not restore."""
+    if problem.kind == "invalid":
+        return f"the {name} migration record holds version {problem.version}"
+    if problem.kind == "gap":
+        return f"the {name} migration record has a gap: version {problem.version} is missing"
+    assert migration_set is not None  # the other problems are judged against the code
+    if problem.kind == "newer" and problem.version > migration_set.latest:
+        return (
+            f"it is at {name} version {problem.version}, newer than this code (which knows "
+            f"versions up to {migration_set.latest}); upgrade async_store"
+        )
+    if problem.kind == "edited":
+        migration = migration_set.migrations[problem.version - 1]
+        return (
+            f"its {name} version {problem.version} was applied from other SQL than "
+            f"{migration.source}/up.sql (checksum {problem.checksum[:12]}…)"
+        )
+    # newer by user_version (a built-in set is recorded, so "foreign" cannot happen here)
+    return (
+        f"its user_version is {problem.user_version}, newer than this code's {name} "
+        f"migrations (up to {migration_set.latest}); upgrade async_store"
+    )

@@ -35,6 +35,7 @@ from ..._shield import uncancellable
 from ...errors import BackupError, ConfigError
 from ...migrations._sets import MigrationSet
 from .._connection import create_private_dirs, open_connection, run_on_file
+from .._migration_record import schema_versions
 from ..database import SqliteDatabase as Database
 from ._contents import check_layout, record_problem
 from ._manifest import MANIFEST as MANIFEST
@@ -236,7 +237,7 @@ def _vacuum_into(target: Path, conn: sqlite3.Connection) -> tuple[dict[str, int]
     user_version, read just before (VACUUM INTO runs in a read transaction of its own and
     refuses to run inside one; migrations only run at start-up)."""
     _lower_priority()
-    versions = _schema_versions(conn)
+    versions = schema_versions(conn)
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     # The copy is fsynced once it is complete, while it is checked, instead of by VACUUM INTO
     # on this thread. The setting covers this connection only and is restored: its last use
@@ -264,7 +265,7 @@ def _inspect_copy(conn: sqlite3.Connection) -> _Inspection:
     """Check the copy ``conn`` reads, and read what the manifest says of it."""
     _lower_priority()
     problems = _check_copy(conn, fresh=True)
-    versions = _schema_versions(conn)
+    versions = schema_versions(conn)
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     position = None
     if "events" in versions:
@@ -302,18 +303,6 @@ def _check_copy(conn: sqlite3.Connection, *, fresh: bool = False) -> str:
     if violations:
         return f"foreign_key_check: {len(violations)} violation(s), first in {violations[0][0]}"
     return ""
-
-
-def _schema_versions(conn: sqlite3.Connection) -> dict[str, int]:
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if has_table is None:
-        return {}
-    rows = conn.execute(
-        "SELECT migration_set, max(version) FROM schema_migrations GROUP BY migration_set"
-    ).fetchall()
-    return {row[0]: row[1] for row in rows}
 
 
 def _publish(partial: Path, final: Path, manifest_text: str) -> None:
@@ -408,7 +397,7 @@ def _verify_file(
         )
         if problems:
             return problems
-        versions = _schema_versions(conn)
+        versions = schema_versions(conn)
         user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         return f"not a readable SQLite database: {exc}"

@@ -27,13 +27,13 @@ from pathlib import Path
 
 from ..._shield import uncancellable
 from ...errors import BackupError, StoreError
+from ...migrations.runner import MigrationWork
+from .._migrations import session_job
 from .._writer_pause import Paused, pause_writers
 from ..database import SqliteDatabase as Database
 from ._manifest import BackupFile
 
 __all__ = ["restore_online"]
-
-Migrate = Callable[[sqlite3.Connection], list[str]]
 
 ROOM_FACTOR = 1.1
 """Free space asked for per byte of a copy: the WAL holds every page with a frame header."""
@@ -43,13 +43,14 @@ async def restore_online(
     databases: Sequence[Database],
     backup: Path,
     files: Mapping[str, BackupFile],
-    migrations: Mapping[Database, Migrate],
+    migrations: Mapping[str, MigrationWork],
     *,
     before: Callable[[], None],
 ) -> None:
     """Replace each of ``databases`` (app_meta first) with its copy in ``backup`` (``files``:
-    database name → its entry in the verified manifest), then apply ``migrations[database]``
-    where given. ``before()`` runs once every writer is held, before anything is read.
+    database name → its entry in the verified manifest), then the migration runner's
+    ``migrations[name]`` where given. ``before()`` runs once every writer is held, before
+    anything is read.
     Raises :class:`BackupError`, saying what was replaced (see the module docstring), or
     :class:`PoolClosed`. The caller is not inside a ``transaction()`` block of any of
     ``databases`` (the pause would wait for it)."""
@@ -71,7 +72,10 @@ async def restore_online(
 
 
 async def _copy_all(
-    paused: Paused, sources: list[_Source], migrations: Mapping[Database, Migrate], backup: Path
+    paused: Paused,
+    sources: list[_Source],
+    migrations: Mapping[str, MigrationWork],
+    backup: Path,
 ) -> None:
     replaced: list[str] = []
     for source in sources:
@@ -82,10 +86,10 @@ async def _copy_all(
             step = f"copying the backup over {name}"
             raise _failure(backup, sources, replaced, step, exc) from exc
         replaced.append(name)
-        migrate = migrations.get(source.database)
-        if migrate is not None:
+        work = migrations.get(name)
+        if work is not None:
             try:
-                await paused.run(source.database, migrate)
+                await paused.run(source.database, session_job(source.database.config, work))
             except StoreError as exc:
                 step = f"migrating {name} (replaced, at the backup's schema)"
                 raise _failure(backup, sources, replaced, step, exc) from exc
