@@ -5,7 +5,7 @@ Dependencies point one way (nothing lower imports anything higher):
     errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, sqlite._counters,
     logsinks._records
       → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
-        sqlite._writer_jobs, sqlite.backup._manifest
+        sqlite._writer_jobs, backups._manifest
         → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
           sqlite._queries
           → migrations._sets, sqlite._writer, sqlite._transaction, health._report
@@ -16,8 +16,8 @@ Dependencies point one way (nothing lower imports anything higher):
                   → migrations.runner, events.store, repositories._documents,
                     repositories._pipeline_runs, sqlite.backup._copy, health.probe,
                     logsinks._sql, chunking, sqlite._writer_pause, sqlite
-                    → events, migrations, health, repositories, state,
-                      sqlite.backup._restore, sqlite.backup._retention, logsinks,
+                    → events, migrations, health, repositories, state, backups,
+                      sqlite.backup._restore, backups._retention, logsinks,
                       sqlite.backup._online_restore
                       → sqlite.backup
                         → service
@@ -30,6 +30,7 @@ exceptions: ``demo`` and ``cli`` are the command-line program, not library API; 
 entities and deltas live in ``async_store.state``.
 """
 
+from .backups import BackupConfig, BackupFile, BackupManifest, BackupScheduler, list_backups
 from .chunking import split_text
 from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
 from .database import Database, Parameters, ReadSnapshot, Row, Transaction
@@ -101,15 +102,7 @@ from .repositories import (
 )
 from .service import SqlService
 from .sqlite import SqliteDatabase
-from .sqlite.backup import (
-    BackupConfig,
-    BackupFile,
-    BackupManifest,
-    BackupScheduler,
-    list_backups,
-    restore_offline,
-    verify_backup,
-)
+from .sqlite.backup import restore_offline, verify_backup
 from .sqlite.database import CheckpointMode
 from .state import AppState, StateDelta, StateManager
 from .statistics import PoolStatistics, WriterHold

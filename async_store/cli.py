@@ -19,12 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .backups import BackupManifest
 from .config import SqlConfig
 from .demo import run_demo
 from .errors import StoreError
 from .migrations._sets import BUILTIN_SETS
 from .service import SqlService
-from .sqlite.backup._copy import BackupManifest, verify_backup
+from .sqlite.backup._copy import verify_backup
 from .sqlite.backup._restore import restore_offline
 
 EXIT_DEGRADED = 3

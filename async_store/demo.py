@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from .backups import BackupConfig
+from .backups._retention import prune
 from .chunking import split_text
 from .config import SqlConfig
 from .metrics import KINDS
 from .repositories import DocumentRepository, PipelineRunRepository
 from .service import SqlService
-from .sqlite.backup._copy import BackupConfig, verify_backup
-from .sqlite.backup._retention import prune
+from .sqlite.backup._copy import verify_backup
 from .state import (
     AppState,
     KnowledgeBase,

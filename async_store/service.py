@@ -15,6 +15,7 @@ from typing import Protocol
 import anyio
 
 from ._shield import uncancellable
+from .backups import BackupConfig, BackupManifest, BackupScheduler, list_backups
 from .config import SqlConfig
 from .errors import BackupError, MigrationError, PoolClosed, StoreError
 from .events.store import EventStore
@@ -28,9 +29,8 @@ from .migrations.runner import (
     migration_work,
 )
 from .sqlite.backup._contents import check_target
-from .sqlite.backup._copy import BackupConfig, BackupManifest, create_backup, verify_backup
+from .sqlite.backup._copy import create_backup, verify_backup
 from .sqlite.backup._online_restore import restore_online
-from .sqlite.backup._retention import BackupScheduler, list_backups
 from .sqlite.database import SqliteDatabase as Database
 
 __all__ = ["SqlService"]

@@ -35,15 +35,15 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store.migrations.runner import MigrationSet
-from async_store.sqlite.backup._copy import verify_backup
-from async_store.sqlite.backup._restore import restore_offline
-from async_store.sqlite.backup._retention import (
+from async_store.backups._retention import (
     BackupScheduler,
     list_backups,
     prune,
     select_expired,
 )
+from async_store.migrations.runner import MigrationSet
+from async_store.sqlite.backup._copy import verify_backup
+from async_store.sqlite.backup._restore import restore_offline
 
 Mode = Literal["production", "mvp"]
 

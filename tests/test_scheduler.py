@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from async_store import BackupConfig, BackupManifest, SqlConfig, SqlService
+from async_store.backups._retention import BackupScheduler, list_backups
 from async_store.sqlite.backup._copy import create_backup
-from async_store.sqlite.backup._retention import BackupScheduler, list_backups
 
 STAMP = "%Y%m%dT%H%M%S.%fZ"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from async_store import NewEvent, SqlConfig, SqlService
+from async_store.backups._retention import list_backups
 from async_store.sqlite.backup._copy import verify_backup
-from async_store.sqlite.backup._retention import list_backups
 from tests.test_backup import wait_until
 
 BACKER = textwrap.dedent(

@@ -1,17 +1,9 @@
-"""Backups of SQLite databases: verified ``VACUUM INTO`` copies (``_copy``) with a manifest
-(``_manifest``), what a restorable backup holds (``_contents``), retention and scheduling
-(``_retention``), and restore, offline (``_restore``) and online (``_online_restore``)."""
+"""Backups of SQLite databases: verified ``VACUUM INTO`` copies (``_copy``), what a restorable
+backup holds (``_contents``), and restore, offline (``_restore``) and online
+(``_online_restore``). Their configuration, manifest and retention are backend-neutral
+(``async_store.backups``)."""
 
-from ._copy import BackupConfig, BackupFile, BackupManifest, verify_backup
+from ._copy import verify_backup
 from ._restore import restore_offline
-from ._retention import BackupScheduler, list_backups
 
-__all__ = [
-    "BackupConfig",
-    "BackupFile",
-    "BackupManifest",
-    "BackupScheduler",
-    "list_backups",
-    "restore_offline",
-    "verify_backup",
-]
+__all__ = ["restore_offline", "verify_backup"]

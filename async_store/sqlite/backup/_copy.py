@@ -1,4 +1,4 @@
-"""Backups: verified ``VACUUM INTO`` copies with a manifest, retention, and restore.
+"""SQLite backups: verified ``VACUUM INTO`` copies with a manifest.
 
 A backup is a folder ``backup-<UTC time>/`` holding one file per database and ``manifest.json``
 (files, sizes, sha256, schema versions, event position, duration). It is built in a
@@ -7,10 +7,9 @@ version equal to the source's) and fsynced, then renamed into place: a folder wi
 ``.partial`` is always complete. The copies are made from a dedicated connection, so the writer
 never waits for a backup.
 
-This module holds where and how often backups are taken (:class:`BackupConfig`), makes them
-(``create_backup``) and verifies them (:func:`verify_backup`). The manifest's types and its
-reading live in ``_manifest``, re-exported here; what a backup must hold to be restored,
-in ``_contents``.
+This module makes backups (``create_backup``) and verifies them (:func:`verify_backup`). Where
+and how often they are taken, and the manifest's types and its reading, are backend-neutral
+(``async_store.backups``); what a backup must hold to be restored is in ``_contents``.
 """
 
 from __future__ import annotations
@@ -32,21 +31,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..._shield import uncancellable
-from ...errors import BackupError, ConfigError
+from ...backups._manifest import MANIFEST as MANIFEST
+from ...backups._manifest import BackupFile, BackupManifest
+from ...errors import BackupError
 from ...migrations._sets import MigrationSet
 from .._connection import create_private_dirs, open_connection, run_on_file
 from .._migration_record import schema_versions
 from ..database import SqliteDatabase as Database
 from ._contents import check_layout, record_problem
-from ._manifest import MANIFEST as MANIFEST
-from ._manifest import BackupFile, BackupManifest
 
-__all__ = [
-    "BackupConfig",
-    "BackupFile",
-    "BackupManifest",
-    "verify_backup",
-]
+__all__ = ["create_backup", "verify_backup"]
 
 log = logging.getLogger("async_store.backup")
 
@@ -57,29 +51,6 @@ BACKUP_CACHE_KIB = 1024
 CHUNK = 1024 * 1024
 HASH_CHUNK = 8 * CHUNK
 """Bytes read per step when hashing a copy: the hashing thread takes the GIL once per step."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class BackupConfig:
-    """Where backups go and, for scheduled backups, how often and how many to keep. Invalid
-    values raise :class:`ConfigError` (also a ``ValueError``) on construction."""
-
-    directory: Path | None = None
-    """Folder of the backups (created 0700). Default: ``backups/`` beside app_meta.db."""
-    interval: float | None = None
-    """Seconds between scheduled backups; None: no schedule, ``backup()`` on demand only."""
-    keep_last: int = 7
-    """The newest backups always kept."""
-    keep_daily: int = 7
-    """Also kept: the newest backup of each of this many most recent days."""
-
-    def __post_init__(self) -> None:
-        if self.directory is not None:
-            object.__setattr__(self, "directory", Path(self.directory))
-        if self.interval is not None and self.interval <= 0:
-            raise ConfigError(f"backup interval must be > 0 seconds, not {self.interval}")
-        if self.keep_last < 1 or self.keep_daily < 0:
-            raise ConfigError("keep_last must be >= 1 and keep_daily >= 0")
 
 
 # -- creating --------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..._shield import uncancellable
+from ...backups._manifest import BackupFile
 from ...errors import BackupError, StoreError
 from ...migrations.runner import MigrationWork
 from .._migrations import session_job
 from .._writer_pause import Paused, pause_writers
 from ..database import SqliteDatabase as Database
-from ._manifest import BackupFile
 
 __all__ = ["restore_online"]
 

@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ...backups._manifest import BackupFile
 from ...errors import BackupError
 from ...migrations._sets import MigrationSet
 from .._connection import run_on_file
 from ._contents import MODE_DATABASES, check_target
-from ._copy import CHUNK, BackupFile, fsync_path, make_private_dir, verify_backup
+from ._copy import CHUNK, fsync_path, make_private_dir, verify_backup
 
 __all__ = ["restore_offline"]
 

@@ -2,8 +2,8 @@
 of ``manifest.json``, and the reading that refuses a manifest whose entries name a file outside
 the backup folder or are not what a backup writes.
 
-Re-exported by ``async_store.backup``, which makes backups and verifies them against their
-manifest.
+A backend makes backups and verifies them against their manifest (SQLite:
+``async_store.sqlite.backup``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackupError
+from ..errors import BackupError
 
 __all__ = ["FORMAT", "MANIFEST", "BackupFile", "BackupManifest"]
 

@@ -1,21 +1,47 @@
-"""Retention and scheduling of backups: which backups to keep, and the background loop that
-takes them."""
+"""Where backups go, how often they are taken and how many are kept (:class:`BackupConfig`):
+which backups to keep (``prune``), and the background loop that takes them
+(:class:`BackupScheduler`)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 
-from ._copy import BackupConfig, BackupManifest
+from ..errors import ConfigError
+from ._manifest import BackupManifest
 
-__all__ = ["BackupScheduler", "list_backups"]
+__all__ = ["BackupConfig", "BackupScheduler", "list_backups"]
 
 log = logging.getLogger("async_store.backup")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupConfig:
+    """Where backups go and, for scheduled backups, how often and how many to keep. Invalid
+    values raise :class:`ConfigError` (also a ``ValueError``) on construction."""
+
+    directory: Path | None = None
+    """Folder of the backups (created 0700). Default: ``backups/`` beside app_meta.db."""
+    interval: float | None = None
+    """Seconds between scheduled backups; None: no schedule, ``backup()`` on demand only."""
+    keep_last: int = 7
+    """The newest backups always kept."""
+    keep_daily: int = 7
+    """Also kept: the newest backup of each of this many most recent days."""
+
+    def __post_init__(self) -> None:
+        if self.directory is not None:
+            object.__setattr__(self, "directory", Path(self.directory))
+        if self.interval is not None and self.interval <= 0:
+            raise ConfigError(f"backup interval must be > 0 seconds, not {self.interval}")
+        if self.keep_last < 1 or self.keep_daily < 0:
+            raise ConfigError("keep_last must be >= 1 and keep_daily >= 0")
 
 
 def list_backups(root: Path) -> list[tuple[Path, datetime]]:
