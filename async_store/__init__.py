@@ -15,11 +15,11 @@ Dependencies point one way (nothing lower imports anything higher):
                 → sqlite.backup._contents, sqlite._migrations, sqlite._health, events._appends
                   → migrations.runner, events.store, repositories._documents,
                     repositories._pipeline_runs, sqlite.backup._copy, health.probe,
-                    logsinks._sql, chunking, sqlite._writer_pause, sqlite
+                    logsinks._sql, chunking, sqlite._writer_pause
                     → events, migrations, health, repositories, state, backups,
                       sqlite.backup._restore, backups._retention, logsinks,
                       sqlite.backup._online_restore
-                      → sqlite.backup
+                      → sqlite.backup → sqlite
                         → service
                           → demo
                             → cli

@@ -25,8 +25,7 @@ from .demo import run_demo
 from .errors import StoreError
 from .migrations._sets import BUILTIN_SETS
 from .service import SqlService
-from .sqlite.backup._copy import verify_backup
-from .sqlite.backup._restore import restore_offline
+from .sqlite.backup import restore_offline, verify_backup
 
 EXIT_DEGRADED = 3
 EXIT_FAILING = 4

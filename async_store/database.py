@@ -20,7 +20,7 @@ from types import ModuleType, TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
 
 from .config import DatabaseConfig
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .metrics import Metrics
 from .statistics import PoolStatistics
 
@@ -199,6 +199,24 @@ class Database(QueryMethods):
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool; synchronous, no I/O."""
         raise NotImplementedError
+
+
+def refuse_inside_transaction(
+    databases: Iterable[Database],
+    what: str,
+    error: type[StoreError] = StoreError,
+    outcome: str = "",
+) -> None:
+    """Raise ``error`` when the calling task is inside a ``transaction()`` block of one of
+    ``databases``: ``what`` waits for that database's writer, so it would wait for the block's
+    own end, and the block for it. ``outcome`` ends the message (what was left unchanged)."""
+    for database in databases:
+        if database.in_transaction:
+            raise error(
+                f"{what} cannot run inside a transaction() block of {database.name}: it "
+                "waits for that database's writer, which the block holds; run it after "
+                f"the block{outcome}"
+            )
 
 
 def backend_of(subject: Database | DatabaseConfig) -> ModuleType:

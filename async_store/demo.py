@@ -19,7 +19,7 @@ from .config import SqlConfig
 from .metrics import KINDS
 from .repositories import DocumentRepository, PipelineRunRepository
 from .service import SqlService
-from .sqlite.backup._copy import verify_backup
+from .sqlite.backup import verify_backup
 from .state import (
     AppState,
     KnowledgeBase,

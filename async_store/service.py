@@ -16,7 +16,9 @@ import anyio
 
 from ._shield import uncancellable
 from .backups import BackupConfig, BackupManifest, BackupScheduler, list_backups
+from .backups._backend import BackupBackend
 from .config import SqlConfig
+from .database import Database, backend_of, refuse_inside_transaction
 from .errors import BackupError, MigrationError, PoolClosed, StoreError
 from .events.store import EventStore
 from .health.probe import HealthReport, collect, metrics_text
@@ -28,10 +30,6 @@ from .migrations.runner import (
     migration_status,
     migration_work,
 )
-from .sqlite.backup._contents import check_target
-from .sqlite.backup._copy import create_backup, verify_backup
-from .sqlite.backup._online_restore import restore_online
-from .sqlite.database import SqliteDatabase as Database
 
 __all__ = ["SqlService"]
 
@@ -80,6 +78,7 @@ class SqlService:
         self._background: asyncio.Task[None] | None = None
         self._last_backup_at: datetime | None = None
         self._components: list[Component] = []
+        self._backups: BackupBackend | None = getattr(backend_of(config.app), "BACKUPS", None)
         self._started = False
         self._closed = False
 
@@ -212,23 +211,10 @@ class SqlService:
         on failure. Afterwards each WAL is truncated if no reader holds it; what that checkpoint
         did is the database's ``last_checkpoint`` (and in :meth:`health`)."""
         root = Path(dest) if dest is not None else self._backup_root
-        manifest = await create_backup(
+        manifest = await self._backend_backups().create(
             self.databases, root, mode=self._config.mode, event_database=self._events
         )
         self._last_backup_at = datetime.now(UTC)
-        for database in self.databases:
-            if database.statistics().readers_busy == 0 and not database.in_transaction:
-                try:
-                    result = await database.checkpoint("TRUNCATE", wait=False, source="backup")
-                except Exception as exc:  # the backup itself is done and verified
-                    log.warning("%s: checkpoint after the backup failed: %s", database.name, exc)
-                else:
-                    if result.busy:
-                        log.info(
-                            "%s: the WAL could not be truncated after the backup: a reader "
-                            "(of this or another process) holds it",
-                            database.name,
-                        )
         return manifest
 
     async def restore(self, backup: str | Path) -> BackupManifest:
@@ -269,9 +255,12 @@ class SqlService:
         :class:`PoolClosed` when the service is closed."""
         directory = Path(backup)
         # Before the backup is read: the restore could only wait for this block.
-        self._refuse_inside_a_transaction("restore()", BackupError, "; nothing was replaced")
-        manifest = await verify_backup(directory, migration_sets=self._migration_sets)
-        check_target(
+        refuse_inside_transaction(
+            self.databases, "restore()", BackupError, "; nothing was replaced"
+        )
+        backups = self._backend_backups()
+        manifest = await backups.verify(directory, migration_sets=self._migration_sets)
+        backups.check_target(
             directory, manifest.mode, self._config.mode, [db.name for db in self.databases]
         )
         migrations = (
@@ -284,7 +273,7 @@ class SqlService:
         )
         # Once every writer is held: appends planned from what the store knew of the old log
         # and written after the copy are then made the careful way.
-        await restore_online(
+        await backups.restore_online(
             self.databases,
             directory,
             {item.database: item for item in manifest.files},
@@ -302,23 +291,19 @@ class SqlService:
         with contextlib.suppress(ValueError):
             self._components.remove(component)
 
-    def _refuse_inside_a_transaction(
-        self, what: str, error: type[StoreError], outcome: str = ""
-    ) -> None:
-        """Raise ``error`` when the caller is inside a ``transaction()`` block of one of the
-        databases: ``what`` waits for every writer, so it would wait for that block's end."""
-        for database in self.databases:
-            if database.in_transaction:
-                raise error(
-                    f"{what} cannot run inside a transaction() block of {database.name}: it "
-                    "waits for that database's writer, which the block holds; run it after "
-                    f"the block{outcome}"
-                )
+    def _backend_backups(self) -> BackupBackend:
+        if self._backups is None:
+            raise StoreError(
+                f"the {self._config.app.backend} backend keeps no backups of its own: back the "
+                "store up with the server's tools (pg_dump, base backups with point-in-time "
+                "recovery)"
+            )
+        return self._backups
 
     async def health(self) -> HealthReport:
         """Status (ok/degraded/failing) with reasons, and the facts behind it. Refused inside a
         ``transaction()`` block (it reads each database on its writer, which the block holds)."""
-        self._refuse_inside_a_transaction("health()", StoreError)
+        refuse_inside_transaction(self.databases, "health()")
         lags = [c.projection_lag for c in self._components]
         errors = [c.projection_error for c in self._components if c.projection_error]
         return await collect(

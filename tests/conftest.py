@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from async_store import Database, DatabaseConfig
+from async_store import Database, DatabaseConfig, SqliteDatabase
+
+
+def on_sqlite(database: Database) -> SqliteDatabase:
+    """``database`` as the SQLite database it is, for the SQLite-only calls (``run_*``,
+    ``checkpoint()``) of tests about the SQLite backend."""
+    assert isinstance(database, SqliteDatabase), database
+    return database
 
 
 def make_config(path: Path, **options: Any) -> DatabaseConfig:

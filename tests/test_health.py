@@ -34,6 +34,7 @@ from async_store.cli import main
 from async_store.health.probe import HealthReport, metrics_text
 from async_store.metrics import KINDS, LatencyHistogram, Metrics
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet, StateManager
+from tests.conftest import on_sqlite
 from tests.test_backup import transaction_held, wait_until
 
 Mode = Literal["production", "mvp"]
@@ -208,7 +209,7 @@ async def test_a_nearly_full_database_is_degraded(tmp_path: Path, mode: Mode) ->
         pages = await sql.app.fetch_val("PRAGMA page_count")
         # max_page_count is per connection: set it on the writer, the one that writes. The
         # PRAGMA returns a row: fetch it, or the unfinished statement stays open on the writer.
-        await sql.app.run_on_writer(
+        await on_sqlite(sql.app).run_on_writer(
             lambda c: c.execute(f"PRAGMA max_page_count = {pages + 1}").fetchall()
         )
         report = await sql.health()
@@ -224,7 +225,7 @@ async def test_a_maintenance_job_returning_a_cursor_does_not_break_the_writer(
         pages = await sql.app.fetch_val("PRAGMA page_count")
         gc.disable()  # what the collector would do, and when, is left to chance otherwise
         try:
-            await sql.app.run_on_writer(
+            await on_sqlite(sql.app).run_on_writer(
                 lambda c: c.execute(f"PRAGMA max_page_count = {pages + 100}")
             )
             report = await sql.health()
@@ -750,7 +751,7 @@ async def test_a_backup_sets_its_age_and_the_last_checkpoint(tmp_path: Path, mod
         assert db.checkpoint_probe.source == "health"
     # The checkpoint at close is recorded too.
     for database in databases:
-        closing = database.last_checkpoint
+        closing = on_sqlite(database).last_checkpoint
         assert closing is not None
         assert (closing.mode, closing.source, closing.busy) == ("TRUNCATE", "close", False)
 

@@ -31,7 +31,7 @@ from async_store import (
 from async_store.health.probe import metrics_text
 from async_store.sqlite import SqliteDatabase
 from async_store.state import SettingSet
-from tests.conftest import make_config
+from tests.conftest import make_config, on_sqlite
 from tests.test_backup import transaction_held
 
 SHORT = 0.3
@@ -118,7 +118,7 @@ async def test_every_writer_call_gives_up_and_leaves_nothing_queued(
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "execute": lambda: db.execute("INSERT INTO t VALUES (1)"),
             "execute_many": lambda: db.execute_many("INSERT INTO t VALUES (?)", [(1,), (2,)]),
-            "run_on_writer": lambda: db.run_on_writer(_nothing),
+            "run_on_writer": lambda: on_sqlite(db).run_on_writer(_nothing),
             "append": lambda: sql.event_store.append("s", [NewEvent("E", {})]),
         }
         async with transaction_held(db):

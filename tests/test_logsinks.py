@@ -18,6 +18,7 @@ import pytest
 
 from async_store import SqlConfig, SqlService
 from async_store.logsinks import JsonlSink, SqlLogSink
+from tests.conftest import on_sqlite
 from tests.test_backup import transaction_held, wait_until
 
 _names = itertools.count()
@@ -532,7 +533,7 @@ def test_sql_sink_close_after_the_loop_stopped_writes_a_batch_still_queued_once(
         gate.wait()
 
     async def queue_a_batch() -> asyncio.Task[None]:
-        held = asyncio.create_task(app.run_on_writer(hold_the_writers_thread))
+        held = asyncio.create_task(on_sqlite(app).run_on_writer(hold_the_writers_thread))
         await wait_until(entered.is_set)
         log_records(logger, 1000)
         # The sink's first batch of 100 is queued behind the job holding the writer.
@@ -567,7 +568,7 @@ def test_sql_sink_close_after_the_loop_stopped_counts_a_batch_committed_meanwhil
     def trace(conn: sqlite3.Connection) -> None:
         conn.set_trace_callback(stop_the_loop_before_committing)
 
-    loop.run_until_complete(app.run_on_writer(trace))
+    loop.run_until_complete(on_sqlite(app).run_on_writer(trace))
     log_records(logger, 1000)
     loop.run_forever()  # until the writer's thread stops it
     stopped.set()

@@ -11,6 +11,7 @@ import pytest
 from async_store import ForeignKeyViolation, MigrationError, NewEvent, SqlConfig, SqlService
 from async_store.migrations.runner import MigrationSet
 from async_store.sqlite._migrations import split_statements
+from tests.conftest import on_sqlite
 
 
 def write_set(root: Path, versions: dict[str, tuple[str, str]]) -> Path:
@@ -377,7 +378,9 @@ async def test_a_rebuild_with_foreign_keys_off_keeps_child_rows(tmp_path: Path) 
         assert await sql.app.fetch_val("SELECT count(*) FROM child") == 3
         assert await sql.app.fetch_val("SELECT name FROM parent WHERE id = 1") == ""
         assert (
-            await sql.app.run_on_writer(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0])
+            await on_sqlite(sql.app).run_on_writer(
+                lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]
+            )
             == 1
         )
         await sql.app.execute("DELETE FROM parent WHERE id = 1")
@@ -408,7 +411,9 @@ async def test_a_rebuild_that_breaks_foreign_keys_is_refused(tmp_path: Path) -> 
     async with SqlService(config, migration_sets=[v1]) as sql:
         assert await sql.app.fetch_val("SELECT count(*) FROM parent") == 2
         assert (
-            await sql.app.run_on_writer(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0])
+            await on_sqlite(sql.app).run_on_writer(
+                lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]
+            )
             == 1
         )
 

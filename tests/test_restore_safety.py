@@ -28,6 +28,7 @@ from async_store import (
 from async_store.migrations.runner import MigrationSet
 from async_store.sqlite.backup._copy import verify_backup
 from async_store.sqlite.backup._restore import restore_offline
+from tests.conftest import on_sqlite
 from tests.test_backup import (
     MODES,
     Mode,
@@ -622,12 +623,12 @@ async def test_a_first_copy_failing_replaces_nothing(tmp_path: Path) -> None:
     manifest = await big_backup(tmp_path)
     cfg = await live_service(tmp_path, "production")
     async with SqlService(cfg) as sql, asyncio.timeout(60):
-        await sql.app.run_on_writer(no_room)
+        await on_sqlite(sql.app).run_on_writer(no_room)
         with pytest.raises(BackupError, match="nothing was replaced") as info:
             await sql.restore(manifest.directory)
         assert "copying the backup over app_meta failed" in str(info.value)
         assert isinstance(info.value.__cause__, DatabaseFull)
-        await sql.app.run_on_writer(room)
+        await on_sqlite(sql.app).run_on_writer(room)
         await still_serving(sql)
 
 
@@ -638,7 +639,7 @@ async def test_a_copy_failing_after_another_was_replaced_says_which(tmp_path: Pa
     manifest = await big_backup(tmp_path)
     cfg = await live_service(tmp_path, "production")
     async with SqlService(cfg) as sql, asyncio.timeout(60):
-        await sql.events.run_on_writer(no_room)
+        await on_sqlite(sql.events).run_on_writer(no_room)
         with pytest.raises(BackupError) as info:
             await sql.restore(manifest.directory)
         text = str(info.value)
@@ -651,7 +652,7 @@ async def test_a_copy_failing_after_another_was_replaced_says_which(tmp_path: Pa
         assert await sql.event_store.stream_version("stream-live") == 3
         assert await sql.event_store.stream_version("bulk") == 0
 
-        await sql.events.run_on_writer(room)
+        await on_sqlite(sql.events).run_on_writer(room)
         await sql.restore(manifest.directory)
         assert (await setting_keys(sql))[:3] == ["b-0", "b-1", "b-2"]
         assert await sql.event_store.stream_version("stream-live") == 0

@@ -15,7 +15,7 @@ import pytest
 
 from async_store import BackupConfig, BackupManifest, SqlConfig, SqlService
 from async_store.backups._retention import BackupScheduler, list_backups
-from async_store.sqlite.backup._copy import create_backup
+from async_store.sqlite.backup import BACKUPS
 
 STAMP = "%Y%m%dT%H%M%S.%fZ"
 
@@ -35,7 +35,7 @@ class InjectedFault(Exception):
 async def test_scheduled_backups_survive_unexpected_failures_and_recover(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = create_backup
+    real = BACKUPS.create
     failing = True
     failed = 0
 
@@ -46,8 +46,8 @@ async def test_scheduled_backups_survive_unexpected_failures_and_recover(
             raise InjectedFault(f"fault {failed}")
         return await real(*args, **kwargs)
 
-    # The service's own reference: every backup it takes, scheduled or not, goes through it.
-    monkeypatch.setattr("async_store.service.create_backup", faulty)
+    # The backend's backups, which every backup the service takes, scheduled or not, go through.
+    monkeypatch.setattr(BACKUPS, "create", faulty)
     caplog.set_level(logging.INFO, logger="async_store")
     root = tmp_path / "backups"
     schedule = BackupConfig(directory=root, interval=0.05, keep_last=10, keep_daily=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from async_store import NewEvent, PoolClosed, SqlConfig, SqlService, StoreError
+from tests.conftest import on_sqlite
 
 
 async def test_mvp_shares_one_database(tmp_path: Path) -> None:
@@ -140,8 +141,10 @@ async def test_work_that_needs_the_writer_alone_is_refused_inside_a_transaction(
         async with asyncio.timeout(30), sql.app.transaction() as tx:
             await tx.execute("INSERT INTO settings(key, value) VALUES ('a', '1')")
             refused = [
-                lambda: sql.app.run_on_writer(lambda conn: conn.execute("SELECT 1").fetchall()),
-                lambda: sql.app.checkpoint(),
+                lambda: on_sqlite(sql.app).run_on_writer(
+                    lambda conn: conn.execute("SELECT 1").fetchall()
+                ),
+                lambda: on_sqlite(sql.app).checkpoint(),
                 sql.migrate,
                 sql.health,
             ]
@@ -151,6 +154,6 @@ async def test_work_that_needs_the_writer_alone_is_refused_inside_a_transaction(
             manifest = await sql.backup()
             await tx.execute("INSERT INTO settings(key, value) VALUES ('b', '2')")
         assert await sql.app.fetch_val("SELECT count(*) FROM settings") == 2
-        assert (await sql.app.checkpoint()).mode == "PASSIVE"  # after the block: fine
+        assert (await on_sqlite(sql.app).checkpoint()).mode == "PASSIVE"  # after the block: fine
         assert (await sql.health()).status in ("ok", "degraded")
     assert (manifest.directory / "manifest.json").exists()

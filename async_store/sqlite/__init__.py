@@ -6,13 +6,16 @@ names this backend, importing this package then (:func:`async_store.database.bac
 
 The pieces code above the contract asks this backend for (``backend_of(db).<PIECE>``):
 ``DATABASE`` (the class), ``MIGRATIONS`` (the migration runner's statements, ``_migrations``),
-``HEALTH_FACTS`` (what a health report reads of a database, ``_health``).
+``HEALTH_FACTS`` (what a health report reads of a database, ``_health``), ``BACKUPS`` (making,
+verifying and restoring backups, ``backup``).
 """
 
+from ..backups._backend import BackupBackend
 from ..health._report import ReadFacts
 from ..migrations._backend import MigrationBackend
 from ._health import health_facts
 from ._migrations import MIGRATIONS as _MIGRATIONS
+from .backup import BACKUPS as _BACKUPS
 from .database import SqliteDatabase
 
 __all__ = ["SqliteDatabase"]
@@ -25,3 +28,6 @@ MIGRATIONS: MigrationBackend = _MIGRATIONS
 
 HEALTH_FACTS: ReadFacts = health_facts
 """What a health report reads of a SQLite database."""
+
+BACKUPS: BackupBackend = _BACKUPS
+"""Making, verifying and restoring backups of SQLite databases."""

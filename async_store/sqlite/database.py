@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 
 from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..database import Database, Parameters, Row
+from ..database import Database, Parameters, Row, refuse_inside_transaction
 from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError
 from ..health._report import CheckpointResult
 from ..metrics import Metrics
@@ -265,12 +265,9 @@ class SqliteDatabase(SqliteQueries, Database):
         end it would wait for (so would the block, for it). :class:`PoolTimeout` when the
         writer did not take it within ``acquire_timeout`` seconds (default: the database's)."""
         writer = self._open_parts()[0]
-        if self.in_transaction:
-            raise StoreError(
-                f"{self.name}: work that needs the writer alone (run_on_writer, checkpoint, "
-                "migrate, health) cannot run inside a transaction() block of the same "
-                "database: it would wait for the block to end; run it after the block"
-            )
+        refuse_inside_transaction(
+            [self], "work that needs the writer alone (run_on_writer, checkpoint, migrate, health)"
+        )
         return await writer.run_exclusive(fn, acquire_timeout=acquire_timeout)
 
     async def checkpoint(

@@ -131,7 +131,10 @@ def _source_bytes(directory: Path) -> int:
 
 
 async def _checkpoint(sql: SqlService) -> None:
+    from async_store import SqliteDatabase
+
     for database in sql.databases:
+        assert isinstance(database, SqliteDatabase)
         await database.run_on_writer(
             lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         )

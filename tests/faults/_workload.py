@@ -47,6 +47,7 @@ from async_store.state import (
     ToolAdd,
     ToolRemove,
 )
+from tests.conftest import on_sqlite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -367,7 +368,7 @@ async def run_migrate(directory: Path, set_directory: Path) -> None:
     async with SqlService(
         SqlConfig.in_directory(directory), migration_sets=sets, migrate=False
     ) as sql:
-        await sql.app.run_on_writer(
+        await on_sqlite(sql.app).run_on_writer(
             lambda conn: conn.set_trace_callback(
                 lambda text: emit("sql " + " ".join(text.split())[:40])
             )

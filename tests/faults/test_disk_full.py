@@ -41,6 +41,7 @@ import pytest
 
 from async_store import DatabaseFull, NewEvent, SqlConfig, SqlService, StateManager, StoreError
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet
+from tests.conftest import on_sqlite
 from tests.faults._workload import REPO, ROUNDS, integrity, record
 from tests.test_state_manager import assert_projected
 
@@ -176,7 +177,9 @@ class PageLimit(Room):
                 continue
             pages = await database.fetch_val("PRAGMA page_count")
             limit = 2**31 if extra is None else pages + extra
-            rows = await database.run_on_writer(functools.partial(set_max_page_count, limit=limit))
+            rows = await on_sqlite(database).run_on_writer(
+                functools.partial(set_max_page_count, limit=limit)
+            )
             assert rows[0][0] >= pages
 
     async def take(self, sql: SqlService) -> None:
