@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -237,21 +236,20 @@ class EventStore:
         check_int(version, "a snapshot's version", 0)
         check_int(schema_version, "schema_version", 1)
         check_json_text(state_json, "state_json")
-
-        def save(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO aggregate_snapshots(stream_id, version, state,"
-                " schema_version, created_at) VALUES (?, ?, ?, ?, ?)",
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO aggregate_snapshots(stream_id, version, state, schema_version,"
+                " created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(stream_id, version) DO UPDATE"
+                " SET state = excluded.state, schema_version = excluded.schema_version,"
+                " created_at = excluded.created_at",
                 (stream_id, version, state_json, schema_version, _now()),
             )
-            conn.execute(
+            await tx.execute(
                 "DELETE FROM aggregate_snapshots WHERE stream_id = ? AND version NOT IN"
                 " (SELECT version FROM aggregate_snapshots WHERE stream_id = ?"
                 " ORDER BY version DESC LIMIT ?)",
                 (stream_id, stream_id, keep),
             )
-
-        await self._db.run_in_transaction(save, "save_snapshot")
 
     async def load_snapshot(
         self, stream_id: str, *, schema_version: int | None = None
