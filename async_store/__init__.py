@@ -7,9 +7,11 @@ Dependencies point one way (nothing lower imports anything higher):
       → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
         migrations._sets, sqlite._writer_jobs, sqlite.backup._manifest
         → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
-          sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report
-          → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
-            → sqlite.database, sqlite._event_recorder → events._appends
+          sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report,
+          events._prepared
+          → sqlite._writer, sqlite._transaction, events._recorder
+            → sqlite._snapshot, health._prometheus → sqlite.database, events._appends
+            → sqlite._event_recorder
               → migrations.runner, events.store, repositories._documents,
                 repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
                 chunking, sqlite._writer_pause, sqlite

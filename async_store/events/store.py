@@ -1,9 +1,11 @@
 """The event store on the events database: durable group-commit appends with optimistic
 concurrency and idempotency, paged reads, snapshots, checkpoints and subscriptions.
 
-Appends are jobs of the events database's writer, so concurrent appends share one COMMIT (at
-``synchronous=FULL`` in production mode) and each ``await append(...)`` returns once its events
-are durable. One append's conflict fails only that append.
+Appends are queued and coalesced by ``_appends`` and written by the recorder of the database's
+backend (``events._recorder``; on SQLite, jobs of the writer, so concurrent appends share one
+COMMIT, at ``synchronous=FULL`` in production mode). Each ``await append(...)`` returns once
+its events are durable; one append's conflict fails only that append. Reads, snapshots and
+checkpoints are plain SQL through the ``Database`` contract.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 from .._checks import check_int, check_json_text, check_sequence, check_text
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
-from ..database import Row, Transaction
+from ..database import Database, Row, Transaction, backend_of
 from ..errors import ConfigError, PoolClosed, QueryError
-from ..sqlite._event_recorder import ROWS_PER_INSERT, PreparedEvent, content_hash
-from ..sqlite.database import SqliteDatabase as Database
 from ._appends import Appends
+from ._prepared import PreparedEvent, content_hash
+from ._recorder import LAST_POSITION, EventRecorder
 from .records import (
     ANY,
     NO_STREAM,
@@ -68,7 +70,10 @@ class EventStore:
         self._keep_snapshots = keep_snapshots
         self._committed = asyncio.Event()
         self._closed = False
-        self._appends = Appends(database, self._notify)
+        recorder: EventRecorder = backend_of(database).event_recorder(database)
+        self._coalesce_up_to = recorder.rows_per_statement
+        """Appends of at most this many events are coalesced with others."""
+        self._appends = Appends(database, recorder, self._notify)
 
     @property
     def database(self) -> Database:
@@ -95,7 +100,7 @@ class EventStore:
         stream_id = check_text(stream_id, "stream_id")
         prepared = _prepared(stream_id, events, _now())
         started = time.perf_counter()
-        if len(prepared) <= ROWS_PER_INSERT and not self._db.in_transaction:
+        if len(prepared) <= self._coalesce_up_to and not self._db.in_transaction:
             result = await self._appends.coalesced(stream_id, prepared, expected_version)
         else:
             (result,) = await self._appends.apart([(stream_id, prepared, expected_version)])
@@ -116,7 +121,7 @@ class EventStore:
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
         started = time.perf_counter()
-        if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT and not self._db.in_transaction:
+        if len(prepared) == 1 and len(ids) <= self._coalesce_up_to and not self._db.in_transaction:
             results = [await self._appends.coalesced(*prepared[0])]
         else:
             results = await self._appends.apart(prepared)
@@ -151,7 +156,7 @@ class EventStore:
 
     async def last_position(self) -> int:
         """The position of the newest event in the log (0 when empty)."""
-        return int(await self._db.fetch_val("SELECT coalesce(max(position), 0) FROM events"))
+        return int(await self._db.fetch_val(LAST_POSITION))
 
     async def read_stream(
         self, stream_id: str, from_version: int = 1, *, batch_size: int = 500
