@@ -181,7 +181,7 @@ class Appends:
     def forget_versions(self) -> None:
         """Drop every stream version learnt so far and start a new generation: batches planned
         from the old versions are made the careful way, and what they commit is not learnt
-        (see ``EventStore._forget_versions``)."""
+        (see ``EventStore.forget_versions``)."""
         self._versions.clear()
         self._generation += 1
 

@@ -133,15 +133,18 @@ class EventStore:
         committed, self._committed = self._committed, asyncio.Event()
         committed.set()
 
-    def _forget_versions(self) -> None:
-        """Drop the stream versions learnt from this store's appends, before the log is
-        replaced under it (a restore) or its schema moves (a migration). Batches planned
-        earlier but written later are then made the careful way, and what they commit is not
-        learnt."""
+    def forget_versions(self) -> None:
+        """Forget the stream versions this store learnt from its own appends (it writes a
+        coalesced append at the version it learnt, without asking the database). Call it
+        before the log is replaced under the store (a restore) or its schema moves (a
+        migration): batches planned earlier but written later are then made the careful way,
+        and what they commit is not learnt. ``SqlService`` does so itself."""
         self._appends.forget_versions()
 
-    async def _drain(self) -> None:
-        """Return once every append made so far is written (or has failed)."""
+    async def drain(self) -> None:
+        """Return once every append made so far is written (or has failed): before closing
+        the database, so that no accepted append is cut off. Cancelling it does not stop the
+        writes. Raises nothing."""
         await self._appends.drain()
 
     # -- reading -----------------------------------------------------------------------------
