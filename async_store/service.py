@@ -179,7 +179,7 @@ class SqlService:
             if migration_set is not None and all(s.name != migration_set for s in sets):
                 continue
             if database is self._events:
-                self._event_store._forget_versions()  # a migration down may empty the log
+                self._event_store.forget_versions()  # a migration down may empty the log
             done += await apply_migrations(
                 database, sets, track_user_version=tracked, target=target, target_set=migration_set
             )
@@ -278,7 +278,7 @@ class SqlService:
             directory,
             {item.database: item for item in manifest.files},
             migrations,
-            before=self._event_store._forget_versions,
+            before=self._event_store.forget_versions,
         )
         return manifest
 
@@ -337,7 +337,7 @@ class SqlService:
         background = self._background
         try:
             self._event_store.close()  # ends subscriptions
-            await self._event_store._drain()  # appends made before close() are written
+            await self._event_store.drain()  # appends made before close() are written
             if background is not None:
                 background.cancel()
                 try:

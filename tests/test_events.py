@@ -49,7 +49,7 @@ from async_store import (
     SqlService,
     StoreError,
 )
-from async_store.sqlite._event_recorder import content_hash
+from async_store.events._prepared import content_hash
 from tests.test_state_manager import writer_held
 
 # -- fixtures and helpers -------------------------------------------------------------------
@@ -638,7 +638,9 @@ async def test_a_coalesced_write_run_again_after_a_rollback_does_the_same(
     """The same plan, run, rolled back and run again, answers every append the same way and
     writes the same rows: through the one INSERT, the careful way (with refusals and a retry),
     after the INSERT failed, and when the store has forgotten the versions it planned from."""
-    from async_store.sqlite._event_recorder import Plan, PreparedEvent, Waiting, write_plan
+    from async_store.events._prepared import PreparedEvent
+    from async_store.events._recorder import Plan, Waiting
+    from async_store.sqlite._event_recorder import write_plan
 
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
         await sql.event_store.append("a", STORED)
@@ -656,7 +658,7 @@ async def test_a_coalesced_write_run_again_after_a_rollback_does_the_same(
         conn.execute("BEGIN IMMEDIATE")
         outcomes: list[object] = [
             outcome if isinstance(outcome, AppendResult) else (type(outcome), str(outcome))
-            for outcome in write_plan(conn, plan)
+            for outcome in write_plan(conn, plan, "events")
         ]
         rows = conn.execute("SELECT * FROM events ORDER BY position").fetchall()
         conn.execute("ROLLBACK")  # as the writer does when the batch's COMMIT fails
@@ -1450,7 +1452,7 @@ def test_an_appended_row_carries_the_hash_of_its_columns(
     """The hash an append writes is ``content_hash`` of the row, generated ids and escaped
     text alike (the append spares itself escaping what needs none)."""
     from async_store._clock import utc_now
-    from async_store.sqlite._event_recorder import PreparedEvent
+    from async_store.events._prepared import PreparedEvent
 
     event = NewEvent(type_, {"text": type_}, metadata=metadata, event_id=event_id)
     row = PreparedEvent(event, utc_now()).row(stream_id, version)

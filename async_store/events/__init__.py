@@ -2,7 +2,9 @@
 snapshots, checkpoints and subscriptions.
 
 ``store`` holds :class:`EventStore`; ``records`` the values it takes and returns; ``_appends``
-queues and coalesces appends on the event loop.
+queues and coalesces appends on the event loop; ``_prepared`` is an event's stored form and
+content hash; ``_recorder`` the contract of what a backend writes for the store in its own
+dialect (SQLite's recorder is ``async_store.sqlite._event_recorder``).
 """
 
 from .store import (

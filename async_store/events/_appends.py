@@ -3,32 +3,23 @@ before them is under way and written together as one writer job, appends that go
 several streams, of many events, inside a ``transaction()``), and the stream versions the store
 learns from its own commits, which let a coalesced write be one multi-row INSERT.
 
-``EventStore`` checks and encodes each append, then hands it to the ``Appends`` it owns; what
-runs on the writer's thread (the plan, the careful append) is in ``sqlite._event_recorder``."""
+``EventStore`` checks and encodes each append, then hands it to the ``Appends`` it owns; the
+backend's recorder (``events._recorder``) writes them, in its own dialect."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._futures import fail
 from .._shield import uncancellable
 from .._tasks import start_background
-from ..errors import PoolClosed, QueryError, StoreError
-from ..sqlite._errors import translate
-from ..sqlite._event_recorder import (
-    ROWS_PER_BATCH,
-    Plan,
-    PreparedEvent,
-    Waiting,
-    append_rows,
-    expectation_met,
-    write_plan,
-)
-from ..sqlite.database import SqliteDatabase as Database
+from ..database import Database
+from ..errors import PoolClosed, QueryError
+from ._prepared import PreparedEvent
+from ._recorder import EventRecorder, Outcome, Plan, StreamAppend, Waiting, expectation_met
 from .records import ANY, NO_STREAM, AppendResult, ExpectedVersion
 
 __all__ = ["Appends"]
@@ -38,10 +29,14 @@ class Appends:
     """The appends of one ``EventStore``: those waiting for a coalesced write, the task writing
     them, and the stream versions learnt from the store's own commits."""
 
-    def __init__(self, database: Database, on_commit: Callable[[], None]) -> None:
-        """``on_commit`` is called after each write of appends that did not fail (the store
-        wakes its subscriptions)."""
+    def __init__(
+        self, database: Database, recorder: EventRecorder, on_commit: Callable[[], None]
+    ) -> None:
+        """``recorder`` writes the appends; ``on_commit`` is called after each write of appends
+        that did not fail (the store wakes its subscriptions)."""
         self._db = database
+        self._recorder = recorder
+        self._rows_per_batch = recorder.rows_per_batch
         self._on_commit = on_commit
         self._waiting: collections.deque[Waiting] = collections.deque()
         self._waiting_rows = 0
@@ -53,20 +48,13 @@ class Appends:
         never removed, so it is never ahead of the database: at worst behind, and then the
         write that relied on it fails whole and is redone the careful way."""
 
-    async def apart(
-        self, prepared: list[tuple[str, list[PreparedEvent], ExpectedVersion]]
-    ) -> list[AppendResult]:
+    async def apart(self, prepared: Sequence[StreamAppend]) -> list[AppendResult]:
         """Appends to several streams, of more events than one INSERT takes, or inside a
         ``transaction()``: a writer job of their own (or part of that transaction), made the
         careful way."""
         in_transaction = self._db.in_transaction
         generation = self._generation
-        results = await self._db.run_in_transaction(
-            lambda conn: [
-                append_rows(conn, s, events, expected) for s, events, expected in prepared
-            ],
-            "append",
-        )
+        results = await self._recorder.append(prepared)
         if not in_transaction and generation == self._generation:
             # (Inside a transaction nothing is committed yet: it may still roll back.)
             for result in results:
@@ -114,7 +102,8 @@ class Appends:
 
     def _take_batch(self) -> list[Waiting]:
         waiting = self._waiting
-        if self._waiting_rows <= ROWS_PER_BATCH:  # the usual case: every one fits
+        limit = self._rows_per_batch
+        if self._waiting_rows <= limit:  # the usual case: every one fits
             taken = list(waiting)
             waiting.clear()
             self._waiting_rows = 0
@@ -124,7 +113,7 @@ class Appends:
         while waiting:
             append = waiting[0]
             count = len(append.events)
-            if batch and rows + count > ROWS_PER_BATCH:
+            if batch and rows + count > limit:
                 break
             waiting.popleft()
             self._waiting_rows -= count
@@ -146,11 +135,7 @@ class Appends:
                 plan.slow.append((index, append))
             else:
                 reached[stream_id] = plan.add_direct(index, append, current or 0)
-        job = asyncio.ensure_future(
-            self._db.run_in_transaction(
-                functools.partial(write_plan, plan=plan), "append", atomic=True
-            )
-        )
+        job = asyncio.ensure_future(self._recorder.write(plan))
         try:
             await uncancellable(job)
         except asyncio.CancelledError:
@@ -160,9 +145,7 @@ class Appends:
             pass  # answered below, append by append
         self._answer(batch, plan, job)
 
-    def _answer(
-        self, batch: list[Waiting], plan: Plan, job: asyncio.Future[list[AppendResult | Exception]]
-    ) -> None:
+    def _answer(self, batch: list[Waiting], plan: Plan, job: asyncio.Future[list[Outcome]]) -> None:
         error: BaseException | None = (
             PoolClosed(f"{self._db.name}: the write of these appends was cancelled")
             if job.cancelled()
@@ -186,12 +169,7 @@ class Appends:
                     future.set_result(outcome)
             else:
                 versions.pop(append.stream_id, None)
-                error = (
-                    outcome
-                    if isinstance(outcome, StoreError)
-                    else translate(outcome, database=self._db.name, sql="append")
-                )
-                fail(append.future, error, cause=outcome)
+                fail(append.future, outcome)
         self._on_commit()
 
     def _learn(self, stream_id: str, version: int) -> None:
@@ -203,7 +181,7 @@ class Appends:
     def forget_versions(self) -> None:
         """Drop every stream version learnt so far and start a new generation: batches planned
         from the old versions are made the careful way, and what they commit is not learnt
-        (see ``EventStore._forget_versions``)."""
+        (see ``EventStore.forget_versions``)."""
         self._versions.clear()
         self._generation += 1
 

@@ -1,16 +1,17 @@
 """The event store on the events database: durable group-commit appends with optimistic
 concurrency and idempotency, paged reads, snapshots, checkpoints and subscriptions.
 
-Appends are jobs of the events database's writer, so concurrent appends share one COMMIT (at
-``synchronous=FULL`` in production mode) and each ``await append(...)`` returns once its events
-are durable. One append's conflict fails only that append.
+Appends are queued and coalesced by ``_appends`` and written by the recorder of the database's
+backend (``events._recorder``; on SQLite, jobs of the writer, so concurrent appends share one
+COMMIT, at ``synchronous=FULL`` in production mode). Each ``await append(...)`` returns once
+its events are durable; one append's conflict fails only that append. Reads, snapshots and
+checkpoints are plain SQL through the ``Database`` contract.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -18,11 +19,11 @@ from typing import Any
 from .._checks import check_int, check_json_text, check_sequence, check_text
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
-from ..database import Row, Transaction
+from ..database import Database, Row, Transaction, backend_of
 from ..errors import ConfigError, PoolClosed, QueryError
-from ..sqlite._event_recorder import ROWS_PER_INSERT, PreparedEvent, content_hash
-from ..sqlite.database import SqliteDatabase as Database
 from ._appends import Appends
+from ._prepared import PreparedEvent, content_hash
+from ._recorder import LAST_POSITION, EventRecorder
 from .records import (
     ANY,
     NO_STREAM,
@@ -69,7 +70,10 @@ class EventStore:
         self._keep_snapshots = keep_snapshots
         self._committed = asyncio.Event()
         self._closed = False
-        self._appends = Appends(database, self._notify)
+        recorder: EventRecorder = backend_of(database).event_recorder(database)
+        self._coalesce_up_to = recorder.rows_per_statement
+        """Appends of at most this many events are coalesced with others."""
+        self._appends = Appends(database, recorder, self._notify)
 
     @property
     def database(self) -> Database:
@@ -96,7 +100,7 @@ class EventStore:
         stream_id = check_text(stream_id, "stream_id")
         prepared = _prepared(stream_id, events, _now())
         started = time.perf_counter()
-        if len(prepared) <= ROWS_PER_INSERT and not self._db.in_transaction:
+        if len(prepared) <= self._coalesce_up_to and not self._db.in_transaction:
             result = await self._appends.coalesced(stream_id, prepared, expected_version)
         else:
             (result,) = await self._appends.apart([(stream_id, prepared, expected_version)])
@@ -117,7 +121,7 @@ class EventStore:
         if len(set(ids)) != len(ids):
             raise QueryError("the same event_id appears twice in one append")
         started = time.perf_counter()
-        if len(prepared) == 1 and len(ids) <= ROWS_PER_INSERT and not self._db.in_transaction:
+        if len(prepared) == 1 and len(ids) <= self._coalesce_up_to and not self._db.in_transaction:
             results = [await self._appends.coalesced(*prepared[0])]
         else:
             results = await self._appends.apart(prepared)
@@ -129,15 +133,18 @@ class EventStore:
         committed, self._committed = self._committed, asyncio.Event()
         committed.set()
 
-    def _forget_versions(self) -> None:
-        """Drop the stream versions learnt from this store's appends, before the log is
-        replaced under it (a restore) or its schema moves (a migration). Batches planned
-        earlier but written later are then made the careful way, and what they commit is not
-        learnt."""
+    def forget_versions(self) -> None:
+        """Forget the stream versions this store learnt from its own appends (it writes a
+        coalesced append at the version it learnt, without asking the database). Call it
+        before the log is replaced under the store (a restore) or its schema moves (a
+        migration): batches planned earlier but written later are then made the careful way,
+        and what they commit is not learnt. ``SqlService`` does so itself."""
         self._appends.forget_versions()
 
-    async def _drain(self) -> None:
-        """Return once every append made so far is written (or has failed)."""
+    async def drain(self) -> None:
+        """Return once every append made so far is written (or has failed): before closing
+        the database, so that no accepted append is cut off. Cancelling it does not stop the
+        writes. Raises nothing."""
         await self._appends.drain()
 
     # -- reading -----------------------------------------------------------------------------
@@ -152,7 +159,7 @@ class EventStore:
 
     async def last_position(self) -> int:
         """The position of the newest event in the log (0 when empty)."""
-        return int(await self._db.fetch_val("SELECT coalesce(max(position), 0) FROM events"))
+        return int(await self._db.fetch_val(LAST_POSITION))
 
     async def read_stream(
         self, stream_id: str, from_version: int = 1, *, batch_size: int = 500
@@ -237,21 +244,20 @@ class EventStore:
         check_int(version, "a snapshot's version", 0)
         check_int(schema_version, "schema_version", 1)
         check_json_text(state_json, "state_json")
-
-        def save(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO aggregate_snapshots(stream_id, version, state,"
-                " schema_version, created_at) VALUES (?, ?, ?, ?, ?)",
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO aggregate_snapshots(stream_id, version, state, schema_version,"
+                " created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(stream_id, version) DO UPDATE"
+                " SET state = excluded.state, schema_version = excluded.schema_version,"
+                " created_at = excluded.created_at",
                 (stream_id, version, state_json, schema_version, _now()),
             )
-            conn.execute(
+            await tx.execute(
                 "DELETE FROM aggregate_snapshots WHERE stream_id = ? AND version NOT IN"
                 " (SELECT version FROM aggregate_snapshots WHERE stream_id = ?"
                 " ORDER BY version DESC LIMIT ?)",
                 (stream_id, stream_id, keep),
             )
-
-        await self._db.run_in_transaction(save, "save_snapshot")
 
     async def load_snapshot(
         self, stream_id: str, *, schema_version: int | None = None

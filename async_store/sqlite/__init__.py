@@ -4,15 +4,25 @@
 writer with group commit, a reader pool. ``Database(config)`` builds it for a configuration that
 names this backend, importing this package then (:func:`async_store.database.backend_of`).
 
-The pieces code above the contract asks this backend for (``backend_of(db).<PIECE>``):
-``DATABASE`` (the class), ``MIGRATIONS`` (the migration runner's statements, ``_migrations``),
-``HEALTH_FACTS`` (what a health report reads of a database, ``_health``), ``BACKUPS`` (making,
-verifying and restoring backups, ``backup``).
+The pieces code above the contract asks this backend for (``backend_of(db).<piece>``), each
+typed with the protocol its user declares:
+
+- ``DATABASE``: the class ``Database(config)`` builds;
+- :func:`event_recorder`: the event store's appends (``_event_recorder``);
+- ``MIGRATIONS``: the migration runner's statements (``_migrations``);
+- ``HEALTH_FACTS``: what a health report reads of a database (``_health``);
+- ``BACKUPS``: making, verifying and restoring backups (``backup``).
+
+They are backend hooks, not re-exported by ``async_store``.
 """
 
+from __future__ import annotations
+
 from ..backups._backend import BackupBackend
+from ..events._recorder import EventRecorder
 from ..health._report import ReadFacts
 from ..migrations._backend import MigrationBackend
+from ._event_recorder import SqliteEventRecorder
 from ._health import health_facts
 from ._migrations import MIGRATIONS as _MIGRATIONS
 from .backup import BACKUPS as _BACKUPS
@@ -31,3 +41,8 @@ HEALTH_FACTS: ReadFacts = health_facts
 
 BACKUPS: BackupBackend = _BACKUPS
 """Making, verifying and restoring backups of SQLite databases."""
+
+
+def event_recorder(database: SqliteDatabase) -> EventRecorder:
+    """The event store's recorder for ``database``: its appends as jobs of the writer."""
+    return SqliteEventRecorder(database)

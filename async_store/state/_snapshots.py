@@ -5,12 +5,12 @@ is the ``StateManager``'s decision (every ``snapshot_every`` events, one at a ti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from ..errors import StoreError
 from ..events.store import EventStore
-from ..sqlite.database import SqliteDatabase as Database
 from .app_state import STATE_SCHEMA_VERSION, AppState, Limits, apply_event
 from .projector import STREAM
 
@@ -29,16 +29,19 @@ async def load_state(store: EventStore, limits: Limits) -> AppState:
     return state
 
 
-async def save_snapshot(events: Database, store: EventStore, state: AppState) -> None:
+async def save_snapshot(store: EventStore, state: AppState) -> None:
     """Store ``state`` as the snapshot of ``$app`` at its version. A failure is logged, not
     raised: the events are stored, so a missing snapshot only means a longer replay."""
     try:
-        # Serialise on a reader's thread: a large state must not stall the event loop.
-        text = await events.run_in_reader(
-            lambda conn: json.dumps(state.to_json(), ensure_ascii=False), "snapshot"
-        )
+        # Serialised on a worker thread: a large state must not stall the event loop. (Pure
+        # Python, no database call: the one thread bridge to the database is not needed.)
+        text = await asyncio.to_thread(_encoded, state)
         await store.save_snapshot_json(
             STREAM, state.version, text, schema_version=STATE_SCHEMA_VERSION
         )
     except StoreError as exc:
         log.warning("snapshot of version %d failed: %s", state.version, exc)
+
+
+def _encoded(state: AppState) -> str:
+    return json.dumps(state.to_json(), ensure_ascii=False)

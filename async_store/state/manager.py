@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from .._futures import fail, resolve
 from .._shield import uncancellable
 from .._tasks import start_background
+from ..database import Database
 from ..errors import (
     ConcurrencyError,
     ConfigError,
@@ -36,7 +37,6 @@ from ..errors import (
     StoreError,
 )
 from ..events.store import EventStore
-from ..sqlite.database import SqliteDatabase as Database
 from ._messages import STOP, Accepted, Kind, Mailbox, Message, encoded
 from ._snapshots import load_state, save_snapshot
 from ._subscribers import Subscriptions
@@ -492,5 +492,5 @@ class StateManager:
             return
         self._snapshot_version = state.version
         self._snapshotting = start_background(
-            save_snapshot(self._sql.events, self._store, state), name="async_store.state.snapshot"
+            save_snapshot(self._store, state), name="async_store.state.snapshot"
         )

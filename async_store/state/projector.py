@@ -12,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import itertools
 import json
 import logging
 import operator
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from .._json import dumps
 from .._tasks import start_background
+from ..database import Database, Transaction
 from ..errors import PoolClosed, StoreError
 from ..events.store import EventStore
-from ..sqlite._connection import execute_rows
-from ..sqlite.database import SqliteDatabase as Database
 from .app_state import COLLECTIONS, AppState
 from .deltas import (
     EntityAdd,
@@ -155,19 +152,28 @@ def projection_ops(delta: StateDelta) -> list[tuple[str, tuple[Any, ...]]]:
     return []
 
 
-def _run_ops(ops: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection) -> None:
-    """Runs on the app_meta writer's thread. In order; a run of the same statement (a batch of
-    settings, say) goes ``_ROWS_PER_STATEMENT`` rows per statement, the rest by executemany:
-    each statement lets the GIL go once, where executemany takes it back for every row, and
-    waits each time for the event loop to let go of it. (A multi-row upsert that names one
-    key twice is SQLite's to take in order; other databases refuse it.)"""
+async def _run_ops(tx: Transaction, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run ``ops`` in ``tx``, in order. A run of the same statement (a batch of settings, say)
+    goes ``_ROWS_PER_STATEMENT`` rows per statement, the rest by ``execute_many``: on SQLite
+    each statement lets the GIL go once, where a statement per row takes it back for every row,
+    and waits each time for the event loop to let go of it. Two calls per run, whatever its
+    length. (A multi-row upsert that names one key twice is SQLite's to take in order; other
+    databases refuse it.)"""
+    per = _ROWS_PER_STATEMENT
     for sql, run in itertools.groupby(ops, key=operator.itemgetter(0)):
         rows = [parameters for _, parameters in run]
         many = _MANY_ROWS.get(sql)
-        if many is None:
-            conn.executemany(sql, rows)
-        else:
-            execute_rows(conn, sql, many, _ROWS_PER_STATEMENT, rows)
+        whole = 0 if many is None else len(rows) - len(rows) % per
+        if many is not None and whole:
+            await tx.execute_many(
+                many,
+                [
+                    list(itertools.chain.from_iterable(rows[i : i + per]))
+                    for i in range(0, whole, per)
+                ],
+            )
+        if whole < len(rows):
+            await tx.execute_many(sql, rows[whole:])
 
 
 class Projector:
@@ -297,9 +303,10 @@ class Projector:
         ops = [op for _, delta in changes for op in projection_ops(delta)]
         last = changes[-1][0]
         ops.append((_SET_CHECKPOINT, (CHECKPOINT, last)))
-        # The batch and its checkpoint: one job of the app_meta writer, so one transaction
-        # (group-committed with other writes) and one hop to the writer's thread.
-        await self._app.run_in_transaction(functools.partial(_run_ops, ops), "projection")
+        # The batch and its checkpoint: one transaction, so the tables and the checkpoint move
+        # together (exactly once, whenever the projector stops).
+        async with self._app.transaction() as tx:
+            await _run_ops(tx, ops)
         self._position = last
         self.last_error = None
         self._signal_progress()
