@@ -2,7 +2,7 @@
 
 Dependencies point one way (nothing lower imports anything higher):
 
-    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks,
+    errors, config, metrics, _checks, _clock, _files, _futures, _ids, _json, _tasks,
     sqlite._migration_record, logsinks._records
       → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
         migrations._sets, sqlite._writer_jobs, sqlite.backup._manifest
