@@ -9,16 +9,17 @@ Dependencies point one way (nothing lower imports anything higher):
         → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
           sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report
           → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
-            → sqlite.database, sqlite._event_recorder → events._appends
-              → migrations.runner, events.store, repositories._documents,
-                repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
-                chunking, sqlite._writer_pause, sqlite
-                → events, migrations, health, repositories, state, sqlite.backup._restore,
-                  sqlite.backup._retention, logsinks, sqlite.backup._online_restore
-                  → sqlite.backup
-                    → service
-                      → demo
-                        → cli
+            → sqlite.database, sqlite._event_recorder
+              → events._appends, sqlite._bulk_insert
+                → migrations.runner, events.store, repositories._documents,
+                  repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
+                  chunking, sqlite._writer_pause, sqlite
+                  → events, migrations, health, repositories, state, sqlite.backup._restore,
+                    sqlite.backup._retention, logsinks, sqlite.backup._online_restore
+                    → sqlite.backup
+                      → service
+                        → demo
+                          → cli
 
 ``sqlite._transaction`` and ``sqlite._snapshot`` name ``Database`` in annotations only, imported
 under ``TYPE_CHECKING``.

@@ -3,8 +3,12 @@
 :class:`SqliteDatabase` implements the contract of ``async_store.database`` on one file: one
 writer with group commit, a reader pool. ``Database(config)`` builds it for a configuration that
 names this backend, importing this package then (:func:`async_store.database.backend_of`).
+
+Besides ``DATABASE``, the package holds the pieces code above the contract asks a backend for
+through ``backend_of``: ``insert_rows`` (``_bulk_insert``, for document ingest).
 """
 
+from ._bulk_insert import insert_rows as insert_rows
 from .database import SqliteDatabase
 
 __all__ = ["SqliteDatabase"]
