@@ -10,7 +10,7 @@ Dependencies point one way (nothing lower imports anything higher):
           sqlite._queries, sqlite._foreign_files, sqlite.backup._contents, health._report
           → sqlite._writer, sqlite._transaction → sqlite._snapshot, health._prometheus
             → sqlite.database, sqlite._event_recorder
-              → events._appends, sqlite._bulk_insert
+              → events._appends, sqlite._bulk_insert, sqlite._log_table
                 → migrations.runner, events.store, repositories._documents,
                   repositories._pipeline_runs, sqlite.backup._copy, health.probe, logsinks._sql,
                   chunking, sqlite._writer_pause, sqlite
