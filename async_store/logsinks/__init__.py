@@ -15,7 +15,7 @@ import os
 import queue
 from pathlib import Path
 
-from ..sqlite._connection import create_private_dirs
+from .._files import create_private_dirs
 from ._records import record_to_dict as record_to_dict
 from ._sql import SqlLogSink as SqlLogSink
 

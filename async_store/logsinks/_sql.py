@@ -1,5 +1,8 @@
 """``SqlLogSink``: log records batched into the app_meta ``logs`` table from a background task,
 never on the caller's path; re-exported by ``logsinks``, which holds the JSONL sink.
+
+The inserts themselves are the backend's (``LogTable``, asked of the database's backend package
+through ``async_store.database.backend_of``; on SQLite ``sqlite._log_table``).
 """
 
 from __future__ import annotations
@@ -7,28 +10,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import json
 import logging
 import logging.handlers
-import sqlite3
 import threading
 import warnings
 from collections import deque
+from typing import Protocol, cast
 
 from .._shield import uncancellable
 from .._tasks import start_background
+from ..database import Database, backend_of
 from ..errors import IntegrityViolation, StoreError
-from ..sqlite._connection import run_on_file
-from ..sqlite.database import SqliteDatabase as Database
 from ._records import record_to_dict
 
 __all__ = ["SqlLogSink"]
 
 
 _Row = tuple[str, str, str, str, str]
-
-_INSERT = "INSERT INTO logs(created_at, level, logger, message, extra) VALUES (?, ?, ?, ?, ?)"
+"""A ``logs`` row: created_at, level, logger, message, extra (JSON text)."""
 
 
 class _Batch:
@@ -42,6 +42,26 @@ class _Batch:
     def __init__(self, rows: list[_Row]) -> None:
         self.rows = rows
         self.ids: tuple[int, int] | None = None
+
+
+class LogTable(Protocol):
+    """What the sink asks of the database's backend package (:func:`backend_of`): the inserts
+    into the ``logs`` table, each of a batch at most once."""
+
+    async def insert_log_batch(self, database: Database, batch: _Batch) -> None:
+        """Insert ``batch`` in one transaction on the database (part of the current task's
+        transaction, if any) unless an earlier insert of it committed, and set ``batch.ids``
+        to the ids its rows got before that transaction commits. Raises
+        :class:`StoreError`."""
+
+    async def insert_log_rows_directly(
+        self, database: Database, in_flight: _Batch | None, rows: list[_Row]
+    ) -> None:
+        """Insert ``in_flight`` (as :meth:`insert_log_batch` does) and ``rows`` in one
+        transaction through a connection of its own, for when the database is closed or its
+        event loop stopped, from any event loop and thread. Raises :class:`StoreError`, or
+        :class:`OSError` when the database cannot be reached (a file that is gone is not
+        created anew)."""
 
 
 class SqlLogSink(logging.Handler):
@@ -92,6 +112,8 @@ class SqlLogSink(logging.Handler):
     ) -> None:
         super().__init__(level)
         self._database = database
+        # Looked up now, not at close: at interpreter exit an import may no longer work.
+        self._table = cast("LogTable", backend_of(database))
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._close_timeout = close_timeout
@@ -207,9 +229,7 @@ class SqlLogSink(logging.Handler):
         to be tried again first)."""
         while (batch := self._next_batch()) is not None:
             try:
-                await self._database.run_in_transaction(
-                    functools.partial(_insert_once, batch=batch), _INSERT
-                )
+                await self._table.insert_log_batch(self._database, batch)
             except IntegrityViolation as exc:
                 # A row the table refuses: trying again cannot help, and it must not hold up
                 # the records behind it. (Logging about it would come straight back here.)
@@ -226,22 +246,15 @@ class SqlLogSink(logging.Handler):
     async def _write_to_file(self) -> None:
         """Write the batch in flight and the buffer through a connection of our own: the
         database's pool is closed (the service closed before the sink) or its loop stopped.
-        Only into an existing file: a database that is gone is not created anew for a few
+        Only into an existing database: one that is gone is not created anew for a few
         records. Rows not written go back to the buffer; the batch in flight stays so."""
         in_flight = self._in_flight
         rows = self._take_buffered()
         if in_flight is None and not rows:
             return
-        path = self._database.path
         try:
-            if not path.exists():
-                raise FileNotFoundError(f"{path} no longer exists")
-            await run_on_file(
-                path,
-                functools.partial(_insert_rows, in_flight=in_flight, rows=rows),
-                readonly=False,
-            )
-        except (OSError, sqlite3.Error) as exc:
+            await self._table.insert_log_rows_directly(self._database, in_flight, rows)
+        except (OSError, StoreError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._put_back(rows)
             return
@@ -427,33 +440,3 @@ def _holds_logging_lock() -> bool:
     lock = getattr(logging, "_lock", None)
     is_owned = getattr(lock, "_is_owned", None)
     return bool(is_owned()) if callable(is_owned) else False
-
-
-def _insert_once(conn: sqlite3.Connection, *, batch: _Batch) -> None:
-    """Insert ``batch`` unless an earlier insert of it committed; record the ids it got. Runs
-    inside a write transaction, so no other insert of the batch can be under way."""
-    if batch.ids is not None:
-        first, last = batch.ids
-        found = conn.execute(
-            "SELECT created_at, level, logger, message, extra FROM logs"
-            " WHERE id BETWEEN ? AND ? ORDER BY id",
-            (first, last),
-        ).fetchall()
-        if [tuple(row) for row in found] == batch.rows:
-            return
-    conn.executemany(_INSERT, batch.rows)
-    # One connection inserting into a rowid table: the batch's ids are consecutive.
-    (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-    batch.ids = (last - len(batch.rows) + 1, last)
-
-
-def _insert_rows(conn: sqlite3.Connection, *, in_flight: _Batch | None, rows: list[_Row]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if in_flight is not None:
-            _insert_once(conn, batch=in_flight)
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

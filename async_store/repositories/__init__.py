@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..database import Database
 from ..errors import QueryError
-from ..sqlite.database import SqliteDatabase as Database
 from ._documents import (
     Chunk,
     ChunkInput,

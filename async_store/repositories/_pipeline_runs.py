@@ -9,7 +9,6 @@ input.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,9 +19,8 @@ from .._checks import check_mapping, check_text
 from .._clock import format_utc
 from .._clock import utc_now as _now
 from .._json import JsonInput, encode_json
-from ..database import Row
+from ..database import Database, Row
 from ..errors import QueryError
-from ..sqlite.database import SqliteDatabase as Database
 
 __all__ = [
     "PipelineRun",
@@ -107,22 +105,22 @@ class PipelineRunRepository:
         check_text(run_id, "run_id")
         stats_text = encode_json(dict(check_mapping(stats, "stats")), f"stats of run {run_id}")
 
-        def end(conn: sqlite3.Connection) -> PipelineRun:
-            changed = conn.execute(
+        async with self._db.transaction() as tx:
+            # execute_many() answers the number of rows changed (execute() does only for an
+            # INSERT).
+            changed = await tx.execute_many(
                 "UPDATE pipeline_runs SET status = ?, finished_at = ?, stats = ?, error = ?"
                 " WHERE id = ? AND status = 'running'",
-                (status, _now(), stats_text, error, run_id),
-            ).rowcount
-            row = conn.execute(
+                [(status, _now(), stats_text, error, run_id)],
+            )
+            row = await tx.fetch_one(
                 f"SELECT {_RUN_COLUMNS} FROM pipeline_runs WHERE id = ?", (run_id,)
-            ).fetchone()
+            )
             if row is None:
                 raise QueryError(f"pipeline run {run_id!r} does not exist")
             if not changed:
                 raise QueryError(f"pipeline run {run_id!r} is {row[2]}, not running")
             return _run(row)
-
-        return await self._db.run_in_transaction(end, f"{status} run {run_id}")
 
     async def get(self, run_id: str) -> PipelineRun | None:
         """The run with this id, or None."""

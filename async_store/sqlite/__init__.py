@@ -11,7 +11,10 @@ typed with the protocol its user declares:
 - :func:`event_recorder`: the event store's appends (``_event_recorder``);
 - ``MIGRATIONS``: the migration runner's statements (``_migrations``);
 - ``HEALTH_FACTS``: what a health report reads of a database (``_health``);
-- ``BACKUPS``: making, verifying and restoring backups (``backup``).
+- ``BACKUPS``: making, verifying and restoring backups (``backup``);
+- :func:`insert_rows`: many rows of one INSERT, for document ingest (``_bulk_insert``);
+- :func:`insert_log_batch`, :func:`insert_log_rows_directly`: ``SqlLogSink``'s inserts
+  (``_log_table``).
 
 They are backend hooks, not re-exported by ``async_store``.
 """
@@ -22,8 +25,11 @@ from ..backups._backend import BackupBackend
 from ..events._recorder import EventRecorder
 from ..health._report import ReadFacts
 from ..migrations._backend import MigrationBackend
+from ._bulk_insert import insert_rows as insert_rows
 from ._event_recorder import SqliteEventRecorder
 from ._health import health_facts
+from ._log_table import insert_log_batch as insert_log_batch
+from ._log_table import insert_log_rows_directly as insert_log_rows_directly
 from ._migrations import MIGRATIONS as _MIGRATIONS
 from .backup import BACKUPS as _BACKUPS
 from .database import SqliteDatabase

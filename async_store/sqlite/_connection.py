@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from .._files import create_private_dirs
 from .._shield import uncancellable
 from ..config import DatabaseConfig
 from ..errors import Interrupted, PragmaMismatch
@@ -321,23 +322,6 @@ def _create_owner_only(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
-
-
-def create_private_dirs(path: Path) -> None:
-    """Create ``path`` and every missing parent, each 0700. (``mkdir(parents=True)`` gives the
-    parents the umask's default instead: 0777 under ``umask 0``, a folder anyone could use to
-    swap the database directory.)"""
-    missing = []
-    current = path
-    while not current.exists() and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
 
 
 def execute_rows(

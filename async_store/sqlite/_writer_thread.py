@@ -230,6 +230,11 @@ def end_block(
         # is lost, the statements behind it are not.
         lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
         return lost, run_batch(conn, jobs, locking) if jobs else []
+    if not jobs and not keep:
+        # Nothing to commit: a COMMIT of the emptied transaction would still write to the WAL
+        # and tell every other connection (PRAGMA data_version) that the database changed.
+        conn.execute("ROLLBACK")
+        return None, []
     end_savepoint(conn, savepoint, keep=keep)
     if not jobs:
         commit(conn)

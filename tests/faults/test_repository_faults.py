@@ -6,7 +6,7 @@
   ``running``, no ``finished_at``, its last heartbeat kept; it can ``fail`` it, after which
   nothing is stuck. The runs the worker finished before the kill are not reported.
 * **A large ingest killed mid-transaction.** A worker ingests a 50,000-chunk document and says
-  when the ingest's transaction function starts running on the writer; the test kills it then,
+  when the ingest's transaction begins on the writer; the test kills it then,
   or a seeded moment later. The files then hold the document as it was before (absent, or the
   old version for a replace) or the complete new one with all its chunks, never a partial set;
   ``integrity_check`` and ``foreign_key_check`` are clean, and the ingest can be retried.
@@ -68,20 +68,22 @@ INGEST_WORKER = textwrap.dedent(
 
     directory, mvp, chunks = sys.argv[1], sys.argv[2] == "mvp", int(sys.argv[3])
 
-    class Announcing:
-        # The database, except that it says when a transaction function starts on the writer.
-        def __init__(self, database):
-            self._database = database
+    def announce_the_transaction(conn):
+        # On the writer's thread: say when the ingest's transaction begins (the only write
+        # of this worker).
+        announced = []
 
-        async def run_in_transaction(self, fn, label):
-            def announced(conn):
+        def trace(statement):
+            if statement.startswith("BEGIN") and not announced:
+                announced.append(True)
                 print("in-transaction", flush=True)
-                return fn(conn)
-            return await self._database.run_in_transaction(announced, label)
+
+        conn.set_trace_callback(trace)
 
     async def main():
         async with SqlService(SqlConfig.in_directory(directory, mvp=mvp)) as sql:
-            docs = DocumentRepository(Announcing(sql.app))
+            await sql.app.run_on_writer(announce_the_transaction)
+            docs = DocumentRepository(sql.app)
             result = await docs.ingest(
                 "kb",
                 title="big",
