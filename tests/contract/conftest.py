@@ -5,7 +5,9 @@
 the environment that makes ``SqlConfig.from_env()`` in another process name the same store.
 Tests take what they need from it (``db_config``, ``sql_config``) or an open resource (``db``,
 ``observer``, ``sql``, ``store``, ``manager``), and speak to the store through the contract only:
-no ``run_*``, no ``sqlite3``.
+no ``run_*``, no ``sqlite3``. The one look past the contract, a schema read from the backend's
+catalog (``Backend.schema``), is the backend's to write, as eventsourcing's per-backend test
+subclasses do.
 
 Adding PostgreSQL (DESIGN.md "Tests on PostgreSQL") takes one more ``pytest.param`` in
 :data:`BACKENDS` and one branch in :func:`backend` that starts a throwaway server once per session
@@ -15,6 +17,7 @@ directory). Nothing else here names a backend.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,12 @@ class Backend(Protocol):
         names the store of ``sql_config(directory)``."""
         ...
 
+    def schema(self, directory: Path) -> list[tuple[str, ...]]:
+        """Every table, index and trigger of the store in ``directory`` and its definition
+        (the migration record left out), read from the backend's own catalog, sorted: two
+        equal results mean an unchanged schema."""
+        ...
+
 
 @dataclass(frozen=True)
 class Sqlite:
@@ -80,6 +89,22 @@ class Sqlite:
 
     def environ(self, directory: Path) -> Mapping[str, str]:
         return {"ASYNC_STORE_DATA": str(directory), "ASYNC_STORE_MODE": "production"}
+
+    def schema(self, directory: Path) -> list[tuple[str, ...]]:
+        rows: list[tuple[str, ...]] = []
+        for file in sorted(directory.glob("*.db")):
+            conn = sqlite3.connect(file)
+            try:
+                rows.extend(
+                    (file.name, *row)
+                    for row in conn.execute(
+                        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                        " AND name != 'schema_migrations' ORDER BY type, name"
+                    )
+                )
+            finally:
+                conn.close()
+        return rows
 
 
 BACKENDS = [pytest.param("sqlite", id="sqlite")]
