@@ -10,7 +10,6 @@ a machine several times slower than the one it was written on."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,31 +30,15 @@ from async_store.health.probe import metrics_text
 from async_store.sqlite import SqliteDatabase
 from async_store.state import SettingSet
 from tests.conftest import make_config
+from tests.contract.test_liveness import BOUND, SHORT, open_with_table_t
 from tests.test_backup import transaction_held
-
-SHORT = 0.3
-"""acquire_timeout of the databases below, in seconds."""
-BOUND = 20.0
-"""What a test waits at most for something that must end on its own."""
-
-
-@contextlib.asynccontextmanager
-async def _database(path: Path, acquire_timeout: float) -> AsyncIterator[SqliteDatabase]:
-    """An open database with a table ``t(x INTEGER)``, closed within BOUND."""
-    database = SqliteDatabase(make_config(path, acquire_timeout=acquire_timeout))
-    await database.open()
-    await database.execute("CREATE TABLE t(x INTEGER)")
-    try:
-        yield database
-    finally:
-        async with asyncio.timeout(BOUND):
-            await database.close()
 
 
 @pytest.fixture
 async def short(db_path: Path) -> AsyncIterator[SqliteDatabase]:
     """A database whose callers give up after SHORT seconds."""
-    async with _database(db_path, SHORT) as database:
+    async with open_with_table_t(make_config(db_path, acquire_timeout=SHORT)) as database:
+        assert isinstance(database, SqliteDatabase)
         yield database
 
 

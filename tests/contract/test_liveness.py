@@ -25,13 +25,13 @@ from async_store import (
 )
 
 SHORT = 0.3
-"""acquire_timeout of the ``short`` database, in seconds."""
+"""acquire_timeout of the ``short`` databases, in seconds."""
 BOUND = 20.0
 """What a test waits at most for something that must end on its own."""
 
 
 @contextlib.asynccontextmanager
-async def _database(config: DatabaseConfig) -> AsyncIterator[Database]:
+async def open_with_table_t(config: DatabaseConfig) -> AsyncIterator[Database]:
     """An open database with a table ``t(x INTEGER)``, closed within BOUND."""
     database = Database(config)
     await database.open()
@@ -46,14 +46,14 @@ async def _database(config: DatabaseConfig) -> AsyncIterator[Database]:
 @pytest.fixture
 async def short(db_config: Callable[..., DatabaseConfig]) -> AsyncIterator[Database]:
     """A database whose callers give up after SHORT seconds."""
-    async with _database(db_config(acquire_timeout=SHORT)) as database:
+    async with open_with_table_t(db_config(acquire_timeout=SHORT)) as database:
         yield database
 
 
 @pytest.fixture
 async def patient(db_config: Callable[..., DatabaseConfig]) -> AsyncIterator[Database]:
     """A database whose callers wait long enough for a wait that must end well."""
-    async with _database(db_config(acquire_timeout=BOUND)) as database:
+    async with open_with_table_t(db_config(acquire_timeout=BOUND)) as database:
         yield database
 
 
