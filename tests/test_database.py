@@ -1,5 +1,6 @@
-"""The query API of ``Database``: reads on readers, writes on the writer, transactions,
-snapshots, iteration, PRAGMAs, and clear errors that change nothing."""
+"""What the SQLite database adds to the contract (``tests/contract/test_database.py``): reads
+on readers, writes on the writer, the rowid ``execute`` returns, SQLite's error messages,
+PRAGMAs, files, closing, statistics of the pool and pipelined reads."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from async_store import (
     ConfigError,
     Interrupted,
     NotADatabase,
-    PoolClosed,
     PragmaMismatch,
     QueryError,
     ReadOnlyQuery,
@@ -29,62 +29,12 @@ from async_store.sqlite import SqliteDatabase
 from tests.conftest import make_config
 
 
-async def test_positional_and_named_parameters(db: SqliteDatabase) -> None:
-    await db.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("apple", 3))
-    await db.execute(
-        "INSERT INTO items(name, qty) VALUES (:name, :qty)", {"name": "pear", "qty": 5}
-    )
-    rows = await db.fetch_all(
-        "SELECT name, qty FROM items WHERE qty > :min ORDER BY name", {"min": 0}
-    )
-    assert [(row["name"], row[1]) for row in rows] == [("apple", 3), ("pear", 5)]
-    assert list(rows[0].keys()) == ["name", "qty"]
-
-
-async def test_fetch_one_is_none_without_a_row(db: SqliteDatabase) -> None:
-    assert await db.fetch_one("SELECT * FROM items WHERE id = ?", (42,)) is None
-    assert await db.fetch_val("SELECT qty FROM items WHERE id = ?", (42,)) is None
-
-
-async def test_fetch_val_by_index_and_name(db: SqliteDatabase) -> None:
-    await db.execute("INSERT INTO items(name, qty) VALUES ('a', 7)")
-    assert await db.fetch_val("SELECT name, qty FROM items") == "a"
-    assert await db.fetch_val("SELECT name, qty FROM items", column=1) == 7
-    assert await db.fetch_val("SELECT name, qty FROM items", column="qty") == 7
-    with pytest.raises(QueryError, match="no column 'price'"):
-        await db.fetch_val("SELECT name, qty FROM items", column="price")
-
-
 async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: SqliteDatabase) -> None:
     first = await db.execute("INSERT INTO items(name) VALUES ('a')")
     second = await db.execute("INSERT INTO items(name) VALUES ('b')")
     assert (first, second) == (1, 2)
     assert await db.execute("UPDATE items SET qty = 1") is None
     assert await db.execute("INSERT OR IGNORE INTO items(name) VALUES ('a')") is None
-
-
-async def test_execute_commits_before_returning(
-    db: SqliteDatabase, raw: sqlite3.Connection
-) -> None:
-    for i in range(5):
-        await db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",))
-        assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == i + 1
-
-
-async def test_execute_many_is_all_or_nothing(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
-    changed = await db.execute_many(
-        "INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(100)]
-    )
-    assert changed == 100
-    with pytest.raises(UniqueViolation):
-        await db.execute_many(
-            "INSERT INTO items(name) VALUES (?)", [("fresh-1",), ("fresh-2",), ("n5",)]
-        )
-    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 100
-    generated = await db.execute_many(
-        "INSERT INTO items(name) VALUES (:n)", ({"n": f"g{i}"} for i in range(3))
-    )
-    assert generated == 3
 
 
 async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(
@@ -116,93 +66,6 @@ async def test_readers_refuse_writes(db: SqliteDatabase) -> None:
     with pytest.raises(ReadOnlyQuery, match="use execute"):
         await db.fetch_all("INSERT INTO items(name) VALUES ('sneaky') RETURNING id")
     assert await db.fetch_val("SELECT count(*) FROM items") == 0
-
-
-async def test_transaction_commits_on_success(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
-    async with db.transaction() as tx:
-        await tx.execute("INSERT INTO items(name) VALUES ('a')")
-        await db.execute("INSERT INTO items(name) VALUES ('b')")  # same task: joins tx
-        assert await tx.fetch_val("SELECT count(*) FROM items") == 2
-        assert await db.fetch_val("SELECT count(*) FROM items") == 2  # reads see own writes
-        assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 0
-    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
-
-
-async def test_transaction_rolls_back_on_error(db: SqliteDatabase, raw: sqlite3.Connection) -> None:
-    with pytest.raises(RuntimeError, match="boom"):
-        async with db.transaction() as tx:
-            await tx.execute("INSERT INTO items(name) VALUES ('a')")
-            raise RuntimeError("boom")
-    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 0
-    await db.execute("INSERT INTO items(name) VALUES ('after')")
-
-
-async def test_nested_transaction_is_a_savepoint(
-    db: SqliteDatabase, raw: sqlite3.Connection
-) -> None:
-    async with db.transaction() as tx:
-        await tx.execute("INSERT INTO items(name) VALUES ('outer')")
-        with pytest.raises(UniqueViolation):
-            async with tx.transaction() as inner:
-                await inner.execute("INSERT INTO items(name) VALUES ('inner')")
-                await inner.execute("INSERT INTO items(name) VALUES ('outer')")
-        async with db.transaction():
-            await db.execute("INSERT INTO items(name) VALUES ('kept')")
-    names = [row[0] for row in raw.execute("SELECT name FROM items ORDER BY id")]
-    assert names == ["outer", "kept"]
-
-
-async def test_a_finished_transaction_cannot_be_used(db: SqliteDatabase) -> None:
-    async with db.transaction() as tx:
-        pass
-    with pytest.raises(PoolClosed, match="already ended"):
-        await tx.execute("INSERT INTO items(name) VALUES ('late')")
-
-
-async def test_statement_error_inside_transaction_can_be_caught(
-    db: SqliteDatabase, raw: sqlite3.Connection
-) -> None:
-    async with db.transaction() as tx:
-        await tx.execute("INSERT INTO items(name) VALUES ('a')")
-        with pytest.raises(UniqueViolation):
-            await tx.execute("INSERT INTO items(name) VALUES ('a')")
-        await tx.execute("INSERT INTO items(name) VALUES ('b')")
-    assert raw.execute("SELECT count(*) FROM items").fetchone()[0] == 2
-
-
-async def test_read_snapshot_is_consistent(db: SqliteDatabase) -> None:
-    await db.execute("INSERT INTO items(name) VALUES ('a')")
-    async with db.read() as snapshot:
-        assert await snapshot.fetch_val("SELECT count(*) FROM items") == 1
-        await db.execute("INSERT INTO items(name) VALUES ('b')")
-        assert await snapshot.fetch_val("SELECT count(*) FROM items") == 1
-    assert await db.fetch_val("SELECT count(*) FROM items") == 2
-
-
-async def test_read_snapshot_refuses_writes(db: SqliteDatabase) -> None:
-    async with db.read() as snapshot:
-        with pytest.raises(StoreError, match="read-only"):
-            await snapshot.execute("INSERT INTO items(name) VALUES ('x')")
-
-
-async def test_iterate_streams_every_row_in_chunks(db: SqliteDatabase) -> None:
-    await db.execute_many("INSERT INTO items(name) VALUES (?)", [(f"n{i}",) for i in range(1000)])
-    seen = [row["id"] async for row in db.iterate("SELECT id FROM items ORDER BY id", chunk_size=7)]
-    assert seen == list(range(1, 1001))
-    async with db.transaction() as tx:
-        await tx.execute("INSERT INTO items(name) VALUES ('in-tx')")
-        count = 0
-        async for _ in tx.iterate("SELECT id FROM items"):
-            count += 1
-        assert count == 1001
-    async with db.read() as snapshot:
-        assert len([row async for row in snapshot.iterate("SELECT id FROM items")]) == 1001
-    with pytest.raises(QueryError, match="chunk_size"):
-        db.iterate("SELECT 1", chunk_size=0)
-    with pytest.raises(QueryError):
-        async for _ in db.iterate("SELECT * FROM nowhere"):
-            pass
-    assert db.statistics().readers_idle == db.statistics().readers_total
 
 
 async def test_pragmas_are_set_and_read_back(db_path: Path) -> None:
@@ -257,19 +120,6 @@ async def test_file_and_directories_are_created_owner_only(tmp_path: Path) -> No
         await db.execute("CREATE TABLE t(x)")
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
-
-
-async def test_closed_database_refuses_work_and_close_is_idempotent(db_path: Path) -> None:
-    db = SqliteDatabase(make_config(db_path))
-    await db.open()
-    await db.close()
-    await db.close()
-    with pytest.raises(PoolClosed):
-        await db.fetch_all("SELECT 1")
-    with pytest.raises(PoolClosed):
-        await db.execute("SELECT 1")
-    with pytest.raises(PoolClosed, match="opens once"):
-        await db.open()
 
 
 async def test_close_drains_queued_writes(db_path: Path, raw: sqlite3.Connection) -> None:

@@ -1,5 +1,6 @@
-"""The migration runner: start-up application, refusals that change nothing, down and status,
-application sets, and rebuilds with foreign keys off."""
+"""The migration runner on SQLite, beyond the contract (``tests/contract/test_migrations.py``):
+which file each set goes to, ``user_version``, the events rebuild, a foreign file, loading and
+splitting SQL, and rebuilds with foreign keys off."""
 
 from __future__ import annotations
 
@@ -8,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from async_store import ForeignKeyViolation, MigrationError, NewEvent, SqlConfig, SqlService
+from async_store import MigrationError, NewEvent, SqlConfig, SqlService
 from async_store.migrations.runner import MigrationSet
 from async_store.sqlite._migrations import split_statements
 from tests.conftest import on_sqlite
-
-
-def write_set(root: Path, versions: dict[str, tuple[str, str]]) -> Path:
-    """Create ``root/NNNN_name/{up,down}.sql`` for each ``{"0001_name": (up, down)}``."""
-    for folder, (up, down) in versions.items():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / folder / "up.sql").write_bytes(up.encode())
-        (root / folder / "down.sql").write_bytes(down.encode())
-    return root
+from tests.contract.test_migrations import NOTES_V1, NOTES_V2, write_set
 
 
 def schema_of(path: Path) -> list[tuple[str, str, str]]:
@@ -54,14 +47,6 @@ def user_version(path: Path) -> int:
         conn.close()
 
 
-NOTES_V1 = ("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT NOT NULL);", "DROP TABLE notes;")
-NOTES_V2 = (
-    "ALTER TABLE notes ADD COLUMN tag TEXT NOT NULL DEFAULT '';\n"
-    "CREATE INDEX idx_notes_tag ON notes(tag);",
-    "DROP INDEX idx_notes_tag;\nALTER TABLE notes DROP COLUMN tag;",
-)
-
-
 async def test_start_applies_both_sets_to_their_own_databases(tmp_path: Path) -> None:
     async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
         assert await sql.app.fetch_val("SELECT count(*) FROM knowledge_bases") == 0
@@ -78,15 +63,6 @@ async def test_mvp_applies_both_sets_to_one_file(tmp_path: Path) -> None:
     assert applied(tmp_path / "app_meta.db") == [("app_meta", 1), ("events", 1), ("events", 2)]
     assert user_version(tmp_path / "app_meta.db") == 1
     assert not (tmp_path / "events.db").exists()
-
-
-async def test_a_second_start_applies_nothing(tmp_path: Path) -> None:
-    async with SqlService(SqlConfig.in_directory(tmp_path)):
-        pass
-    before = applied(tmp_path / "app_meta.db")
-    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
-        assert await sql.migrate() == []
-    assert applied(tmp_path / "app_meta.db") == before
 
 
 @pytest.mark.parametrize(
@@ -130,23 +106,6 @@ async def test_a_log_written_at_events_1_carries_on_after_the_rebuild(
     assert ("events", 2) in applied(file)
 
 
-async def test_status_lists_applied_and_pending(tmp_path: Path) -> None:
-    own = MigrationSet.from_directory("notes", write_set(tmp_path / "m", {"0001_notes": NOTES_V1}))
-    config = SqlConfig.in_directory(tmp_path / "data")
-    async with SqlService(config, migration_sets=[own], migrate=False) as sql:
-        status = await sql.migration_status()
-        assert [(s.migration_set, s.version, s.applied) for s in status] == [
-            ("app_meta", 1, False),
-            ("notes", 1, False),
-            ("events", 1, False),
-            ("events", 2, False),
-        ]
-        await sql.migrate()
-        status = await sql.migration_status()
-        assert all(s.applied and s.checksum_ok for s in status)
-        assert all(s.applied_at is not None for s in status)
-
-
 async def test_application_sets_up_and_down(tmp_path: Path) -> None:
     root = write_set(tmp_path / "m", {"0001_notes": NOTES_V1, "0002_tags": NOTES_V2})
     own = MigrationSet.from_directory("notes", root)
@@ -161,76 +120,6 @@ async def test_application_sets_up_and_down(tmp_path: Path) -> None:
         MigrationSet.from_directory("app_meta", root)
 
 
-async def test_a_failing_statement_leaves_nothing_behind(tmp_path: Path) -> None:
-    root = write_set(
-        tmp_path / "m",
-        {
-            "0001_notes": NOTES_V1,
-            "0002_broken": (
-                "CREATE TABLE extra(x INTEGER);\nINSERT INTO notes(nope) VALUES (1);",
-                "DROP TABLE extra;",
-            ),
-        },
-    )
-    config = SqlConfig.in_directory(tmp_path / "data")
-    database = tmp_path / "data" / "app_meta.db"
-    first = MigrationSet.from_directory(
-        "notes", write_set(tmp_path / "v1", {"0001_notes": NOTES_V1})
-    )
-    async with SqlService(config, migration_sets=[first]) as sql:
-        await sql.app.execute("INSERT INTO notes(body) VALUES ('kept')")
-    before = (schema_of(database), applied(database))
-    sql = SqlService(config, migration_sets=[MigrationSet.from_directory("notes", root)])
-    with pytest.raises(MigrationError, match=r"0002_broken/up\.sql: statement 2 failed"):
-        await sql.start()
-    assert (schema_of(database), applied(database)) == before
-    async with SqlService(config, migration_sets=[first]) as sql:
-        assert await sql.app.fetch_val("SELECT body FROM notes") == "kept"
-
-
-async def test_an_edited_migration_is_refused_but_a_crlf_change_is_not(tmp_path: Path) -> None:
-    root = write_set(tmp_path / "m", {"0001_notes": NOTES_V1})
-    config = SqlConfig.in_directory(tmp_path / "data")
-    async with SqlService(config, migration_sets=[MigrationSet.from_directory("notes", root)]):
-        pass
-    up = root / "0001_notes" / "up.sql"
-    up.write_bytes(b"\xef\xbb\xbf" + NOTES_V1[0].replace("\n", "\r\n").encode())
-    async with SqlService(config, migration_sets=[MigrationSet.from_directory("notes", root)]):
-        pass
-    up.write_text(NOTES_V1[0].replace("NOT NULL", ""))
-    database = tmp_path / "data" / "app_meta.db"
-    before = schema_of(database)
-    with pytest.raises(MigrationError, match=r"0001_notes/up\.sql was edited after it was applied"):
-        await SqlService(
-            config, migration_sets=[MigrationSet.from_directory("notes", root)]
-        ).start()
-    assert schema_of(database) == before
-
-
-async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
-    both = write_set(tmp_path / "both", {"0001_notes": NOTES_V1, "0002_tags": NOTES_V2})
-    only_first = write_set(tmp_path / "first", {"0001_notes": NOTES_V1})
-    config = SqlConfig.in_directory(tmp_path / "data")
-    async with SqlService(config, migration_sets=[MigrationSet.from_directory("notes", both)]):
-        pass
-    older_code = SqlService(
-        config, migration_sets=[MigrationSet.from_directory("notes", only_first)]
-    )
-    with pytest.raises(MigrationError, match="newer than this code"):
-        await older_code.start()
-
-
-async def test_a_built_in_database_from_the_future_is_refused(tmp_path: Path) -> None:
-    async with SqlService(SqlConfig.in_directory(tmp_path)):
-        pass
-    conn = sqlite3.connect(tmp_path / "events.db")
-    conn.execute("INSERT INTO schema_migrations VALUES ('events', 3, 'future', 'x', 'now', 1)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(MigrationError, match="events version 3, newer than this code"):
-        await SqlService(SqlConfig.in_directory(tmp_path)).start()
-
-
 async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "app_meta.db")
     conn.execute("CREATE TABLE contacts(name TEXT)")
@@ -242,21 +131,6 @@ async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     assert schema_of(tmp_path / "app_meta.db") == [
         ("table", "contacts", "CREATE TABLE contacts(name TEXT)")
     ]
-
-
-async def test_a_gap_in_the_record_is_refused(tmp_path: Path) -> None:
-    root = write_set(tmp_path / "m", {"0001_notes": NOTES_V1, "0002_tags": NOTES_V2})
-    config = SqlConfig.in_directory(tmp_path / "data")
-    async with SqlService(config, migration_sets=[MigrationSet.from_directory("notes", root)]):
-        pass
-    conn = sqlite3.connect(tmp_path / "data" / "app_meta.db")
-    conn.execute("DELETE FROM schema_migrations WHERE migration_set = 'notes' AND version = 1")
-    conn.commit()
-    conn.close()
-    with pytest.raises(MigrationError, match="version 1 is missing"):
-        await SqlService(
-            config, migration_sets=[MigrationSet.from_directory("notes", root)]
-        ).start()
 
 
 @pytest.mark.parametrize(
@@ -321,31 +195,6 @@ def test_triggers_and_strings_are_split_correctly() -> None:
     assert statements[1].endswith("END;")
     with pytest.raises(MigrationError, match="not terminated"):
         split_statements("SELECT 1; SELECT 2")
-
-
-async def test_the_real_schema_enforces_foreign_keys_and_cascades(tmp_path: Path) -> None:
-    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
-        app = sql.app
-        with pytest.raises(ForeignKeyViolation):
-            await app.execute(
-                "INSERT INTO documents(id, kb_id, title, content_hash, size_bytes)"
-                " VALUES ('d1', 'missing', 't', ?, 1)",
-                ("a" * 64,),
-            )
-        await app.execute("INSERT INTO knowledge_bases(id, name) VALUES ('kb', 'Docs')")
-        await app.execute(
-            "INSERT INTO documents(id, kb_id, title, content_hash, size_bytes)"
-            " VALUES ('d1', 'kb', 't', ?, 1)",
-            ("a" * 64,),
-        )
-        await app.execute(
-            "INSERT INTO document_chunks(document_id, kb_id, chunk_index, content, content_hash)"
-            " VALUES ('d1', 'kb', 0, 'text', ?)",
-            ("b" * 64,),
-        )
-        await app.execute("DELETE FROM knowledge_bases WHERE id = 'kb'")
-        assert await app.fetch_val("SELECT count(*) FROM documents") == 0
-        assert await app.fetch_val("SELECT count(*) FROM document_chunks") == 0
 
 
 REBUILD_V1 = (
@@ -416,14 +265,6 @@ async def test_a_rebuild_that_breaks_foreign_keys_is_refused(tmp_path: Path) -> 
             )
             == 1
         )
-
-
-async def test_unknown_target_set_and_version_are_refused(tmp_path: Path) -> None:
-    async with SqlService(SqlConfig.in_directory(tmp_path)) as sql:
-        with pytest.raises(MigrationError, match="unknown migration set"):
-            await sql.migrate(0, migration_set="nope")
-        with pytest.raises(MigrationError, match="cannot migrate to 9"):
-            await sql.migrate(9)
 
 
 def test_package_sets_load_through_importlib_resources() -> None:

@@ -44,7 +44,7 @@ from async_store.state import (
     StateDelta,
 )
 from async_store.state.app_state import apply_event
-from tests.test_state_manager import STREAM, assert_projected, events_of, load_state
+from tests.contract.test_state_manager import STREAM, assert_projected, events_of, load_state
 
 Op: TypeAlias = StateDelta | Literal["undo", "redo", "undo-redo"]
 

@@ -45,6 +45,7 @@ from async_store import NewEvent, SqlConfig, SqlService, StateManager
 from async_store.database import Row
 from async_store.migrations.runner import MigrationSet
 from async_store.sqlite.backup._copy import verify_backup
+from tests.contract.test_state_manager import assert_projected, events_of
 from tests.faults._workload import (
     ROUNDS,
     SEED,
@@ -59,7 +60,6 @@ from tests.faults._workload import (
     worker_args,
 )
 from tests.faults.test_state_faults import state_at
-from tests.test_state_manager import assert_projected, events_of
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX-only")
 

@@ -42,8 +42,8 @@ import pytest
 from async_store import DatabaseFull, NewEvent, SqlConfig, SqlService, StateManager, StoreError
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet
 from tests.conftest import on_sqlite
+from tests.contract.test_state_manager import assert_projected
 from tests.faults._workload import REPO, ROUNDS, integrity, record
-from tests.test_state_manager import assert_projected
 
 ROW = "x" * 2048
 MAX_ROUNDS = 3000

@@ -71,8 +71,7 @@ from async_store.state import manager as manager_module
 from async_store.state._snapshots import load_state as stored_state
 from async_store.state.app_state import Change, Limits, apply_event
 from async_store.state.app_state import apply_in_place as real_apply_in_place
-from tests.faults._kill import kill_after_acks
-from tests.test_state_manager import (
+from tests.contract.test_state_manager import (
     SEED,
     assert_projected,
     assert_projection_equals,
@@ -81,8 +80,9 @@ from tests.test_state_manager import (
     load_state,
     projection,
     until,
-    writer_held,
 )
+from tests.faults._kill import kill_after_acks
+from tests.test_state_manager import writer_held
 
 REPO = Path(__file__).resolve().parents[2]
 
