@@ -1,28 +1,25 @@
-"""async_store: async SQLite storage for asyncio applications.
+"""async_store: async SQL storage for asyncio applications, on SQLite (the embedded default).
 
-Dependencies point one way (nothing lower imports anything higher):
+Start with ``docs/architecture.md``: the layers, the backend seam, the life of a write, an
+append and a mutation through the code, and which file to open for what.
 
-    errors, config, metrics, _checks, _clock, _futures, _ids, _json, _tasks, sqlite._counters,
-    logsinks._records
-      → sqlite._connection, sqlite._errors, _shield, statistics, events.records,
-        sqlite._writer_jobs, backups._manifest
-        → database, sqlite._readers, sqlite._writer_thread, sqlite._writer_queue,
-          sqlite._queries
-          → migrations._sets, sqlite._writer, sqlite._transaction, health._report
-            → migrations._record, sqlite._snapshot, health._prometheus
-              → migrations._backend, sqlite._migration_record, sqlite.database,
-                sqlite._event_recorder
-                → sqlite.backup._contents, sqlite._migrations, sqlite._health, events._appends
-                  → migrations.runner, events.store, repositories._documents,
-                    repositories._pipeline_runs, sqlite.backup._copy, health.probe,
-                    logsinks._sql, chunking, sqlite._writer_pause
-                    → events, migrations, health, repositories, state, backups,
-                      sqlite.backup._restore, backups._retention, logsinks,
-                      sqlite.backup._online_restore
-                      → sqlite.backup → sqlite
-                        → service
-                          → demo
-                            → cli
+Dependencies point one way (nothing lower imports anything higher; a package counts as one
+module, and the imports inside it are its own business):
+
+    errors, metrics, chunking, _clock, _files, _futures, _ids, _shield, _tasks
+      → config, statistics, _checks, _json
+        → database
+          → events, migrations, health, repositories, logsinks
+            → state, backups
+              → sqlite, service
+                → demo
+                  → cli
+
+``database`` is the contract every backend implements; the packages above it speak only that
+contract. ``sqlite`` is the SQLite backend: it implements the contract and the pieces that
+``events``, ``migrations``, ``health`` and ``backups`` declare as protocols. Nothing outside
+it imports it or ``sqlite3``/``aiosqlite`` (``database.backend_of`` imports it on first use),
+except this namespace, which re-exports its public names, and the command line.
 
 This package re-exports every name in the ``__all__`` of its public modules (those without a
 leading underscore), so ``from async_store import X`` reaches the whole public surface. Two

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from ..database import Database, backend_of
 from ..errors import StoreError
+from ..events._recorder import LAST_POSITION
 from ..metrics import KINDS, Metrics
 from ._prometheus import metrics_text as metrics_text
 from ._report import CheckpointResult, DatabaseHealth, HealthReport, ReadFacts, Status
@@ -83,7 +84,7 @@ async def collect(
     """Read every fact of the report (one short job on each writer, no table scans)."""
     reasons: list[str] = []
     try:
-        position = int(await events.fetch_val("SELECT coalesce(max(position), 0) FROM events"))
+        position = int(await events.fetch_val(LAST_POSITION))
     except StoreError:
         position = 0
     # After the read above, so the pool statistics in the report are the pools as they are now.

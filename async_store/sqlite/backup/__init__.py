@@ -19,7 +19,7 @@ from ._copy import create_backup, verify_backup
 from ._online_restore import restore_online
 from ._restore import restore_offline
 
-__all__ = ["SqliteBackups", "restore_offline", "verify_backup"]
+__all__ = ["restore_offline", "verify_backup"]
 
 log = logging.getLogger("async_store.backup")
 

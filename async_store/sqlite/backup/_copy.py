@@ -34,6 +34,7 @@ from ..._shield import uncancellable
 from ...backups._manifest import MANIFEST as MANIFEST
 from ...backups._manifest import BackupFile, BackupManifest
 from ...errors import BackupError
+from ...events._recorder import LAST_POSITION
 from ...migrations._sets import MigrationSet
 from .._connection import create_private_dirs, open_connection, run_on_file
 from .._migration_record import schema_versions
@@ -240,7 +241,7 @@ def _inspect_copy(conn: sqlite3.Connection) -> _Inspection:
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     position = None
     if "events" in versions:
-        position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        position = conn.execute(LAST_POSITION).fetchone()[0]
     return _Inspection(problems, versions, user_version, position)
 
 
