@@ -215,6 +215,7 @@ class SqlService:
             self.databases, root, mode=self._config.mode, event_database=self._events
         )
         self._last_backup_at = datetime.now(UTC)
+        await self._backend_backups().tidy_after(self.databases)
         return manifest
 
     async def restore(self, backup: str | Path) -> BackupManifest:

@@ -26,6 +26,11 @@ class BackupBackend(Protocol):
         manifest; :class:`BackupError` leaves nothing behind."""
         ...
 
+    async def tidy_after(self, databases: Sequence[Database]) -> None:
+        """What follows a backup once it is taken, when it is cheap (SQLite: truncate each WAL
+        no reader holds); never raises."""
+        ...
+
     async def verify(
         self, directory: Path, *, migration_sets: Sequence[MigrationSet] | None = None
     ) -> BackupManifest:

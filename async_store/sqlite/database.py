@@ -45,7 +45,12 @@ CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
 
 
 class SqliteDatabase(SqliteQueries, Database):
-    """One SQLite database: ``async with Database(config) as db`` or ``await db.open()``."""
+    """One SQLite database: ``async with Database(config) as db`` or ``await db.open()``.
+
+    Besides the contract of :class:`~async_store.Database`, it has SQLite-only calls that no
+    other backend offers: :meth:`run_in_transaction`, :meth:`run_in_reader` and
+    :meth:`run_on_writer` hand a ``sqlite3.Connection`` to a function on the connection's
+    thread, and :meth:`checkpoint` folds the WAL back into the database."""
 
     backend = "sqlite"
 

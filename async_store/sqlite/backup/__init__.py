@@ -30,13 +30,14 @@ class SqliteBackups:
     async def create(
         self, databases: Sequence[Database], root: Path, *, mode: str, event_database: Database
     ) -> BackupManifest:
-        """Back up every database, then truncate each WAL that no reader holds (what that
-        checkpoint did is the database's ``last_checkpoint``)."""
+        """Back up every database."""
         sqlite = [_sqlite(database) for database in databases]
-        manifest = await create_backup(
-            sqlite, root, mode=mode, event_database=_sqlite(event_database)
-        )
-        for database in sqlite:
+        return await create_backup(sqlite, root, mode=mode, event_database=_sqlite(event_database))
+
+    async def tidy_after(self, databases: Sequence[Database]) -> None:
+        """Truncate each WAL that no reader holds (what that checkpoint did is the database's
+        ``last_checkpoint``); a failure is logged."""
+        for database in map(_sqlite, databases):
             if database.statistics().readers_busy == 0 and not database.in_transaction:
                 try:
                     result = await database.checkpoint("TRUNCATE", wait=False, source="backup")
@@ -49,7 +50,6 @@ class SqliteBackups:
                             "(of this or another process) holds it",
                             database.name,
                         )
-        return manifest
 
     async def verify(
         self, directory: Path, *, migration_sets: Sequence[MigrationSet] | None = None
