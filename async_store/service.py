@@ -354,7 +354,15 @@ class SqlService:
             await self._close_databases()
 
     async def _close_databases(self) -> None:
-        await asyncio.gather(*(database.close() for database in self.databases))
+        # return_exceptions: every database closes to its end before this returns. Without it
+        # gather returns at the first close that raises (a cancellation cut it short) and
+        # leaves the others closing behind the caller's back, past the end of its event loop.
+        closed = await asyncio.gather(
+            *(database.close() for database in self.databases), return_exceptions=True
+        )
+        for result in closed:
+            if isinstance(result, BaseException):
+                raise result
 
     async def __aenter__(self) -> SqlService:
         await self.start()

@@ -138,10 +138,16 @@ class SqliteDatabase(SqliteQueries, Database):
 
     async def _close(self, writer: Writer, readers: ReaderPool) -> None:
         deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
-        await asyncio.gather(writer.close(deadline), readers.close(deadline=deadline))
-        if not self._hurried:
+        # return_exceptions: both end before the writer's connection closes, whatever raises.
+        ended = await asyncio.gather(
+            writer.close(deadline), readers.close(deadline=deadline), return_exceptions=True
+        )
+        failed = [result for result in ended if isinstance(result, BaseException)]
+        if not self._hurried and not failed:
             await self._checkpoint_on_close(writer)
         await writer.connection.close()
+        if failed:
+            raise failed[0]
 
     async def _checkpoint_on_close(self, writer: Writer) -> None:
         # Leave a small file behind: fold the WAL back in. Best effort: another process using
