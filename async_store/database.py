@@ -223,7 +223,12 @@ def backend_of(subject: Database | DatabaseConfig) -> ModuleType:
     """The backend package of a database or a configuration, imported on first use. Code above
     this module asks it for the pieces a backend writes in its own dialect (the event store's
     recorder, the migration runner's statements, health facts)."""
-    name = subject.backend
+    name = getattr(subject, "backend", None)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"a database is built from a DatabaseConfig (SqlConfig.mvp(path).app, say), not "
+            f"{type(subject).__name__}"
+        )
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; the backends are {', '.join(BACKENDS)}")
     return importlib.import_module(f"{__package__}.{name}")

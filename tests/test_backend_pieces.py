@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import async_store.sqlite as sqlite_backend
 import async_store.sqlite._bulk_insert as bulk_insert
 import async_store.sqlite._log_table as log_table
-from async_store import Database, SqlConfig, SqliteDatabase
+from async_store import ConfigError, Database, SqlConfig, SqliteDatabase
 from async_store.backups._backend import BackupBackend
 from async_store.database import backend_of
 from async_store.health._report import ReadFacts
@@ -34,6 +36,13 @@ def test_a_configuration_names_its_backend_and_finds_its_package(tmp_path: Path)
     database = Database(config)
     assert type(database) is SqliteDatabase
     assert backend_of(database) is sqlite_backend
+
+
+def test_a_database_from_something_else_than_a_configuration_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"built from a DatabaseConfig.*not PosixPath"):
+        Database(tmp_path / "app.db")  # type: ignore[arg-type]
 
 
 def test_the_package_gives_the_pieces_checked_above() -> None:
