@@ -35,10 +35,17 @@ Parameters: TypeAlias = Sequence[Any] | Mapping[str, Any]
 
 @runtime_checkable
 class Row(Protocol):
-    """A row of a result: ``row["col"]``, ``row[0]``, ``keys()``, ``len(row)``, iteration over
-    the values. On SQLite it is ``sqlite3.Row``."""
+    """A row of a result: ``row["col"]``, ``row[0]``, ``row.col``, ``row._mapping`` (a
+    read-only mapping: ``"col" in row._mapping``, iteration over the column names),
+    ``keys()``, ``len(row)``, iteration over the values, ``dict(row)``. On SQLite it is a
+    ``sqlite3.Row`` (``async_store.sqlite``'s ``SqliteRow``)."""
 
     def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def __getattr__(self, name: str, /) -> Any: ...
+
+    @property
+    def _mapping(self) -> Mapping[str, Any]: ...
 
     def keys(self) -> list[str]: ...
 

@@ -25,6 +25,7 @@ from .._shield import uncancellable
 from ..config import DatabaseConfig
 from ..errors import Interrupted, PragmaMismatch
 from ._errors import translate
+from ._row import SqliteRow
 
 __all__ = [
     "MANAGED_PRAGMAS",
@@ -45,8 +46,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-Row = sqlite3.Row
-"""A result row: ``row["column"]``, ``row[0]``, ``row.keys()``, ``dict(row)`` via ``keys()``."""
+Row = SqliteRow
+"""A result row: ``row["column"]``, ``row[0]``, ``row.column``, ``row._mapping``, ``keys()``."""
 
 _SYNCHRONOUS_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _TEMP_STORE_MEMORY = 2
@@ -224,7 +225,7 @@ async def open_connection(config: DatabaseConfig, *, reader: bool) -> Connection
         # Runs on the connection's own thread, like every later call.
         _create_owner_only(path)
         raw = sqlite3.connect(path, timeout=config.busy_timeout, isolation_level=None)
-        raw.row_factory = sqlite3.Row
+        raw.row_factory = SqliteRow
         opened.append(raw)
         return raw
 

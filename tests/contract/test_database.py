@@ -69,6 +69,27 @@ async def test_rows_by_name_index_keys_length_and_values(db: Database) -> None:
     assert len(row) == 3
     assert list(row) == [1, "apple", 3]
     assert dict(zip(row.keys(), row, strict=True)) == {"id": 1, "name": "apple", "qty": 3}
+    assert dict(row) == {"id": 1, "name": "apple", "qty": 3}
+
+
+async def test_rows_by_attribute_and_as_a_mapping(db: Database) -> None:
+    await db.execute("INSERT INTO items(name, qty) VALUES ('apple', 3)")
+    row = await db.fetch_one("SELECT id, name, qty FROM items")
+    assert row is not None
+    assert (row.id, row.name, row.qty) == (1, "apple", 3)
+    with pytest.raises(AttributeError, match="no column 'price'"):
+        _ = row.price
+    mapping = row._mapping
+    assert "name" in mapping
+    assert "price" not in mapping
+    assert list(mapping) == ["id", "name", "qty"]
+    assert len(mapping) == 3
+    assert mapping["qty"] == 3
+    assert dict(mapping) == {"id": 1, "name": "apple", "qty": 3}
+    with pytest.raises(KeyError):
+        mapping["price"]
+    with pytest.raises(TypeError):
+        mapping["name"] = "pear"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
