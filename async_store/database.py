@@ -80,7 +80,9 @@ class QueryMethods:
 
     async def execute(self, query: str, parameters: Parameters | None = None) -> int | None:
         """Run one statement, committed (as its own transaction unless inside
-        ``transaction()``). Returns the id of the row an ``INSERT`` wrote, else ``None``.
+        ``transaction()``). Returns the id of the row an ``INSERT`` wrote, else the number of
+        rows the statement changed, as encode/databases does (a backend that cannot tell an
+        insert's id returns ``None`` for it).
 
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
         raise NotImplementedError

@@ -29,12 +29,19 @@ from async_store.sqlite import SqliteDatabase
 from tests.conftest import make_config
 
 
-async def test_execute_returns_the_inserted_rowid_only_for_inserts(db: SqliteDatabase) -> None:
+async def test_execute_returns_the_rowid_of_an_insert_else_the_rows_changed(
+    db: SqliteDatabase,
+) -> None:
     first = await db.execute("INSERT INTO items(name) VALUES ('a')")
     second = await db.execute("INSERT INTO items(name) VALUES ('b')")
     assert (first, second) == (1, 2)
-    assert await db.execute("UPDATE items SET qty = 1") is None
-    assert await db.execute("INSERT OR IGNORE INTO items(name) VALUES ('a')") is None
+    assert await db.execute("UPDATE items SET qty = 1") == 2
+    assert await db.execute("INSERT OR IGNORE INTO items(name) VALUES ('a')") == 0
+    assert await db.execute("DELETE FROM items WHERE name = 'a'") == 1
+    assert await db.execute("CREATE TABLE other(x)") == 0
+    async with db.transaction() as tx:
+        assert await tx.execute("UPDATE items SET qty = 2") == 1
+        assert await tx.execute("INSERT INTO items(name) VALUES ('c')") == 3
 
 
 async def test_wrong_sql_and_parameters_raise_query_error_and_keep_serving(

@@ -194,7 +194,7 @@ async def test_a_timed_out_block_that_raises_keeps_its_own_error(db_path: Path) 
             async with db.transaction():
                 await asyncio.sleep(0.3)
                 raise ValueError("its own")
-        assert await db.execute("SELECT 1") is None
+        assert await db.execute("SELECT 1") == 0
 
 
 # -- reproduction 2: close() with a block open -----------------------------------------------

@@ -79,7 +79,7 @@ class SqliteQueries(QueryMethods):
     async def execute(self, query: str, parameters: Parameters | None = None) -> int | None:
         """Run one statement on the writer, committed (as its own transaction unless inside
         ``transaction()``). Returns the rowid of the row an ``INSERT``/``REPLACE`` wrote, else
-        ``None``.
+        the number of rows the statement changed (0 for an insert that was ignored).
 
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
         params = _checked(parameters)
@@ -225,8 +225,10 @@ def _first_row(conn: sqlite3.Connection, query: str, params: Parameters) -> Row 
 def _execute(conn: sqlite3.Connection, query: str, params: Parameters, inserts: bool) -> int | None:
     cursor = conn.execute(query, params)
     # sqlite3 reports the connection's last insert rowid after any statement; only an insert
-    # that wrote a row owns it.
-    return cursor.lastrowid if inserts and cursor.rowcount > 0 else None
+    # that wrote a row owns it. Otherwise: the rows changed (0 for an insert that was ignored,
+    # as encode/databases returns on SQLite; -1, for a statement that changes no table, is 0).
+    changed = max(cursor.rowcount, 0)
+    return cursor.lastrowid if inserts and changed > 0 else changed
 
 
 async def stream_rows(

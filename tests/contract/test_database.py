@@ -133,6 +133,15 @@ async def test_fetch_val_by_index_and_name(db: Database) -> None:
 # -- execute and execute_many ---------------------------------------------------------------
 
 
+async def test_execute_returns_the_rows_changed_by_what_is_not_an_insert(db: Database) -> None:
+    await db.execute_many("INSERT INTO items(name, qty) VALUES (?, ?)", [("a", 1), ("b", 2)])
+    assert await db.execute("UPDATE items SET qty = qty + 1") == 2
+    assert await db.execute("DELETE FROM items WHERE name = ?", ("a",)) == 1
+    assert await db.execute("DELETE FROM items WHERE name = ?", ("zzz",)) == 0
+    async with db.transaction() as tx:
+        assert await tx.execute("UPDATE items SET qty = 0 WHERE name = 'b'") == 1
+
+
 async def test_execute_commits_before_returning(db: Database, observer: Database) -> None:
     for i in range(5):
         await db.execute("INSERT INTO items(name) VALUES (?)", (f"n{i}",))
