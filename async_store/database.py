@@ -238,6 +238,12 @@ def backend_of(subject: Database | DatabaseConfig) -> ModuleType:
             f"a database is built from a DatabaseConfig (SqlConfig.mvp(path).app, say), not "
             f"{type(subject).__name__}"
         )
+    return backend_named(name)
+
+
+def backend_named(name: str) -> ModuleType:
+    """The backend package called ``name`` (``sqlite``), imported on first use; a name that is
+    not one of :data:`BACKENDS` is a :class:`ConfigError`."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; the backends are {', '.join(BACKENDS)}")
     return importlib.import_module(f"{__package__}.{name}")

@@ -24,7 +24,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
-from ..database import BACKENDS
+from ..database import backend_named
 from ..errors import MigrationError
 
 __all__ = [
@@ -193,9 +193,7 @@ def normalize(sql: str) -> str:
 def _migration_backend(backend: str) -> Any:
     """The migration piece (a ``_backend.MigrationBackend``) of the backend called
     ``backend``, imported on first use."""
-    if backend not in BACKENDS:
-        raise MigrationError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
-    return importlib.import_module(f"async_store.{backend}").MIGRATIONS
+    return backend_named(backend).MIGRATIONS
 
 
 def _split(backend: str, sql: str, source: str) -> list[str]:
