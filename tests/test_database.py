@@ -70,8 +70,11 @@ async def test_constraint_errors_are_specific(db: SqliteDatabase) -> None:
 
 
 async def test_readers_refuse_writes(db: SqliteDatabase) -> None:
+    # fetch_* sends a writing statement to the writer; a reader itself is query_only.
     with pytest.raises(ReadOnlyQuery, match="use execute"):
-        await db.fetch_all("INSERT INTO items(name) VALUES ('sneaky') RETURNING id")
+        await db.run_in_reader(
+            lambda conn: conn.execute("INSERT INTO items(name) VALUES ('sneaky')"), "sneaky"
+        )
     assert await db.fetch_val("SELECT count(*) FROM items") == 0
 
 

@@ -42,6 +42,7 @@ from async_store.logsinks import JsonlSink, SqlLogSink
 from async_store.sqlite.backup._copy import MANIFEST, verify_backup
 from async_store.sqlite.backup._restore import restore_offline
 from async_store.state import KnowledgeBase, KnowledgeBaseAdd, SettingSet
+from tests.conftest import on_sqlite
 
 
 @pytest.fixture
@@ -446,7 +447,7 @@ async def test_a_read_cannot_make_its_reader_writable(
             await db.fetch_all(sql)
         assert await db.fetch_val("PRAGMA query_only") == 1
         with pytest.raises(ReadOnlyQuery):
-            await db.fetch_all("DELETE FROM t")
+            await on_sqlite(db).run_in_reader(lambda conn: conn.execute("DELETE FROM t"), "t")
         assert await db.fetch_val("SELECT count(*) FROM t") == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["t.db"]
 

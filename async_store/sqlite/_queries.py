@@ -12,16 +12,15 @@ from typing import Any, TypeVar
 
 from .._shield import uncancellable
 from ..database import Parameters, QueryMethods, Row
-from ..errors import QueryError
+from ..errors import QueryError, ReadOnlyQuery
 from ._connection import MANAGED_PRAGMAS, Connection
 from ._errors import translate
+from ._parameters import adapted, adapted_rows
 
 __all__ = ["SqliteQueries", "stream_rows"]
 
 T = TypeVar("T")
 
-
-_INSERT = re.compile(r"\s*(?:--[^\n]*\n\s*)*(?:insert|replace)\b", re.IGNORECASE)
 
 DEFAULT_CHUNK_SIZE = 256
 """Rows fetched per hop by ``iterate()``: large enough to amortise the hop, small enough to keep
@@ -48,27 +47,39 @@ class SqliteQueries(QueryMethods):
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query."""
 
+    async def _fetch(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        # A statement that writes (INSERT ... RETURNING) runs on the writer, as its own
+        # transaction or in the caller's; one whose first keyword does not say so (a WITH
+        # before an UPDATE) learns it from the reader, where query_only stopped it before it
+        # changed anything.
+        if _WRITES.match(sql) is None:
+            try:
+                return await self._read(fn, sql)
+            except ReadOnlyQuery:
+                pass
+        return await self._write(fn, sql)
+
     async def fetch_all(self, query: str, parameters: Parameters | None = None) -> list[Row]:
         """Run a query and return every row (``[]`` when none).
 
         Raises :class:`QueryError` for wrong SQL or parameters."""
-        params = _checked(parameters)
+        params = adapted(parameters)
         _check_sql(query)
-        return await self._read(lambda conn: conn.execute(query, params).fetchall(), query)
+        return await self._fetch(lambda conn: conn.execute(query, params).fetchall(), query)
 
     async def fetch_one(self, query: str, parameters: Parameters | None = None) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns no row."""
-        params = _checked(parameters)
+        params = adapted(parameters)
         _check_sql(query)
-        return await self._read(lambda conn: _first_row(conn, query, params), query)
+        return await self._fetch(lambda conn: _first_row(conn, query, params), query)
 
     async def fetch_val(
         self, query: str, parameters: Parameters | None = None, column: int | str = 0
     ) -> Any:
         """Run a query and return one column of its first row (``None`` when no row)."""
-        params = _checked(parameters)
+        params = adapted(parameters)
         _check_sql(query)
-        row = await self._read(lambda conn: _first_row(conn, query, params), query)
+        row = await self._fetch(lambda conn: _first_row(conn, query, params), query)
         if row is None:
             return None
         try:
@@ -82,7 +93,7 @@ class SqliteQueries(QueryMethods):
         the number of rows the statement changed (0 for an insert that was ignored).
 
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
-        params = _checked(parameters)
+        params = adapted(parameters)
         _check_sql(query)
         inserts = _INSERT.match(query) is not None
         return await self._write(lambda conn: _execute(conn, query, params, inserts), query)
@@ -101,7 +112,8 @@ class SqliteQueries(QueryMethods):
                 "execute_many() takes a list of parameter sets; its first item is a "
                 f"{type(rows[0]).__name__}"
             )
-        return await self._write(lambda conn: conn.executemany(query, rows).rowcount, query)
+        ready = adapted_rows(rows)
+        return await self._write(lambda conn: conn.executemany(query, ready).rowcount, query)
 
     def iterate(
         self,
@@ -115,22 +127,9 @@ class SqliteQueries(QueryMethods):
         hop, so memory stays flat however many rows there are."""
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise QueryError(f"chunk_size must be an int of at least 1, not {chunk_size!r:.40}")
-        params = _checked(parameters)
+        params = adapted(parameters)
         _check_sql(query)
         return self._iterate(query, params, chunk_size)
-
-
-def _checked(parameters: Parameters | None) -> Parameters:
-    if parameters is None:
-        return ()
-    if isinstance(parameters, str | bytes):
-        # The value itself stays out of the message: parameters may be secrets, and error
-        # messages end up in logs.
-        raise QueryError(
-            f"parameters must be a sequence or a mapping, not {type(parameters).__name__}; "
-            "write (value,) for a single parameter"
-        )
-    return parameters
 
 
 # PRAGMAs a query may read but not set: those set and verified on every connection, the ones
@@ -157,6 +156,10 @@ _NAME = r"(?:\"(?:[^\"]|\"\")*\"|\[[^\]]*\]|`(?:[^`]|``)*`|'(?:[^']|'')*'|[A-Za-
 _PRAGMA_SET = re.compile(rf"{_GAP}({_NAME})(?:{_GAP}\.{_GAP}({_NAME}))?{_GAP}[=(]", re.DOTALL)
 _ROLLBACK_TO = re.compile(rf"{_GAP}(?:TRANSACTION{_GAP})?TO\b", re.IGNORECASE | re.DOTALL)
 _SAVEPOINT_NAME = re.compile(rf"{_GAP}(?:SAVEPOINT\b{_GAP})?({_NAME})", re.IGNORECASE | re.DOTALL)
+
+
+_INSERT = re.compile(rf"{_GAP}(?:INSERT|REPLACE)\b", re.IGNORECASE)
+_WRITES = re.compile(rf"{_GAP}(?:INSERT|REPLACE|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
 def _check_sql(query: object) -> None:

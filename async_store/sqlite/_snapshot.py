@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from ..database import Database, Parameters, ReadSnapshot, Row
-from ..errors import PoolClosed, StoreError
+from ..errors import PoolClosed, ReadOnlyQuery
 from ._connection import Connection
 from ._errors import translate
 from ._queries import SqliteQueries, stream_rows
@@ -44,7 +44,7 @@ class SqliteReadSnapshot(SqliteQueries, ReadSnapshot):
             raise translate(exc, database=self._database.name, sql=sql, on_reader=True) from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
-        raise StoreError(
+        raise ReadOnlyQuery(
             f"{self._database.name}: read() is read-only; use execute() or transaction() "
             f"[sql: {sql}]"
         )
