@@ -10,7 +10,7 @@ DATA ?= data
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,sqlalchemy]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -17,12 +17,16 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mappin
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
 
 from .config import DatabaseConfig
 from .errors import ConfigError, StoreError
 from .metrics import Metrics
 from .statistics import PoolStatistics
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.base import Executable
+    from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = ["Database", "Parameters", "ReadSnapshot", "Row", "Transaction"]
 
@@ -30,17 +34,27 @@ BACKENDS = ("sqlite",)
 """The backends this package holds, each a subpackage of that name."""
 
 Parameters: TypeAlias = Sequence[Any] | Mapping[str, Any]
-"""Positional parameters for ``?`` placeholders, or a mapping for ``:name`` placeholders."""
+"""Positional parameters for ``?`` placeholders, or a mapping for ``:name`` placeholders (for
+a SQLAlchemy statement: a mapping of its bind parameters, or of the columns of an insert)."""
+
+Query: TypeAlias = "str | Executable"
+"""SQL text in the backend's dialect, or a SQLAlchemy Core statement (``select(...)``,
+``table.insert()``, ``text(...)``, ``CreateTable(...)``; the extra ``async-store[sqlalchemy]``)."""
+
+Column: TypeAlias = "int | str | ColumnElement[Any]"
+"""A column of a row: its index, its name, or (rows of a SQLAlchemy statement) the column."""
 
 
 @runtime_checkable
 class Row(Protocol):
     """A row of a result: ``row["col"]``, ``row[0]``, ``row.col``, ``row._mapping`` (a
     read-only mapping: ``"col" in row._mapping``, iteration over the column names),
-    ``keys()``, ``len(row)``, iteration over the values, ``dict(row)``. On SQLite it is a
-    ``sqlite3.Row`` (``async_store.sqlite``'s ``SqliteRow``)."""
+    ``keys()``, ``len(row)``, iteration over the values, ``dict(row)``; the rows of a
+    SQLAlchemy statement answer to ``row[table.c.col]`` and ``row._mapping[table.c.col]`` too,
+    with the values its column types read. On SQLite a row of SQL text is a ``sqlite3.Row``
+    (``async_store.sqlite``'s ``SqliteRow``)."""
 
-    def __getitem__(self, key: int | str, /) -> Any: ...
+    def __getitem__(self, key: Column, /) -> Any: ...
 
     def __getattr__(self, name: str, /) -> Any: ...
 
@@ -62,23 +76,23 @@ class QueryMethods:
 
     __slots__ = ()
 
-    async def fetch_all(self, query: str, parameters: Parameters | None = None) -> list[Row]:
+    async def fetch_all(self, query: Query, parameters: Parameters | None = None) -> list[Row]:
         """Run a query and return every row (``[]`` when none).
 
         Raises :class:`QueryError` for wrong SQL or parameters."""
         raise NotImplementedError
 
-    async def fetch_one(self, query: str, parameters: Parameters | None = None) -> Row | None:
+    async def fetch_one(self, query: Query, parameters: Parameters | None = None) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns no row."""
         raise NotImplementedError
 
     async def fetch_val(
-        self, query: str, parameters: Parameters | None = None, column: int | str = 0
+        self, query: Query, parameters: Parameters | None = None, column: Column = 0
     ) -> Any:
         """Run a query and return one column of its first row (``None`` when no row)."""
         raise NotImplementedError
 
-    async def execute(self, query: str, parameters: Parameters | None = None) -> int | None:
+    async def execute(self, query: Query, parameters: Parameters | None = None) -> int | None:
         """Run one statement, committed (as its own transaction unless inside
         ``transaction()``). Returns the id of the row an ``INSERT`` wrote, else the number of
         rows the statement changed, as encode/databases does (a backend that cannot tell an
@@ -87,13 +101,13 @@ class QueryMethods:
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
         raise NotImplementedError
 
-    async def execute_many(self, query: str, parameters: Iterable[Parameters]) -> int:
+    async def execute_many(self, query: Query, parameters: Iterable[Parameters]) -> int:
         """Run one statement for each parameter set, all in one transaction; return the number
         of rows changed. Either every row is written or none is."""
         raise NotImplementedError
 
     def iterate(
-        self, query: str, parameters: Parameters | None = None, *, chunk_size: int = 256
+        self, query: Query, parameters: Parameters | None = None, *, chunk_size: int = 256
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query: ``async for row in db.iterate(...)``; rows arrive
         ``chunk_size`` at a time, so memory stays flat however many rows there are."""

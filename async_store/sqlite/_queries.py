@@ -8,16 +8,21 @@ import re
 import sqlite3
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._shield import uncancellable
-from ..database import Parameters, QueryMethods, Row
+from .._sqlalchemy import CoreRow, Prepared, Shape, Statements
+from ..database import Column, Parameters, Query, QueryMethods, Row
 from ..errors import QueryError, ReadOnlyQuery
 from ._connection import MANAGED_PRAGMAS, Connection
 from ._errors import translate
 from ._parameters import adapted, adapted_rows
 
-__all__ = ["SqliteQueries", "stream_rows"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import Dialect
+
+__all__ = ["STATEMENTS", "SqliteQueries", "stream_rows"]
 
 T = TypeVar("T")
 
@@ -47,61 +52,87 @@ class SqliteQueries(QueryMethods):
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query."""
 
-    async def _fetch(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+    async def _fetch(
+        self, fn: Callable[[sqlite3.Connection], T], sql: str, writes: bool = False
+    ) -> T:
         # A statement that writes (INSERT ... RETURNING) runs on the writer, as its own
         # transaction or in the caller's; one whose first keyword does not say so (a WITH
         # before an UPDATE) learns it from the reader, where query_only stopped it before it
         # changed anything.
-        if _WRITES.match(sql) is None:
+        if not writes and _WRITES.match(sql) is None:
             try:
                 return await self._read(fn, sql)
             except ReadOnlyQuery:
                 pass
         return await self._write(fn, sql)
 
-    async def fetch_all(self, query: str, parameters: Parameters | None = None) -> list[Row]:
+    async def fetch_all(self, query: Query, parameters: Parameters | None = None) -> list[Row]:
         """Run a query and return every row (``[]`` when none).
 
         Raises :class:`QueryError` for wrong SQL or parameters."""
-        params = adapted(parameters)
-        _check_sql(query)
-        return await self._fetch(lambda conn: conn.execute(query, params).fetchall(), query)
+        if isinstance(query, str):
+            params = adapted(parameters)
+            _check_sql(query)
+            return await self._fetch(lambda conn: conn.execute(query, params).fetchall(), query)
+        core = STATEMENTS.prepare(query, parameters)
+        rows = await self._fetch(lambda conn: _core_rows(conn, core), core.sql, core.shape.writes)
+        return rows  # type: ignore[return-value]  # CoreRow is a Row
 
-    async def fetch_one(self, query: str, parameters: Parameters | None = None) -> Row | None:
+    async def fetch_one(self, query: Query, parameters: Parameters | None = None) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns no row."""
-        params = adapted(parameters)
-        _check_sql(query)
-        return await self._fetch(lambda conn: _first_row(conn, query, params), query)
+        if isinstance(query, str):
+            params = adapted(parameters)
+            _check_sql(query)
+            return await self._fetch(lambda conn: _first_row(conn, query, params), query)
+        core = STATEMENTS.prepare(query, parameters)
+        rows = await self._fetch(
+            lambda conn: _core_rows(conn, core, 1), core.sql, core.shape.writes
+        )
+        return rows[0] if rows else None
 
     async def fetch_val(
-        self, query: str, parameters: Parameters | None = None, column: int | str = 0
+        self, query: Query, parameters: Parameters | None = None, column: Column = 0
     ) -> Any:
         """Run a query and return one column of its first row (``None`` when no row)."""
-        params = adapted(parameters)
-        _check_sql(query)
-        row = await self._fetch(lambda conn: _first_row(conn, query, params), query)
+        row: Any
+        if isinstance(query, str):
+            params = adapted(parameters)
+            _check_sql(query)
+            sql = query
+            row = await self._fetch(lambda conn: _first_row(conn, sql, params), sql)
+        else:
+            core = STATEMENTS.prepare(query, parameters)
+            sql = core.sql
+            rows = await self._fetch(lambda conn: _core_rows(conn, core, 1), sql, core.shape.writes)
+            row = rows[0] if rows else None
         if row is None:
             return None
         try:
             return row[column]
         except (IndexError, KeyError):
-            raise QueryError(f"no column {column!r} in the result of: {query}") from None
+            raise QueryError(f"no column {column!r} in the result of: {sql}") from None
 
-    async def execute(self, query: str, parameters: Parameters | None = None) -> int | None:
+    async def execute(self, query: Query, parameters: Parameters | None = None) -> int | None:
         """Run one statement on the writer, committed (as its own transaction unless inside
         ``transaction()``). Returns the rowid of the row an ``INSERT``/``REPLACE`` wrote, else
         the number of rows the statement changed (0 for an insert that was ignored).
 
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
-        params = adapted(parameters)
-        _check_sql(query)
-        inserts = _INSERT.match(query) is not None
-        return await self._write(lambda conn: _execute(conn, query, params, inserts), query)
+        if isinstance(query, str):
+            sql, params = query, adapted(parameters)
+            _check_sql(sql)
+            inserts = _INSERT.match(sql) is not None
+        else:
+            core = STATEMENTS.prepare(query, parameters)
+            sql, params = core.sql, core.values
+            inserts = core.shape.inserts or _INSERT.match(sql) is not None
+        return await self._write(lambda conn: _execute(conn, sql, params, inserts), sql)
 
-    async def execute_many(self, query: str, parameters: Iterable[Parameters]) -> int:
+    async def execute_many(self, query: Query, parameters: Iterable[Parameters]) -> int:
         """Run one statement for each parameter set, all in one transaction; return the number
         of rows changed. Either every row is written or none is."""
-        _check_sql(query)
+        if isinstance(query, str):
+            _check_sql(query)
         if isinstance(parameters, str | bytes) or not isinstance(parameters, Iterable):
             raise QueryError(
                 f"execute_many() takes a list of parameter sets, not {type(parameters).__name__}"
@@ -112,12 +143,16 @@ class SqliteQueries(QueryMethods):
                 "execute_many() takes a list of parameter sets; its first item is a "
                 f"{type(rows[0]).__name__}"
             )
-        ready = adapted_rows(rows)
-        return await self._write(lambda conn: conn.executemany(query, ready).rowcount, query)
+        if isinstance(query, str):
+            sql, ready = query, adapted_rows(rows)
+        else:
+            shape, ready = STATEMENTS.prepare_many(query, rows)
+            sql = shape.sql
+        return await self._write(lambda conn: conn.executemany(sql, ready).rowcount, sql)
 
     def iterate(
         self,
-        query: str,
+        query: Query,
         parameters: Parameters | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -127,9 +162,12 @@ class SqliteQueries(QueryMethods):
         hop, so memory stays flat however many rows there are."""
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise QueryError(f"chunk_size must be an int of at least 1, not {chunk_size!r:.40}")
-        params = adapted(parameters)
-        _check_sql(query)
-        return self._iterate(query, params, chunk_size)
+        if isinstance(query, str):
+            params = adapted(parameters)
+            _check_sql(query)
+            return self._iterate(query, params, chunk_size)
+        core = STATEMENTS.prepare(query, parameters)
+        return _core_stream(self._iterate(core.sql, core.values, chunk_size), core.shape)
 
 
 # PRAGMAs a query may read but not set: those set and verified on every connection, the ones
@@ -262,3 +300,37 @@ async def stream_rows(
                 return
     finally:
         await uncancellable(connection.run(lambda conn: cursor.close()))
+
+
+def _sqlalchemy_dialect() -> Dialect:
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    # The sqlite3 module tells the dialect which SQLite it compiles for (RETURNING from 3.35).
+    return SQLiteDialect_pysqlite(paramstyle="qmark", dbapi=sqlite3)
+
+
+def _adapted_values(values: list[Any]) -> list[Any]:
+    ready = adapted(values)
+    return ready if isinstance(ready, list) else list(ready)
+
+
+STATEMENTS = Statements(_sqlalchemy_dialect, check=_check_sql, adapt=_adapted_values)
+"""SQLAlchemy Core statements compiled for SQLite, a shape at a time."""
+
+
+def _core_rows(conn: sqlite3.Connection, core: Prepared, size: int | None = None) -> list[CoreRow]:
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: the statement's row is built from them here
+    try:
+        cursor.execute(core.sql, core.values)
+        raw = cursor.fetchall() if size is None else cursor.fetchmany(size)
+        names = [column[0] for column in cursor.description or ()]
+        return core.shape.rows(names, raw)
+    finally:
+        cursor.close()
+
+
+async def _core_stream(rows: AsyncGenerator[Row, None], shape: Shape) -> AsyncGenerator[Row, None]:
+    async with aclosing(rows):
+        async for row in rows:
+            yield shape.rows(row.keys(), (tuple(row),))[0]
