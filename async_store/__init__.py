@@ -30,7 +30,7 @@ entities and deltas live in ``async_store.state``.
 from .backups import BackupConfig, BackupFile, BackupManifest, BackupScheduler, list_backups
 from .chunking import split_text
 from .config import ENV_PREFIX, DatabaseConfig, SqlConfig, Synchronous
-from .database import Database, Parameters, ReadSnapshot, Row, Transaction
+from .database import Database, Parameters, ReadSnapshot, Row, Transaction, TransactionBlock
 from .errors import (
     BackupError,
     CannotOpen,
@@ -190,6 +190,7 @@ __all__ = [
     "StreamState",
     "Synchronous",
     "Transaction",
+    "TransactionBlock",
     "TransactionTimeout",
     "UniqueViolation",
     "VerificationReport",

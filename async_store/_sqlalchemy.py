@@ -44,6 +44,7 @@ class Shape:
 
     __slots__ = (
         "_columns",
+        "_own",
         "compiled",
         "ddl",
         "defaults",
@@ -83,6 +84,8 @@ class Shape:
             self.inserts or bool(getattr(facts, "isupdate", False) or facts.isdelete)
         )
         self._columns: Columns | None = None
+        own_key = getattr(facts, "cache_key", None)
+        self._own = own_key[1] if own_key is not None else None
 
     def values(self, parameters: Mapping[str, Any] | None, extracted: Any) -> Prepared:
         """The SQL and positional values of one call: ``parameters`` given to it, ``extracted``
@@ -91,7 +94,9 @@ class Shape:
             return Prepared(self.sql, [], self)
         compiled: Any = self.compiled
         try:
-            if extracted is None:
+            if extracted is None or extracted is self._own:
+                # The statement that was compiled (the same object, or no cache key): its
+                # values are the compiled form's own, and matching them up costs 2 us.
                 named = compiled.construct_params(parameters)
             else:
                 named = compiled.construct_params(parameters, extracted_parameters=extracted)
@@ -109,13 +114,19 @@ class Shape:
             raise QueryError(f"{_reason(exc)} [sql: {self.sql}]") from None
         return Prepared(self.sql, _bound(self.names, self.processors, named), self)
 
-    def rows(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[CoreRow]:
-        """``rows``, whose columns are called ``names``, as :class:`CoreRow` s, their values
-        through the result processors. Runs on the connection's thread."""
+    def rows(
+        self, names: Callable[[], Sequence[str]], rows: Iterable[Sequence[Any]]
+    ) -> list[CoreRow]:
+        """``rows`` as :class:`CoreRow` s, their values through the result processors;
+        ``names()`` gives the names of their columns (the cursor's description). Runs on the
+        connection's thread."""
         columns = self._columns
-        if columns is None or columns.names != tuple(names):
-            # The same shape gives the same columns, unless a table changed under a SELECT *.
-            columns = self._columns = Columns(self, names)
+        if columns is not None and columns.fixed:
+            return columns.rows(rows)
+        found = tuple(names())
+        if columns is None or columns.names != found:
+            # SQL text (text("SELECT * ...")) may give other columns once a table changed.
+            columns = self._columns = Columns(self, found)
         return columns.rows(rows)
 
 
@@ -182,14 +193,16 @@ class Columns:
     """The columns of a statement's rows: their names, result processors and every key a row
     answers to (names, SQLAlchemy columns and labels)."""
 
-    __slots__ = ("keymap", "names", "processors")
+    __slots__ = ("fixed", "keymap", "names", "processors")
 
     def __init__(self, shape: Shape, names: Sequence[str]) -> None:
         names = tuple(names)
         entries = list(getattr(shape.compiled, "_result_columns", None) or ())
         keymap: dict[object, int] = {}
         processors: list[Processor | None] = [None] * len(names)
-        if len(entries) == len(names):
+        # A compiled statement lists its columns, so they are the same on every run of it.
+        self.fixed = bool(entries) and len(entries) == len(names)
+        if self.fixed:
             for index, entry in enumerate(entries):
                 processors[index] = entry.type._cached_result_processor(shape.dialect, None)
                 for key in (entry.keyname, entry.name, *entry.objects):
@@ -380,9 +393,9 @@ class Statements:
         return shape, values
 
     def _shape(self, statement: object, names: tuple[str, ...]) -> tuple[Shape, Any]:
-        executable, ddl = _kind(statement)
+        ddl = _kind(statement)
         try:
-            key = None if ddl else executable._generate_cache_key()
+            key = None if ddl else statement._generate_cache_key()  # type: ignore[attr-defined]
         except Exception as exc:
             raise QueryError(f"cannot compile the SQLAlchemy statement: {_reason(exc)}") from None
         if key is None:
@@ -423,13 +436,22 @@ class Statements:
         return len(self._shapes)
 
 
-def _kind(statement: object) -> tuple[Any, bool]:
-    """``statement`` if it is a SQLAlchemy statement that can run, and whether it is DDL."""
+_KINDS: dict[type, bool] = {}
+"""Classes of statements seen, each with whether it is DDL."""
+
+
+def _kind(statement: object) -> bool:
+    """Whether ``statement``, a SQLAlchemy statement that can run, is DDL; a
+    :class:`QueryError` for anything else."""
+    kind = _KINDS.get(statement.__class__)
+    if kind is not None:
+        return kind
     if "sqlalchemy" in sys.modules:
         sql = importlib.import_module("sqlalchemy.sql")
         if isinstance(statement, sql.ClauseElement) and isinstance(statement, sql.Executable):
             ddl = importlib.import_module("sqlalchemy.sql.ddl")
-            return statement, isinstance(statement, ddl.ExecutableDDLElement)
+            kind = _KINDS[statement.__class__] = isinstance(statement, ddl.ExecutableDDLElement)
+            return kind
         if isinstance(statement, sql.ClauseElement):
             raise QueryError(
                 f"a {type(statement).__name__} is part of a statement, not one that can run; "
@@ -441,7 +463,7 @@ def _kind(statement: object) -> tuple[Any, bool]:
 
 
 def _mapping(parameters: object) -> Mapping[str, Any] | None:
-    if parameters is None or isinstance(parameters, Mapping):
+    if parameters is None or parameters.__class__ is dict or isinstance(parameters, Mapping):
         return parameters
     raise QueryError(
         "the parameters of a SQLAlchemy statement are a mapping of names to values, not "

@@ -13,11 +13,31 @@ this contract, and asks a backend for the pieces written in its own dialect thro
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    ParamSpec,
+    Protocol,
+    Self,
+    TypeAlias,
+    TypeVar,
+    runtime_checkable,
+)
 
 from .config import DatabaseConfig
 from .errors import ConfigError, StoreError
@@ -28,7 +48,17 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.base import Executable
     from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["Database", "Parameters", "ReadSnapshot", "Row", "Transaction"]
+__all__ = [
+    "Database",
+    "Parameters",
+    "ReadSnapshot",
+    "Row",
+    "Transaction",
+    "TransactionBlock",
+]
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 BACKENDS = ("sqlite",)
 """The backends this package holds, each a subpackage of that name."""
@@ -71,28 +101,53 @@ class Row(Protocol):
 class QueryMethods:
     """The query methods every handle has, named as in encode/databases.
 
+    ``parameters`` may also be passed as ``values=``, the keyword encode/databases used.
+
     The classes of this module state the contract; a backend's classes implement every method
     (the contract suite, ``tests/contract/``, checks that none is left out)."""
 
     __slots__ = ()
 
-    async def fetch_all(self, query: Query, parameters: Parameters | None = None) -> list[Row]:
+    async def fetch_all(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> list[Row]:
         """Run a query and return every row (``[]`` when none).
 
         Raises :class:`QueryError` for wrong SQL or parameters."""
         raise NotImplementedError
 
-    async def fetch_one(self, query: Query, parameters: Parameters | None = None) -> Row | None:
+    async def fetch_one(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns no row."""
         raise NotImplementedError
 
     async def fetch_val(
-        self, query: Query, parameters: Parameters | None = None, column: Column = 0
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        column: Column = 0,
+        *,
+        values: Parameters | None = None,
     ) -> Any:
         """Run a query and return one column of its first row (``None`` when no row)."""
         raise NotImplementedError
 
-    async def execute(self, query: Query, parameters: Parameters | None = None) -> int | None:
+    async def execute(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> int | None:
         """Run one statement, committed (as its own transaction unless inside
         ``transaction()``). Returns the id of the row an ``INSERT`` wrote, else the number of
         rows the statement changed, as encode/databases does (a backend that cannot tell an
@@ -101,13 +156,24 @@ class QueryMethods:
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
         raise NotImplementedError
 
-    async def execute_many(self, query: Query, parameters: Iterable[Parameters]) -> int:
+    async def execute_many(
+        self,
+        query: Query,
+        parameters: Iterable[Parameters] | None = None,
+        *,
+        values: Iterable[Parameters] | None = None,
+    ) -> int:
         """Run one statement for each parameter set, all in one transaction; return the number
         of rows changed. Either every row is written or none is."""
         raise NotImplementedError
 
     def iterate(
-        self, query: Query, parameters: Parameters | None = None, *, chunk_size: int = 256
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        chunk_size: int = 256,
+        values: Parameters | None = None,
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query: ``async for row in db.iterate(...)``; rows arrive
         ``chunk_size`` at a time, so memory stays flat however many rows there are."""
@@ -120,8 +186,53 @@ class Transaction(QueryMethods):
 
     __slots__ = ()
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    def transaction(self, *, force_rollback: bool = False) -> TransactionBlock:
         """A nested block: a SAVEPOINT inside this transaction."""
+        raise NotImplementedError
+
+
+class TransactionBlock:
+    """What ``transaction()`` returns. Three ways to use it, as in encode/databases:
+
+    - ``async with db.transaction() as tx:`` (``tx`` is the :class:`Transaction`);
+    - ``@db.transaction()`` on a coroutine function: each call runs in a block of its own;
+    - ``tx = await db.transaction()``, then ``await tx.commit()`` or ``await tx.rollback()``
+      (from the same task; the block is open, and holds the writer, until one of them).
+
+    The block commits when it ends normally and rolls back when it raises or is cancelled;
+    made with ``force_rollback=True``, it rolls back whenever it ends."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Transaction:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        """Begin the block without ``async with``; end it with :meth:`commit` or
+        :meth:`rollback`."""
+        raise NotImplementedError
+
+    async def commit(self) -> None:
+        """End the block, keeping its work."""
+        raise NotImplementedError
+
+    async def rollback(self) -> None:
+        """End the block, undoing its work."""
+        raise NotImplementedError
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate ``fn``: each call of it runs in a block of its own."""
         raise NotImplementedError
 
 
@@ -197,10 +308,11 @@ class Database(QueryMethods):
 
     # -- transactions and snapshots ----------------------------------------------------------
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    def transaction(self, *, force_rollback: bool = False) -> TransactionBlock:
         """``async with db.transaction() as tx``: one transaction; every call of the same task
         joins it, a nested block is a SAVEPOINT. It commits when the block ends normally and
-        rolls back when the block raises or is cancelled."""
+        rolls back when the block raises or is cancelled (with ``force_rollback=True``:
+        always). Also a decorator and awaitable: see :class:`TransactionBlock`."""
         raise NotImplementedError
 
     def read(self) -> AbstractAsyncContextManager[ReadSnapshot | Transaction]:

@@ -66,10 +66,18 @@ class SqliteQueries(QueryMethods):
                 pass
         return await self._write(fn, sql)
 
-    async def fetch_all(self, query: Query, parameters: Parameters | None = None) -> list[Row]:
+    async def fetch_all(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> list[Row]:
         """Run a query and return every row (``[]`` when none).
 
         Raises :class:`QueryError` for wrong SQL or parameters."""
+        if values is not None:
+            parameters = _values(parameters, values)
         if isinstance(query, str):
             params = adapted(parameters)
             _check_sql(query)
@@ -78,8 +86,16 @@ class SqliteQueries(QueryMethods):
         rows = await self._fetch(lambda conn: _core_rows(conn, core), core.sql, core.shape.writes)
         return rows  # type: ignore[return-value]  # CoreRow is a Row
 
-    async def fetch_one(self, query: Query, parameters: Parameters | None = None) -> Row | None:
+    async def fetch_one(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns no row."""
+        if values is not None:
+            parameters = _values(parameters, values)
         if isinstance(query, str):
             params = adapted(parameters)
             _check_sql(query)
@@ -91,9 +107,16 @@ class SqliteQueries(QueryMethods):
         return rows[0] if rows else None
 
     async def fetch_val(
-        self, query: Query, parameters: Parameters | None = None, column: Column = 0
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        column: Column = 0,
+        *,
+        values: Parameters | None = None,
     ) -> Any:
         """Run a query and return one column of its first row (``None`` when no row)."""
+        if values is not None:
+            parameters = _values(parameters, values)
         row: Any
         if isinstance(query, str):
             params = adapted(parameters)
@@ -112,12 +135,20 @@ class SqliteQueries(QueryMethods):
         except (IndexError, KeyError):
             raise QueryError(f"no column {column!r} in the result of: {sql}") from None
 
-    async def execute(self, query: Query, parameters: Parameters | None = None) -> int | None:
+    async def execute(
+        self,
+        query: Query,
+        parameters: Parameters | None = None,
+        *,
+        values: Parameters | None = None,
+    ) -> int | None:
         """Run one statement on the writer, committed (as its own transaction unless inside
         ``transaction()``). Returns the rowid of the row an ``INSERT``/``REPLACE`` wrote, else
         the number of rows the statement changed (0 for an insert that was ignored).
 
         Raises :class:`QueryError`, :class:`IntegrityViolation`, :class:`DatabaseFull`, ..."""
+        if values is not None:
+            parameters = _values(parameters, values)
         if isinstance(query, str):
             sql, params = query, adapted(parameters)
             _check_sql(sql)
@@ -128,9 +159,19 @@ class SqliteQueries(QueryMethods):
             inserts = core.shape.inserts or _INSERT.match(sql) is not None
         return await self._write(lambda conn: _execute(conn, sql, params, inserts), sql)
 
-    async def execute_many(self, query: Query, parameters: Iterable[Parameters]) -> int:
+    async def execute_many(
+        self,
+        query: Query,
+        parameters: Iterable[Parameters] | None = None,
+        *,
+        values: Iterable[Parameters] | None = None,
+    ) -> int:
         """Run one statement for each parameter set, all in one transaction; return the number
         of rows changed. Either every row is written or none is."""
+        if values is not None:
+            parameters = _values(parameters, values)
+        if parameters is None:
+            raise QueryError("execute_many() takes a list of parameter sets")
         if isinstance(query, str):
             _check_sql(query)
         if isinstance(parameters, str | bytes) or not isinstance(parameters, Iterable):
@@ -156,10 +197,13 @@ class SqliteQueries(QueryMethods):
         parameters: Parameters | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        values: Parameters | None = None,
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query: ``async for row in db.iterate(...)``. The connection is
         held until the iteration ends (or the iterator is closed); rows arrive ``chunk_size`` per
         hop, so memory stays flat however many rows there are."""
+        if values is not None:
+            parameters = _values(parameters, values)
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise QueryError(f"chunk_size must be an int of at least 1, not {chunk_size!r:.40}")
         if isinstance(query, str):
@@ -254,6 +298,13 @@ def _unquote(name: str) -> str:
     return name
 
 
+def _values(parameters: T | None, values: T) -> T:
+    """``values=``, the keyword encode/databases named the parameters with."""
+    if parameters is not None:
+        raise QueryError("give the parameters once: positionally or as values=, not both")
+    return values
+
+
 def _first_row(conn: sqlite3.Connection, query: str, params: Parameters) -> Row | None:
     cursor = conn.execute(query, params)
     try:
@@ -324,8 +375,7 @@ def _core_rows(conn: sqlite3.Connection, core: Prepared, size: int | None = None
     try:
         cursor.execute(core.sql, core.values)
         raw = cursor.fetchall() if size is None else cursor.fetchmany(size)
-        names = [column[0] for column in cursor.description or ()]
-        return core.shape.rows(names, raw)
+        return core.shape.rows(lambda: [column[0] for column in cursor.description or ()], raw)
     finally:
         cursor.close()
 
@@ -333,4 +383,4 @@ def _core_rows(conn: sqlite3.Connection, core: Prepared, size: int | None = None
 async def _core_stream(rows: AsyncGenerator[Row, None], shape: Shape) -> AsyncGenerator[Row, None]:
     async with aclosing(rows):
         async for row in rows:
-            yield shape.rows(row.keys(), (tuple(row),))[0]
+            yield shape.rows(row.keys, (tuple(row),))[0]

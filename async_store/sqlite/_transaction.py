@@ -17,14 +17,14 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from .._futures import resolve
 from .._shield import uncancellable
-from ..database import Database, Parameters, Row, Transaction
+from ..database import Database, Parameters, Row, Transaction, TransactionBlock
 from ..errors import DatabaseError, PoolClosed, PoolTimeout, StoreError
 from ._connection import Connection, end_savepoint, in_savepoint
 from ._errors import translate
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Level", "SqliteTransaction", "TaskTransactions", "TransactionContext"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _Tokens: TypeAlias = "tuple[Token[SqliteTransaction | None], Token[Level | None]]"
 """What ``TaskTransactions.enter`` returns and ``leave`` takes back."""
@@ -199,9 +200,12 @@ class SqliteTransaction(SqliteQueries, Transaction):
         async for row in stream_rows(connection, sql, parameters, chunk_size, on_reader=False):
             yield row
 
-    def transaction(self) -> TransactionContext:
-        """A nested SAVEPOINT: its work is undone alone if its block raises."""
-        return TransactionContext(self._database, self._tasks, self._writer)
+    def transaction(self, *, force_rollback: bool = False) -> TransactionContext:
+        """A nested SAVEPOINT: its work is undone alone if its block raises (or, with
+        ``force_rollback=True``, whenever it ends)."""
+        return TransactionContext(
+            self._database, self._tasks, self._writer, force_rollback=force_rollback
+        )
 
 
 class TaskTransactions:
@@ -267,13 +271,14 @@ async def _end_turn(
         return False, exc
 
 
-class TransactionContext:
+class TransactionContext(TransactionBlock):
     """What ``transaction()`` returns: on entry it takes a lease of the writer (see
     ``TransactionLease``) or, inside a transaction of the same task, opens a SAVEPOINT of it;
     on exit it keeps or undoes that level's work."""
 
     __slots__ = (
         "_database",
+        "_force_rollback",
         "_lease",
         "_level",
         "_level_token",
@@ -289,10 +294,13 @@ class TransactionContext:
         database: Database,
         tasks: TaskTransactions,
         writer: Callable[[], Writer],
+        *,
+        force_rollback: bool = False,
     ) -> None:
         self._database = database
         self._tasks = tasks
         self._writer = writer
+        self._force_rollback = force_rollback
         """The writer to lease; raises :class:`PoolClosed` when the database is not open."""
         self._lease: TransactionLease | None = None
         self._tx: SqliteTransaction | None = None
@@ -341,10 +349,51 @@ class TransactionContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._end(keep=exc_type is None and not self._force_rollback)
+
+    async def _end(self, *, keep: bool) -> None:
+        if self._tx is None:
+            raise StoreError(f"{self._database.name}: this transaction() block was never started")
         if self._level is not None:
-            await self._exit_nested(self._level, keep=exc_type is None)
+            level, self._level = self._level, None
+            await self._exit_nested(level, keep=keep)
         else:
-            await self._exit_outer(keep=exc_type is None)
+            if self._lease is None:
+                raise StoreError(f"{self._database.name}: this transaction() block has ended")
+            try:
+                await self._exit_outer(keep=keep)
+            finally:
+                self._lease = None
+
+    def __await__(self) -> Generator[Any, None, TransactionContext]:
+        return self.start().__await__()
+
+    async def start(self) -> TransactionContext:
+        """Begin the block without ``async with`` (``tx = await db.transaction()``, as in
+        encode/databases); end it with :meth:`commit` or :meth:`rollback`."""
+        if self._tx is not None:
+            raise StoreError(f"{self._database.name}: this transaction() block was started already")
+        await self.__aenter__()
+        return self
+
+    async def commit(self) -> None:
+        """End a block begun with ``await``/:meth:`start`, keeping its work."""
+        await self._end(keep=True)
+
+    async def rollback(self) -> None:
+        """End a block begun with ``await``/:meth:`start`, undoing its work."""
+        await self._end(keep=False)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """``@db.transaction()``: every call of ``fn`` runs in a block of its own."""
+        database, force_rollback = self._database, self._force_rollback
+
+        @functools.wraps(fn)
+        async def in_transaction(*args: P.args, **kwargs: P.kwargs) -> T:
+            async with database.transaction(force_rollback=force_rollback):
+                return await fn(*args, **kwargs)
+
+        return in_transaction
 
     async def _exit_nested(self, level: Level, *, keep: bool) -> None:
         tx = self._tx

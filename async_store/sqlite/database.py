@@ -228,7 +228,7 @@ class SqliteDatabase(SqliteQueries, Database):
 
     # -- transactions and snapshots ----------------------------------------------------------
 
-    def transaction(self) -> TransactionContext:
+    def transaction(self, *, force_rollback: bool = False) -> TransactionContext:
         """``async with db.transaction() as tx``: a transaction on the writer, begun with
         ``BEGIN IMMEDIATE`` (group-committed with the writes queued behind it). Its work commits
         when the block ends normally and is rolled back if the block raises or is cancelled.
@@ -238,7 +238,9 @@ class SqliteDatabase(SqliteQueries, Database):
         :class:`PoolTimeout` if the writer did not become free within ``acquire_timeout``;
         with ``transaction_timeout`` set, a block held longer is rolled back and its next call
         (or its end) raises :class:`TransactionTimeout`."""
-        return TransactionContext(self, self._tasks, lambda: self._open_parts()[0])
+        return TransactionContext(
+            self, self._tasks, lambda: self._open_parts()[0], force_rollback=force_rollback
+        )
 
     def read(self) -> ReadContext:
         """``async with db.read() as snap``: one reader and one consistent snapshot for every

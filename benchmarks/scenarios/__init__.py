@@ -13,6 +13,7 @@ from benchmarks.harness import Profile, Scenario
 from benchmarks.scenarios import (
     backup,
     bulk,
+    core_reads,
     event_store,
     ingest,
     latency,
@@ -30,6 +31,8 @@ REGISTRY: tuple[Callable[[Profile], Scenario], ...] = (
     writes.write_normal,
     reads.point_read_seq,
     reads.point_read_8,
+    core_reads.core_point_read,
+    core_reads.core_point_read_text,
     bulk.execute_many,
     latency.select1_latency,
     event_store.append_full,
