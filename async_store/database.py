@@ -121,16 +121,21 @@ class Database(QueryMethods):
     """A database behind one backend: ``async with Database(config) as db`` or ``await
     db.open()`` ... ``await db.close()``.
 
-    ``Database(config)`` returns the database of the backend ``config`` names."""
+    ``Database(config)`` returns the database of the backend ``config`` (a
+    :class:`DatabaseConfig`) names; ``Database(url, **options)`` the one a URL names, as
+    encode/databases spells it (``Database("sqlite:///path/to/file.db", readers=8)``; see
+    :meth:`DatabaseConfig.from_url`). ``options`` are :class:`DatabaseConfig` fields, applied
+    to the configuration or the URL's. Raises :class:`ConfigError` for anything else, or a
+    URL or option that configuration refuses."""
 
     __slots__ = ()
 
     backend: ClassVar[str]
     """The backend's name: ``sqlite``."""
 
-    def __new__(cls, config: DatabaseConfig, *args: Any, **kwargs: Any) -> Database:
+    def __new__(cls, config: DatabaseConfig | str, /, **options: Any) -> Database:
         if cls is Database:
-            cls = backend_of(config).DATABASE
+            cls = backend_of(config_of(config, options)).DATABASE
         return super().__new__(cls)
 
     # -- what it is ------------------------------------------------------------------------
@@ -226,6 +231,21 @@ def refuse_inside_transaction(
                 "waits for that database's writer, which the block holds; run it after "
                 f"the block{outcome}"
             )
+
+
+def config_of(subject: DatabaseConfig | str, options: Mapping[str, Any]) -> DatabaseConfig:
+    """The configuration ``Database(subject, **options)`` opens: ``subject`` itself or the
+    database its URL names, with ``options`` (DatabaseConfig fields) applied. A backend's
+    ``__init__`` calls it with what it was given. Raises :class:`ConfigError` for a subject
+    that is neither."""
+    if isinstance(subject, str):
+        return DatabaseConfig.from_url(subject, **options)
+    if isinstance(subject, DatabaseConfig):
+        return subject.replace(**options) if options else subject
+    raise ConfigError(
+        "a database is built from a DatabaseConfig (SqlConfig.mvp(path).app, say) or a URL "
+        f"('sqlite:///path/to/file.db'), not {type(subject).__name__}"
+    )
 
 
 def backend_of(subject: Database | DatabaseConfig) -> ModuleType:

@@ -17,11 +17,11 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..database import Database, Parameters, Row, refuse_inside_transaction
+from ..database import Database, Parameters, Row, config_of, refuse_inside_transaction
 from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError
 from ..health._report import CheckpointResult
 from ..metrics import Metrics
@@ -54,7 +54,8 @@ class SqliteDatabase(SqliteQueries, Database):
 
     backend = "sqlite"
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DatabaseConfig | str, /, **options: Any) -> None:
+        config = config_of(config, options)
         self._config = config
         self._counters = Counters()
         self.metrics = Metrics()
