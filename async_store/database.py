@@ -163,6 +163,11 @@ class Database(QueryMethods):
         """Whether the database serves calls (opened and not closing)."""
         raise NotImplementedError
 
+    @property
+    def is_connected(self) -> bool:
+        """encode/databases' name for :attr:`is_open`."""
+        return self.is_open
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -173,6 +178,14 @@ class Database(QueryMethods):
         """Finish or fail what is queued and close every connection, within a bounded grace
         period; a cancellation around it is honoured. Idempotent."""
         raise NotImplementedError
+
+    async def connect(self) -> None:
+        """encode/databases' name for :meth:`open`: the same call."""
+        await self.open()
+
+    async def disconnect(self) -> None:
+        """encode/databases' name for :meth:`close`: the same call."""
+        await self.close()
 
     async def __aenter__(self) -> Self:
         await self.open()
