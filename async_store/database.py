@@ -171,12 +171,18 @@ class Database(QueryMethods):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the database's connections; a database opens once."""
+        """Open the database's connections. Opening an open database does nothing (as
+        encode/databases' ``connect()`` does); a closed one opens again, with new connections,
+        on the same data. An open called while a ``close()`` is in progress waits for it to
+        end, then opens; a ``close()`` called while an open is in progress ends that open with
+        :class:`PoolClosed`, nothing left open. Raises the backend's error when the database
+        cannot be opened."""
         raise NotImplementedError
 
     async def close(self) -> None:
         """Finish or fail what is queued and close every connection, within a bounded grace
-        period; a cancellation around it is honoured. Idempotent."""
+        period; a cancellation around it is honoured. Idempotent: a close called while
+        another is in progress waits for it to end. A closed database may be opened again."""
         raise NotImplementedError
 
     async def connect(self) -> None:
