@@ -127,3 +127,37 @@ async def test_a_block_cut_short_by_close_stays_closed_after_a_reopen(tmp_path: 
             assert [tuple(row) for row in await db.fetch_all("SELECT x FROM t")] == [(4,)]
         finally:
             await db.close()
+
+
+async def test_a_second_close_cancelled_cuts_the_first_short(tmp_path: Path) -> None:
+    """A close waiting for another honours its cancellation as the first would: the grace
+    period ends at once (the open block is rolled back), and it raises once all is closed."""
+    db = SqliteDatabase(make_config(tmp_path / "x.db"))
+    await db.open()
+    await db.execute("CREATE TABLE t(x)")
+    entered, resume = asyncio.Event(), asyncio.Event()
+
+    async def block() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (1)")
+            entered.set()
+            await resume.wait()
+
+    async with asyncio.timeout(BOUND):
+        task = asyncio.ensure_future(block())
+        await entered.wait()
+        first = asyncio.ensure_future(db.close())
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(db.close())
+        await asyncio.sleep(0)
+        assert "closing" in repr(db)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert "closed" in repr(db)
+        await first
+        resume.set()
+        with pytest.raises(PoolClosed):
+            await task
+    async with db:
+        assert await db.fetch_val("SELECT count(*) FROM t") == 0

@@ -140,24 +140,38 @@ class SqliteDatabase(SqliteQueries, Database):
             # cancelled meanwhile: a connection opening on its thread cannot be taken over.
             self._close_requested = True
         if self._state in ("opening", "closing"):
-            await self._settled.wait()
+            settled = self._settled
+            try:
+                await settled.wait()
+            except asyncio.CancelledError:
+                # Honoured as by the close in progress: everything closes at once, then the
+                # cancellation is raised.
+                if self._state == "closing":
+                    self._hurry()
+                await uncancellable(settled.wait())
+                raise
             return
         if self._state != "open":
             return
-        writer, readers = self._writer, self._readers
-        assert writer is not None
-        assert readers is not None
+        assert self._writer is not None
+        assert self._readers is not None
         self._state = "closing"
         self._settled = settled = asyncio.Event()
-        closing = asyncio.ensure_future(self._close(writer, readers, settled))
+        closing = asyncio.ensure_future(self._close(self._writer, self._readers, settled))
         try:
             await asyncio.shield(closing)
         except asyncio.CancelledError:
-            self._hurried = True
-            writer.stop(interrupt=True)
-            readers.stop()
+            self._hurry()
             await uncancellable(closing)
             raise
+
+    def _hurry(self) -> None:
+        """Cut the close in progress short: no more grace period, no checkpoint."""
+        assert self._writer is not None
+        assert self._readers is not None
+        self._hurried = True
+        self._writer.stop(interrupt=True)
+        self._readers.stop()
 
     async def _close(self, writer: Writer, readers: ReaderPool, settled: asyncio.Event) -> None:
         try:
