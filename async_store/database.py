@@ -3,7 +3,8 @@
 backend from the configuration.
 
 ``Database(config)`` builds the database of the backend that ``config`` names (today
-``sqlite``: :class:`async_store.sqlite.SqliteDatabase`), importing that backend on first use,
+``sqlite``: :class:`async_store.sqlite.SqliteDatabase`), and ``Database(url)`` the one a URL
+names (``sqlite:///path/to/file.db``), importing that backend on first use,
 so a backend's driver is needed only by those who use it. The code above this module (the event
 store, migrations, the state manager, health, the service) speaks to a database only through
 this contract, and asks a backend for the pieces written in its own dialect through
