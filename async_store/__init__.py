@@ -6,7 +6,7 @@ append and a mutation through the code, and which file to open for what.
 Dependencies point one way (nothing lower imports anything higher; a package counts as one
 module, and the imports inside it are its own business):
 
-    errors, metrics, chunking, _clock, _files, _futures, _ids, _shield, _sqlalchemy, _tasks
+    errors, metrics, chunking, _clock, _files, _futures, _ids, _shield, _sqlalchemy, _tasks, _urls
       → config, statistics, _checks, _json
         → database
           → events, migrations, health, repositories, logsinks

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ._urls import parse_url
 from .errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "DatabaseConfig", "SqlConfig", "Synchronous"]
@@ -162,8 +163,46 @@ class DatabaseConfig:
         """The backend that serves this database: ``sqlite``."""
         return "sqlite"
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> DatabaseConfig:
+        """The database a URL names, as encode/databases and SQLAlchemy spell it:
+        ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db``, or the same with
+        ``sqlite+aiosqlite://``.
+
+        The URL's query parameters and ``options`` are fields of this class
+        (``sqlite:///app.db?readers=8&busy_timeout=2``, ``readers=8``); a query parameter is
+        parsed as ``SqlConfig.from_env`` parses its variables.
+
+        Raises :class:`ConfigError` for another scheme (naming it and the supported ones), an
+        in-memory URL (``sqlite://``, ``sqlite:///:memory:``: not supported yet), a query
+        parameter that is not a field or does not parse (naming it), a field given both in the
+        query and in ``options``, and any invalid value.
+        """
+        parsed = parse_url(url)
+        where = f"{parsed.scheme}:// URL"
+        _check_fields(options, where)
+        query = {
+            name: _parse_field(name, raw, f"{where}: {name}={raw!r}")
+            for name, raw in parsed.query.items()
+        }
+        given_twice = sorted(query.keys() & options.keys())
+        if given_twice:
+            raise ConfigError(
+                f"{parsed.scheme}:// URL: {', '.join(given_twice)} given both in the URL's "
+                "query and as an option; give each once"
+            )
+        return cls(path=parsed.path, **query, **options)
+
     def replace(self, **changes: Any) -> DatabaseConfig:
-        """Return a copy with ``changes`` applied (validated again)."""
+        """Return a copy with ``changes`` applied (validated again). Raises
+        :class:`ConfigError` for a name that is not a field, or a value it refuses."""
+        fields = [field.name for field in dataclasses.fields(self)]
+        unknown = sorted(changes.keys() - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{self.name}: {', '.join(unknown)} not a field of DatabaseConfig; the fields "
+                f"are {', '.join(fields)}"
+            )
         return dataclasses.replace(self, **changes)
 
 
@@ -221,6 +260,18 @@ class SqlConfig:
         )
 
     @classmethod
+    def from_url(cls, url: str, **options: Any) -> SqlConfig:
+        """MVP mode (one file holding every table) on the database ``url`` names:
+        ``sqlite:///relative/file.db``, ``sqlite:////absolute/file.db`` or
+        ``sqlite+aiosqlite://...``, as encode/databases and SQLAlchemy spell them.
+
+        ``options`` and the URL's query parameters are :class:`DatabaseConfig` fields
+        (``sqlite:///app.db?readers=8``); see :meth:`DatabaseConfig.from_url`, which raises
+        :class:`ConfigError` for what it refuses.
+        """
+        return cls(app=DatabaseConfig.from_url(url, **options))
+
+    @classmethod
     def in_directory(
         cls, directory: str | os.PathLike[str], *, mvp: bool = False, **options: Any
     ) -> SqlConfig:
@@ -234,6 +285,9 @@ class SqlConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SqlConfig:
         """Read the configuration from environment variables.
 
+        ``ASYNC_STORE_URL``        a database URL (``sqlite:///path/to/file.db``): MVP mode on
+                                   that file, as :meth:`from_url` reads it; the variables
+                                   naming files or the production mode may not be set with it
         ``ASYNC_STORE_DATA``       directory holding ``app_meta.db`` and ``events.db`` (default
                                    ``./data``)
         ``ASYNC_STORE_MODE``       ``production`` (default) or ``mvp``
@@ -247,21 +301,35 @@ class SqlConfig:
         ``ASYNC_STORE_WRITER_HOLD_WARNING``: the :class:`DatabaseConfig` field of the same
         name, applied to every database.
 
-        Raises :class:`ConfigError` naming the variable when a value cannot be parsed.
+        Raises :class:`ConfigError` naming the variable when a value cannot be parsed, and
+        for an ``ASYNC_STORE_URL`` that :meth:`from_url` refuses.
         """
         env = os.environ if environ is None else environ
-        mode = env.get(f"{ENV_PREFIX}MODE", "production").strip().lower()
+        raw_mode = env.get(f"{ENV_PREFIX}MODE", "").strip()
+        mode = (raw_mode or "production").lower()
         if mode not in ("production", "mvp"):
             raise ConfigError(f"{ENV_PREFIX}MODE must be 'production' or 'mvp', not {mode!r}")
         options: dict[str, Any] = {}
-        for name, parse in _ENV_FIELDS.items():
-            raw = env.get(f"{ENV_PREFIX}{name.upper()}")
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                options[name] = parse(raw.strip())
-            except ValueError as exc:
-                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+        for name in _ENV_FIELDS:
+            variable = f"{ENV_PREFIX}{name.upper()}"
+            raw = env.get(variable)
+            if raw is not None and raw.strip() != "":
+                options[name] = _parse_field(name, raw.strip(), f"{variable}={raw!r}")
+        url = env.get(f"{ENV_PREFIX}URL", "").strip()
+        if url:
+            clashing = [
+                f"{ENV_PREFIX}{name}"
+                for name in ("DATA", "APP_PATH", "EVENTS_PATH")
+                if env.get(f"{ENV_PREFIX}{name}")
+            ]
+            if raw_mode and mode == "production":
+                clashing.append(f"{ENV_PREFIX}MODE=production")
+            if clashing:
+                raise ConfigError(
+                    f"{ENV_PREFIX}URL names the one database of MVP mode; unset "
+                    f"{', '.join(clashing)}"
+                )
+            return cls.from_url(url, **options)
         data = Path(env.get(f"{ENV_PREFIX}DATA", "data"))
         app_path = Path(env.get(f"{ENV_PREFIX}APP_PATH", data / "app_meta.db"))
         if mode == "mvp":
@@ -297,19 +365,72 @@ _SECONDS_FIELDS = (
     "writer_hold_warning",
 )
 
-_ENV_FIELDS: dict[str, Any] = {
-    "readers": int,
-    "busy_timeout": float,
-    "busy_retries": int,
-    "cache_size_kib": int,
-    "mmap_size": int,
-    "wal_autocheckpoint": int,
-    "journal_size_limit": int,
-    "acquire_timeout": float,
-    "max_batch_size": int,
-    "transaction_timeout": float,
-    "writer_hold_warning": float,
+_ENV_FIELDS = (
+    "readers",
+    "busy_timeout",
+    "busy_retries",
+    "cache_size_kib",
+    "mmap_size",
+    "wal_autocheckpoint",
+    "journal_size_limit",
+    "acquire_timeout",
+    "max_batch_size",
+    "transaction_timeout",
+    "writer_hold_warning",
+)
+"""The DatabaseConfig fields ``SqlConfig.from_env`` reads, each from ``ASYNC_STORE_<FIELD>``."""
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "on": True}.get(text.lower())
+    if value is None and text.lower() not in ("false", "0", "no", "off"):
+        raise ValueError(f"expected true or false, not {text!r}")
+    return bool(value)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "float | None": _optional_float,
+    "bool": _boolean,
+    "str": str,
+    "Synchronous": str.upper,
 }
+"""How a field given as text (an environment variable, a URL's query) is read, by the type
+its annotation names."""
+
+_TEXT_FIELDS: dict[str, Callable[[str], Any]] = {
+    field.name: _PARSERS[str(field.type)]
+    for field in dataclasses.fields(DatabaseConfig)
+    if str(field.type) in _PARSERS
+}
+"""The DatabaseConfig fields that may be given as text, and how each is read."""
+
+
+def _parse_field(name: str, raw: str, where: str) -> Any:
+    """``raw`` read as the field ``name``; ``where`` names its source in the error."""
+    parse = _TEXT_FIELDS.get(name)
+    if parse is None:
+        raise ConfigError(f"{where}: not an option; the options are {', '.join(_TEXT_FIELDS)}")
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_fields(options: Mapping[str, Any], where: str) -> None:
+    """Refuse options that are not DatabaseConfig fields, or that name the path."""
+    fields = [field.name for field in dataclasses.fields(DatabaseConfig) if field.name != "path"]
+    unknown = sorted(options.keys() - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: not an option: {', '.join(unknown)}; the options are "
+            f"{', '.join(fields)} (the URL names the file)"
+        )
 
 
 def _require(ok: bool, name: str, attr: str, value: object, expected: str) -> None:

@@ -3,7 +3,8 @@
 backend from the configuration.
 
 ``Database(config)`` builds the database of the backend that ``config`` names (today
-``sqlite``: :class:`async_store.sqlite.SqliteDatabase`), importing that backend on first use,
+``sqlite``: :class:`async_store.sqlite.SqliteDatabase`), and ``Database(url)`` the one a URL
+names (``sqlite:///path/to/file.db``), importing that backend on first use,
 so a backend's driver is needed only by those who use it. The code above this module (the event
 store, migrations, the state manager, health, the service) speaks to a database only through
 this contract, and asks a backend for the pieces written in its own dialect through
@@ -246,16 +247,21 @@ class Database(QueryMethods):
     """A database behind one backend: ``async with Database(config) as db`` or ``await
     db.open()`` ... ``await db.close()``.
 
-    ``Database(config)`` returns the database of the backend ``config`` names."""
+    ``Database(config)`` returns the database of the backend ``config`` (a
+    :class:`DatabaseConfig`) names; ``Database(url, **options)`` the one a URL names, as
+    encode/databases spells it (``Database("sqlite:///path/to/file.db", readers=8)``; see
+    :meth:`DatabaseConfig.from_url`). ``options`` are :class:`DatabaseConfig` fields, applied
+    to the configuration or the URL's. Raises :class:`ConfigError` for anything else, or a
+    URL or option that configuration refuses."""
 
     __slots__ = ()
 
     backend: ClassVar[str]
     """The backend's name: ``sqlite``."""
 
-    def __new__(cls, config: DatabaseConfig, *args: Any, **kwargs: Any) -> Database:
+    def __new__(cls, config: DatabaseConfig | str, /, **options: Any) -> Database:
         if cls is Database:
-            cls = backend_of(config).DATABASE
+            cls = backend_of(config_of(config, options)).DATABASE
         return super().__new__(cls)
 
     # -- what it is ------------------------------------------------------------------------
@@ -283,16 +289,35 @@ class Database(QueryMethods):
         """Whether the database serves calls (opened and not closing)."""
         raise NotImplementedError
 
+    @property
+    def is_connected(self) -> bool:
+        """encode/databases' name for :attr:`is_open`."""
+        return self.is_open
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the database's connections; a database opens once."""
+        """Open the database's connections. Opening an open database does nothing (as
+        encode/databases' ``connect()`` does); a closed one opens again, with new connections,
+        on the same data. An open called while a ``close()`` is in progress waits for it to
+        end, then opens; a ``close()`` called while an open is in progress ends that open with
+        :class:`PoolClosed`, nothing left open. Raises the backend's error when the database
+        cannot be opened."""
         raise NotImplementedError
 
     async def close(self) -> None:
         """Finish or fail what is queued and close every connection, within a bounded grace
-        period; a cancellation around it is honoured. Idempotent."""
+        period; a cancellation around it is honoured. Idempotent: a close called while
+        another is in progress waits for it to end. A closed database may be opened again."""
         raise NotImplementedError
+
+    async def connect(self) -> None:
+        """encode/databases' name for :meth:`open`: the same call."""
+        await self.open()
+
+    async def disconnect(self) -> None:
+        """encode/databases' name for :meth:`close`: the same call."""
+        await self.close()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -352,6 +377,21 @@ def refuse_inside_transaction(
                 "waits for that database's writer, which the block holds; run it after "
                 f"the block{outcome}"
             )
+
+
+def config_of(subject: DatabaseConfig | str, options: Mapping[str, Any]) -> DatabaseConfig:
+    """The configuration ``Database(subject, **options)`` opens: ``subject`` itself or the
+    database its URL names, with ``options`` (DatabaseConfig fields) applied. A backend's
+    ``__init__`` calls it with what it was given. Raises :class:`ConfigError` for a subject
+    that is neither."""
+    if isinstance(subject, str):
+        return DatabaseConfig.from_url(subject, **options)
+    if isinstance(subject, DatabaseConfig):
+        return subject.replace(**options) if options else subject
+    raise ConfigError(
+        "a database is built from a DatabaseConfig (SqlConfig.mvp(path).app, say) or a URL "
+        f"('sqlite:///path/to/file.db'), not {type(subject).__name__}"
+    )
 
 
 def backend_of(subject: Database | DatabaseConfig) -> ModuleType:

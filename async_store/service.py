@@ -63,7 +63,9 @@ class SqlService:
         backup: BackupConfig | None = None,
     ) -> None:
         """``migration_sets``: the application's own sets, applied after the built-in ones on
-        the database each names. ``migrate=False`` opens without applying anything (for
+        the database each names; one with a baseline adopts a file of another application
+        (its tables but no migration record) on that database instead of refusing it
+        (:attr:`MigrationSet.baseline`). ``migrate=False`` opens without applying anything (for
         ``status`` and for walking down with :meth:`migrate`). ``backup``: where backups go
         and, with an ``interval``, the schedule the service keeps while it runs."""
         self._config = config
@@ -115,8 +117,10 @@ class SqlService:
         self._started = True
         try:
             if self._auto_migrate:
-                for database in self.databases:
-                    await migration_backend(database).refuse_foreign(database.config)
+                for database, sets, _ in self._migration_plan():
+                    # A set with a baseline adopts another application's file instead.
+                    if not any(s.baseline for s in sets):
+                        await migration_backend(database).refuse_foreign(database.config)
             opened = await asyncio.gather(
                 *(database.open() for database in self.databases), return_exceptions=True
             )

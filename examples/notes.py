@@ -47,9 +47,7 @@ def create_app(database: Database) -> Starlette:
     async def list_notes(request: Request) -> JSONResponse:
         query = notes.select()
         results = await database.fetch_all(query)
-        content = [
-            {"text": result["text"], "completed": result["completed"]} for result in results
-        ]
+        content = [{"text": result["text"], "completed": result["completed"]} for result in results]
         return JSONResponse(content)
 
     async def add_note(request: Request) -> JSONResponse:

@@ -54,8 +54,16 @@ class MigrationSession(Protocol):
         """Each row that breaks a foreign key, described (``child rowid 3 → parent``)."""
         ...
 
-    def record_applied(self, migration: Migration, *, applied_at: str, duration_ms: float) -> None:
-        """Add ``migration`` to the record."""
+    def record_applied(
+        self,
+        migration: Migration,
+        *,
+        applied_at: str,
+        duration_ms: float,
+        baselined: bool = False,
+    ) -> None:
+        """Add ``migration`` to the record. ``baselined``: recorded without running (a
+        baseline), which the record shows with ``_sets.BASELINE_NOTE`` after its name."""
         ...
 
     def record_reverted(self, migration: Migration) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "RecordProblem",
     "StoreFacts",
     "foreign_reason",
+    "foreign_refusal",
     "newest_versions",
     "judge_record",
 ]
@@ -67,6 +68,16 @@ def foreign_reason(facts: StoreFacts) -> str | None:
         shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
         return f"the file holds tables ({shown}) but no async_store migration record"
     return None
+
+
+def foreign_refusal(database: str, reason: str) -> str:
+    """The words that refuse another application's store: ``reason`` from
+    :func:`foreign_reason`, and how to adopt the store instead."""
+    return (
+        f"{database}: {reason}; it belongs to another application. To adopt it, give the "
+        "migration set that describes its tables a baseline (MigrationSet.from_directory(..., "
+        "baseline=N)): versions up to N are then recorded as applied without running"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from ..database import backend_named
 from ..errors import MigrationError
 
 __all__ = [
+    "BASELINE_NOTE",
     "BUILTIN_SETS",
     "FOREIGN_KEYS_OFF",
     "Migration",
@@ -37,6 +38,10 @@ __all__ = [
 
 BUILTIN_SETS = ("app_meta", "events")
 """The sets shipped with the package, in the order MVP mode applies them to its one file."""
+
+BASELINE_NOTE = "(baseline)"
+"""What follows a migration's name in the record when it was recorded by a baseline, without
+running (its ``duration_ms`` is 0)."""
 
 FOREIGN_KEYS_OFF = "-- async_store: foreign_keys=off"
 """First line of an ``up.sql`` (or ``down.sql``) that rebuilds tables."""
@@ -91,6 +96,27 @@ class MigrationSet:
     migrations: tuple[Migration, ...]
     database: Literal["app_meta", "events"] = "app_meta"
     """Which database of a production service the set belongs to (MVP: the one file)."""
+    baseline: int = 0
+    """Versions 1..``baseline`` describe a schema that files made before this set may hold
+    already (Flyway's ``baselineVersion``, Alembic's ``stamp``). A service that finds another
+    application's file (tables, no migration record) adopts it instead of refusing it: these
+    versions are recorded as applied, with their checksums, without running; later versions
+    and the library's own sets then run. On a new file, or one with a migration record, the
+    baseline does nothing. Default 0: no baseline."""
+
+    def __post_init__(self) -> None:
+        baseline = self.baseline
+        if not isinstance(baseline, int) or isinstance(baseline, bool):
+            raise MigrationError(
+                f"migration set {self.name!r}: baseline must be an int, not {baseline!r:.60}"
+            )
+        if not 0 <= baseline <= self.latest:
+            raise MigrationError(
+                f"migration set {self.name!r}: baseline {baseline} is not one of its versions "
+                f"(0..{self.latest})"
+            )
+        if baseline and self.name in BUILTIN_SETS:
+            raise MigrationError(f"the built-in set {self.name!r} takes no baseline")
 
     @property
     def latest(self) -> int:
@@ -114,13 +140,14 @@ class MigrationSet:
         *,
         database: Literal["app_meta", "events"] = "app_meta",
         backend: str = "sqlite",
+        baseline: int = 0,
     ) -> MigrationSet:
         """An application's own set from a directory of ``NNNN_name/{up,down}.sql`` folders,
-        written in the dialect of ``backend``."""
+        written in the dialect of ``backend``. ``baseline``: see :attr:`baseline`."""
         root = Path(path)
         if not root.is_dir():
             raise MigrationError(f"migration set {name!r}: {root} is not a directory")
-        return cls._load(name, root, str(root), database, backend)
+        return cls._load(name, root, str(root), database, backend, baseline)
 
     @classmethod
     def from_package(
@@ -131,15 +158,17 @@ class MigrationSet:
         *,
         database: Literal["app_meta", "events"] = "app_meta",
         backend: str = "sqlite",
+        baseline: int = 0,
     ) -> MigrationSet:
         """An application's own set shipped as package data (read with importlib.resources),
-        written in the dialect of ``backend``."""
+        written in the dialect of ``backend``. ``baseline``: see :attr:`baseline`."""
         root = importlib.resources.files(package)
         for part in filter(None, subdirectory.split("/")):
             root = root / part
         if not root.is_dir():
             raise MigrationError(f"migration set {name!r}: {package}/{subdirectory} not found")
-        return cls._load(name, root, f"{package}/{subdirectory}".rstrip("/"), database, backend)
+        where = f"{package}/{subdirectory}".rstrip("/")
+        return cls._load(name, root, where, database, backend, baseline)
 
     @classmethod
     def _load(
@@ -149,6 +178,7 @@ class MigrationSet:
         where: str,
         database: Literal["app_meta", "events"],
         backend: str,
+        baseline: int = 0,
     ) -> MigrationSet:
         if name in BUILTIN_SETS and not where.startswith("migrations/"):
             raise MigrationError(f"{where}: the set name {name!r} is reserved for async_store")
@@ -182,7 +212,7 @@ class MigrationSet:
                     f"{migration.source}: versions must run 1, 2, 3, ... without gaps; "
                     f"expected {expected:04d}, found {migration.version:04d}"
                 )
-        return cls(name, ordered, database)
+        return cls(name, ordered, database, baseline)
 
 
 def normalize(sql: str) -> str:

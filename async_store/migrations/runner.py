@@ -25,7 +25,9 @@ Rules (learned from the data loss users of other migration tools reported):
 * A file with tables or a ``user_version`` but no migration record belongs to another
   application and is refused before anything is written to it: by the backend's
   ``refuse_foreign`` before the pool opens it (which would switch a rollback-journal file to
-  WAL), else by the runner before its first migration.
+  WAL), else by the runner before its first migration. Unless one of the store's sets has a
+  baseline: the store is then adopted (``_adoption``), its baselined versions recorded
+  without running in the transaction of the first migration.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from typing import Literal
 
 from ..database import Database, backend_of
 from ..errors import MigrationError, StoreError
+from ._adoption import Adoption
 from ._backend import MigrationBackend, MigrationSession
-from ._record import RecordProblem, StoreFacts, foreign_reason, judge_record
+from ._record import RecordProblem, StoreFacts, foreign_reason, foreign_refusal, judge_record
 from ._sets import BUILTIN_SETS as BUILTIN_SETS
 from ._sets import FOREIGN_KEYS_OFF as FOREIGN_KEYS_OFF
 from ._sets import Migration, MigrationSet
@@ -118,15 +121,22 @@ def migration_work(
         # No race with other processes migrating: their first migration commits its tables
         # and its record together, so a store never holds one without the other.
         reason = foreign_reason(session.read(tables=True))
+        adoption: Adoption | None = None
         if reason is not None:
-            raise MigrationError(f"{database}: {reason}; it belongs to another application")
+            if not any(s.baseline for s in sets):
+                raise MigrationError(foreign_refusal(database, reason))
+            adoption = Adoption(sets)
         done: list[str] = []
         for migration_set in sets:
             if target_set is not None and migration_set.name != target_set:
                 continue
             goal = target if migration_set.name == target_set else None
             tracks = migration_set.name == track_user_version
-            done += _migrate_set(session, database, migration_set, goal, tracks)
+            done += _migrate_set(session, database, migration_set, goal, tracks, adoption)
+        if adoption is not None and adoption.pending:
+            # Nothing was migrated (a walk of one set already at its target): adopt alone.
+            with session.locked(foreign_keys_off=False):
+                done += adoption.take(session, session.read())
         return done
 
     return run
@@ -169,9 +179,10 @@ def _migrate_set(
     migration_set: MigrationSet,
     target: int | None,
     tracks_user_version: bool,
+    adoption: Adoption | None = None,
 ) -> list[str]:
     """One transaction per migration, each taken under the migration lock after re-reading
-    what is applied."""
+    what is applied. The first of them takes a pending ``adoption`` in."""
     goal = migration_set.latest if target is None else target
     if not 0 <= goal <= migration_set.latest:
         raise MigrationError(
@@ -180,9 +191,11 @@ def _migrate_set(
         )
     done: list[str] = []
     while True:
+        # Until an adoption is taken in, user_version is the other application's.
+        tracks = tracks_user_version and (adoption is None or not adoption.pending)
         # A first look, in one snapshot (the record and user_version) while other processes
         # migrate; it is taken again under the lock before anything changes.
-        current = _current_version(session.read(), migration_set, database, tracks_user_version)
+        current = _current_version(session.read(), migration_set, database, tracks)
         if current == goal:
             return done
         direction: Literal["up", "down"] = "up" if current < goal else "down"
@@ -191,8 +204,13 @@ def _migrate_set(
             with session.locked(foreign_keys_off=migration.foreign_keys_off(direction)):
                 # Re-read under the lock: another process may have moved on meanwhile.
                 found = session.read()
-                if _current_version(found, migration_set, database, tracks_user_version) != current:
+                if _current_version(found, migration_set, database, tracks) != current:
                     raise _MovedOn
+                if adoption is not None and adoption.pending:
+                    adopted = adoption.take(session, found)
+                    done += adopted
+                    if adopted and migration_set.name in adoption.sets:
+                        continue  # this set is at its baseline now: commit, then look again
                 _run_one(session, migration, direction, tracks_user_version)
         except _MovedOn:
             continue
@@ -222,9 +240,10 @@ def _refusal(
     """The runner's words for a record it will not migrate."""
     name = migration_set.name
     if problem.kind == "foreign":
-        return (
-            f"{database}: the file has user_version {problem.user_version} but no async_store "
-            f"migration record for the {name} set; it belongs to another application"
+        return foreign_refusal(
+            database,
+            f"the file has user_version {problem.user_version} but no async_store migration "
+            f"record for the {name} set",
         )
     if problem.kind == "newer":
         return (

@@ -20,8 +20,8 @@ from ..config import DatabaseConfig
 from ..database import Database
 from ..errors import MigrationError
 from ..migrations._backend import MigrationBackend, MigrationSession
-from ..migrations._record import StoreFacts, foreign_reason
-from ..migrations._sets import Migration
+from ..migrations._record import StoreFacts, foreign_reason, foreign_refusal
+from ..migrations._sets import BASELINE_NOTE, Migration
 from ._connection import run_on_file
 from ._counters import Counters
 from ._errors import translate
@@ -102,14 +102,22 @@ class SqliteMigrationSession:
         rows = self._conn.execute("PRAGMA foreign_key_check").fetchall()
         return [f"{row[0]} rowid {row[1]} → {row[2]}" for row in rows]
 
-    def record_applied(self, migration: Migration, *, applied_at: str, duration_ms: float) -> None:
+    def record_applied(
+        self,
+        migration: Migration,
+        *,
+        applied_at: str,
+        duration_ms: float,
+        baselined: bool = False,
+    ) -> None:
+        name = f"{migration.name} {BASELINE_NOTE}" if baselined else migration.name
         self._conn.execute(
             "INSERT INTO schema_migrations(migration_set, version, name, checksum, applied_at,"
             " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 migration.migration_set,
                 migration.version,
-                migration.name,
+                name,
                 migration.checksum,
                 applied_at,
                 duration_ms,
@@ -170,7 +178,7 @@ class SqliteMigrations:
             return  # damaged: the pool's open reports it
         reason = foreign_reason(facts)
         if reason is not None:
-            raise MigrationError(f"{config.name}: {reason}; it belongs to another application")
+            raise MigrationError(foreign_refusal(config.name, reason))
 
 
 def _read_all_facts(conn: sqlite3.Connection) -> StoreFacts:

@@ -17,16 +17,16 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .._shield import uncancellable
 from ..config import DatabaseConfig
-from ..database import Database, Parameters, Row, refuse_inside_transaction
+from ..database import Database, Parameters, Row, config_of, refuse_inside_transaction
 from ..errors import ConfigError, DatabaseBusy, PoolClosed, StoreError
 from ..health._report import CheckpointResult
 from ..metrics import Metrics
 from ..statistics import PoolStatistics
-from ._connection import Connection, open_connection
+from ._connection import open_connection
 from ._counters import Counters
 from ._errors import translate
 from ._queries import SqliteQueries, stream_rows
@@ -54,7 +54,8 @@ class SqliteDatabase(SqliteQueries, Database):
 
     backend = "sqlite"
 
-    def __init__(self, config: DatabaseConfig) -> None:
+    def __init__(self, config: DatabaseConfig | str, /, **options: Any) -> None:
+        config = config_of(config, options)
         self._config = config
         self._counters = Counters()
         self.metrics = Metrics()
@@ -62,6 +63,9 @@ class SqliteDatabase(SqliteQueries, Database):
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
         self._state = "new"
+        # Set when the open or close in progress ends; what waits for one waits on it.
+        self._settled = asyncio.Event()
+        self._close_requested = False
         self._last_checkpoint: CheckpointResult | None = None
         self._hurried = False
         self._tasks = TaskTransactions(config.name)
@@ -80,24 +84,32 @@ class SqliteDatabase(SqliteQueries, Database):
 
     async def open(self) -> None:
         """Open the writer and the readers (creating the file and its directory if missing),
-        with every PRAGMA set and read back."""
-        if self._state != "new":
-            raise PoolClosed(f"{self.name}: a Database opens once; it is {self._state}")
+        with every PRAGMA set and read back. Opening an open database does nothing; a closed
+        one opens again with a new writer and new readers (statistics and metrics go on
+        counting). An open called while a ``close()`` is in progress waits for it to end
+        first; a ``close()`` called while this opens ends it with :class:`PoolClosed`."""
+        while self._state in ("opening", "closing"):
+            await self._settled.wait()
+        if self._state == "open":
+            return
         self._state = "opening"
-        opened: list[Connection] = []
+        self._settled = settled = asyncio.Event()
+        self._close_requested = False
         try:
             # The writer opens now: it creates the file, switches it to WAL and proves every
             # PRAGMA (a bad file or setting shows here). Readers open as the first reads ask
             # for them: each is a thread, and a service that reads little needs one or two.
-            opened.append(await open_connection(self._config, reader=False))
+            connection = await open_connection(self._config, reader=False)
         except BaseException:
-            for connection in opened:
-                await uncancellable(connection.close())
-            self._state = "closed"
+            self._settle("closed", settled)
             raise
-        self._writer = Writer(opened[0], self._config, self._counters)
+        if self._close_requested:
+            await uncancellable(connection.close())
+            self._settle("closed", settled)
+            raise PoolClosed(f"{self.name}: the database was closed while it opened")
+        self._writer = Writer(connection, self._config, self._counters)
         self._readers = ReaderPool(
-            opened[1:],
+            [],
             name=self.name,
             acquire_timeout=self._config.acquire_timeout,
             counters=self._counters,
@@ -105,8 +117,14 @@ class SqliteDatabase(SqliteQueries, Database):
             opener=functools.partial(open_connection, self._config, reader=True),
             metrics=self.metrics,
         )
+        self._hurried = False
         self._writer.start()
-        self._state = "open"
+        self._settle("open", settled)
+
+    def _settle(self, state: str, settled: asyncio.Event) -> None:
+        """End an open or a close in ``state``, and wake the calls that wait for it."""
+        self._state = state
+        settled.set()
 
     async def close(self) -> None:
         """Serve the writes already queued, give reads in progress and an open ``transaction()``
@@ -115,39 +133,63 @@ class SqliteDatabase(SqliteQueries, Database):
         :class:`PoolClosed`), writes still queued fail with :class:`PoolClosed` and reads
         still running are interrupted. Cancelled (or timed out), it skips what is left of the
         grace period and the checkpoint, closes everything, then raises the cancellation.
-        Idempotent."""
-        if self._state in ("closing", "closed", "new"):
-            self._state = "closed" if self._state == "new" else self._state
+        Idempotent: a close called while another is in progress waits for it to end, one
+        called while the database opens ends that open. The database may be opened again."""
+        if self._state == "opening":
+            # The open closes what it opened as soon as it has it, even if this call is
+            # cancelled meanwhile: a connection opening on its thread cannot be taken over.
+            self._close_requested = True
+        if self._state in ("opening", "closing"):
+            settled = self._settled
+            try:
+                await settled.wait()
+            except asyncio.CancelledError:
+                # Honoured as by the close in progress: everything closes at once, then the
+                # cancellation is raised.
+                if self._state == "closing":
+                    self._hurry()
+                await uncancellable(settled.wait())
+                raise
             return
+        if self._state != "open":
+            return
+        assert self._writer is not None
+        assert self._readers is not None
         self._state = "closing"
-        writer, readers = self._writer, self._readers
-        assert writer is not None
-        assert readers is not None
-        closing = asyncio.ensure_future(self._close(writer, readers))
+        self._settled = settled = asyncio.Event()
+        closing = asyncio.ensure_future(self._close(self._writer, self._readers, settled))
         try:
             await asyncio.shield(closing)
         except asyncio.CancelledError:
-            self._hurried = True
-            writer.stop(interrupt=True)
-            readers.stop()
+            self._hurry()
             await uncancellable(closing)
             raise
-        finally:
-            if closing.done():
-                self._state = "closed"
 
-    async def _close(self, writer: Writer, readers: ReaderPool) -> None:
-        deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
-        # return_exceptions: both end before the writer's connection closes, whatever raises.
-        ended = await asyncio.gather(
-            writer.close(deadline), readers.close(deadline=deadline), return_exceptions=True
-        )
-        failed = [result for result in ended if isinstance(result, BaseException)]
-        if not self._hurried and not failed:
-            await self._checkpoint_on_close(writer)
-        await writer.connection.close()
-        if failed:
-            raise failed[0]
+    def _hurry(self) -> None:
+        """Cut the close in progress short: no more grace period, no checkpoint."""
+        assert self._writer is not None
+        assert self._readers is not None
+        self._hurried = True
+        self._writer.stop(interrupt=True)
+        self._readers.stop()
+
+    async def _close(self, writer: Writer, readers: ReaderPool, settled: asyncio.Event) -> None:
+        try:
+            deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
+            # return_exceptions: both end before the writer's connection closes, whatever
+            # raises.
+            ended = await asyncio.gather(
+                writer.close(deadline), readers.close(deadline=deadline), return_exceptions=True
+            )
+            failed = [result for result in ended if isinstance(result, BaseException)]
+            if not self._hurried and not failed:
+                await self._checkpoint_on_close(writer)
+            await writer.connection.close()
+            if failed:
+                raise failed[0]
+        finally:
+            # Only once every thread has ended may an open waiting for this close begin.
+            self._settle("closed", settled)
 
     async def _checkpoint_on_close(self, writer: Writer) -> None:
         # Leave a small file behind: fold the WAL back in. Best effort: another process using

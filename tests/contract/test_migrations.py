@@ -1,6 +1,7 @@
 """The migration runner on every backend: start-up applies what is pending once, refusals that
 change nothing (an edited, a failing, a newer or a gapped record), down and status, application
-sets, and the built-in schema's foreign keys.
+sets, a store of another application adopted at a set's baseline, and the built-in schema's
+foreign keys.
 
 The record is read through the contract (``schema_migrations``); a schema is compared by what a
 query can see."""
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from async_store import (
+    Database,
     ForeignKeyViolation,
     MigrationError,
     QueryError,
@@ -125,6 +127,30 @@ async def test_a_failing_statement_leaves_nothing_behind(
     async with SqlService(config, migration_sets=[first]) as sql:
         assert await applied(sql) == record
         assert await sql.app.fetch_val("SELECT body FROM notes") == "kept"
+
+
+async def test_another_applications_store_is_adopted_at_a_baseline(
+    backend: Backend, tmp_path: Path, sql_config: Callable[..., SqlConfig]
+) -> None:
+    """A store holding an application's tables and no migration record (what an
+    encode/databases application leaves) is refused, unless the application's set has a
+    baseline: its versions up to it are recorded without running, and the rest runs."""
+    config = sql_config(mvp=True)
+    async with Database(config.app) as database:
+        await database.execute(NOTES_V1[0])
+        await database.execute("INSERT INTO notes(body) VALUES ('kept')")
+    before = backend.schema(tmp_path)
+    root = write_set(tmp_path / "m", {"0001_notes": NOTES_V1, "0002_tags": NOTES_V2})
+    plain = MigrationSet.from_directory("notes", root)
+    with pytest.raises(MigrationError, match="belongs to another application"):
+        await SqlService(config, migration_sets=[plain]).start()
+    assert backend.schema(tmp_path) == before
+    adopting = MigrationSet.from_directory("notes", root, baseline=1)
+    async with SqlService(config, migration_sets=[adopting]) as sql:
+        assert await sql.app.fetch_val("SELECT body || tag FROM notes") == "kept"
+        assert ("notes", 1) in await applied(sql)
+        assert ("app_meta", 1) in await applied(sql)
+        assert all(s.applied and s.checksum_ok for s in await sql.migration_status())
 
 
 async def test_an_edited_migration_is_refused_but_a_crlf_change_is_not(
