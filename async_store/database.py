@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import (
     AsyncGenerator,
+    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -25,7 +26,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import (
@@ -41,7 +42,7 @@ from typing import (
 )
 
 from .config import DatabaseConfig
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, PoolClosed, StoreError
 from .metrics import Metrics
 from .statistics import PoolStatistics
 
@@ -318,6 +319,16 @@ class Database(QueryMethods):
     async def disconnect(self) -> None:
         """encode/databases' name for :meth:`close`: the same call."""
         await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Self]:
+        """``async with database.connection() as connection``, as in encode/databases, yields
+        this database: every call already reaches the right connection (a reader, the writer,
+        or the caller's ``transaction()`` block), so there is no connection to hold. Raises
+        :class:`PoolClosed` when the database is not open."""
+        if not self.is_open:
+            raise PoolClosed(f"{self.name}: the database is not open; connect() it first")
+        yield self
 
     async def __aenter__(self) -> Self:
         await self.open()

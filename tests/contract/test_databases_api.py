@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
-from async_store import QueryError, StoreError
+from async_store import PoolClosed, QueryError, StoreError
 from async_store.database import Database
 
 metadata = sa.MetaData()
@@ -173,3 +173,15 @@ async def test_a_block_is_started_once(db: Database) -> None:
     with pytest.raises(StoreError, match="started already"):
         await block.start()
     await block.rollback()
+
+
+async def test_a_connection_block_yields_the_database(db: Database, observer: Database) -> None:
+    async with db.connection() as connection:
+        async with connection.transaction():
+            await connection.execute("INSERT INTO items(name) VALUES ('a')")
+        assert await connection.fetch_val("SELECT count(*) FROM items") == 1
+    assert await observer.fetch_val("SELECT count(*) FROM items") == 1
+    await db.disconnect()
+    with pytest.raises(PoolClosed, match="connect"):
+        async with db.connection():
+            pass
