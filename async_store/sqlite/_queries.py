@@ -52,19 +52,27 @@ class SqliteQueries(QueryMethods):
     ) -> AsyncGenerator[Row, None]:
         """Stream the rows of a query."""
 
-    async def _fetch(
+    def _fetch(
         self, fn: Callable[[sqlite3.Connection], T], sql: str, writes: bool = False
-    ) -> T:
+    ) -> Awaitable[T]:
         # A statement that writes (INSERT ... RETURNING) runs on the writer, as its own
-        # transaction or in the caller's; one whose first keyword does not say so (a WITH
-        # before an UPDATE) learns it from the reader, where query_only stopped it before it
-        # changed anything.
-        if not writes and _WRITES.match(sql) is None:
-            try:
-                return await self._read(fn, sql)
-            except ReadOnlyQuery:
-                pass
-        return await self._write(fn, sql)
+        # transaction or in the caller's. One behind a WITH may write or not: the reader
+        # tells, its query_only stopping a write before it changed anything. A plain read
+        # gets the reader pool's own awaitable, no coroutine around it (the hot path).
+        if writes:
+            return self._write(fn, sql)
+        leading = _LEADING.match(sql)
+        if leading is None:
+            return self._read(fn, sql)
+        if leading.group(1).upper() == "WITH":
+            return self._read_or_write(fn, sql)
+        return self._write(fn, sql)
+
+    async def _read_or_write(self, fn: Callable[[sqlite3.Connection], T], sql: str) -> T:
+        try:
+            return await self._read(fn, sql)
+        except ReadOnlyQuery:
+            return await self._write(fn, sql)
 
     async def fetch_all(
         self,
@@ -241,7 +249,7 @@ _SAVEPOINT_NAME = re.compile(rf"{_GAP}(?:SAVEPOINT\b{_GAP})?({_NAME})", re.IGNOR
 
 
 _INSERT = re.compile(rf"{_GAP}(?:INSERT|REPLACE)\b", re.IGNORECASE)
-_WRITES = re.compile(rf"{_GAP}(?:INSERT|REPLACE|UPDATE|DELETE)\b", re.IGNORECASE)
+_LEADING = re.compile(rf"{_GAP}(INSERT|REPLACE|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 
 
 def _check_sql(query: object) -> None:
